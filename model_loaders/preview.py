@@ -1,0 +1,107 @@
+"""The weights-free preview backends, registered as model families.
+
+They implement the same interfaces as the real models, so a stage does not
+know which one it runs, and the whole graph runs on any CPU:
+
+- ``preview-llm``: rule-based director + technical critic (one "checkpoint", two roles)
+- ``preview-keyframes``: procedural storyboard frames
+- ``preview-motion``: Ken Burns camera moves
+- ``preview-voice``: eSpeak NG
+- ``preview-music``: procedural synth bed
+
+Backend methods take and return plain data (dicts, numpy arrays, PIL images),
+so any of them can also run in a worker process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .handles import ModelHandle
+from .residency import register_family
+
+PREVIEW_CHECKPOINT = "preview"
+
+
+class PreviewLLM:
+    """Director and critic roles without a language model."""
+
+    engine = "rules"
+
+    def plan(self, request: dict[str, Any]) -> dict[str, Any]:
+        from .rules import DirectorRequest, RuleDirector
+
+        plan, warnings = RuleDirector().plan(DirectorRequest(**request))
+        return {"plan": plan.model_dump(mode="json"), "warnings": list(warnings), "engine": self.engine}
+
+    def critique(self, frames: Any, portraits: list[Any], prompt: str) -> dict[str, Any]:
+        from ..nodes.critic import technical_check
+
+        return technical_check(frames)
+
+
+class StoryboardKeyframes:
+    engine = "storyboard"
+
+    def render_portrait(self, character: dict[str, Any], plan: dict[str, Any], seed: int) -> Any:
+        from ..nodes.plan import Character, validate_plan
+        from .storyboard import render_portrait
+
+        return render_portrait(Character.model_validate(character), validate_plan(plan), seed)
+
+    def render_keyframe(self, shot: dict[str, Any], plan: dict[str, Any], portraits: dict[str, Any], seed: int) -> Any:
+        from ..nodes.plan import Shot, validate_plan
+        from .storyboard import render_keyframe
+
+        return render_keyframe(Shot.model_validate(shot), validate_plan(plan), portraits, seed)
+
+
+class KenBurnsMotion:
+    engine = "kenburns"
+
+    def render_clip(self, keyframe: Any, shot: dict[str, Any], plan: dict[str, Any], num_frames: int,
+                    seed: int, callback: Any = None) -> Any:
+        from .kenburns import render_clip
+
+        return render_clip(keyframe, shot["camera"], float(shot["flow_shift"]), num_frames, seed)
+
+
+class EspeakVoiceBackend:
+    engine = "espeak-ng"
+
+    def __init__(self) -> None:
+        from .espeak import EspeakVoice
+
+        self._voice = EspeakVoice()
+
+    def default_voice(self, language: str) -> str:
+        from ..nodes.languages import LANGUAGES
+
+        return LANGUAGES[language].espeak
+
+    def synthesize(self, text: str, language: str, voice: str | None = None, speed: float = 1.0) -> tuple[Any, int]:
+        return self._voice.synthesize(text, language, speed=speed)
+
+
+class SynthMusic:
+    engine = "synth"
+
+    def compose(self, plan: dict[str, Any], duration_s: float, tempo_bpm: float | None, seed: int,
+                sample_rate: int = 48000) -> Any:
+        from .synth import render_music_bed
+
+        return render_music_bed(duration_s, plan["mood"], seed, tempo_bpm=tempo_bpm, sample_rate=sample_rate)
+
+
+def _factory(cls: type) -> Any:
+    def load(handle: ModelHandle) -> Any:
+        return cls()
+
+    return load
+
+
+register_family("preview-llm", _factory(PreviewLLM))
+register_family("preview-keyframes", _factory(StoryboardKeyframes))
+register_family("preview-motion", _factory(KenBurnsMotion))
+register_family("preview-voice", _factory(EspeakVoiceBackend))
+register_family("preview-music", _factory(SynthMusic))

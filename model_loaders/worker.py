@@ -1,0 +1,144 @@
+"""Worker-process residency: a model that lives in a child process.
+
+The parent starts ``worker_main.py`` with the interpreter it runs on, the
+child imports the pack by file path (it does not need to be importable by
+name), loads the handle with the same family loader an in-process load
+uses, and serves method calls over a ``multiprocessing.connection``
+(authenticated, local). Evicting the model ends the process, so the
+operating system takes back every byte it held, CUDA context included.
+
+Arguments and results cross the process boundary pickled: keep worker APIs
+to plain data (str, dict, list, numbers, numpy arrays, bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+from multiprocessing.connection import Connection, Listener
+from pathlib import Path
+from typing import Any
+
+from .handles import ModelHandle
+
+PACK_ROOT = Path(__file__).resolve().parent.parent
+WORKER_SCRIPT = Path(__file__).resolve().parent / "worker_main.py"
+CONNECT_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 10.0
+
+
+class WorkerError(RuntimeError):
+    """An exception raised inside the worker process, with its traceback."""
+
+
+class WorkerModel:
+    """Proxy to a model in a worker process: ``proxy.method(*args)`` runs ``model.method`` there."""
+
+    def __init__(self, handle: ModelHandle, process: subprocess.Popen, conn: Connection):
+        self._handle = handle
+        self._process = process
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    @classmethod
+    def start(cls, handle: ModelHandle) -> "WorkerModel":
+        authkey = secrets.token_bytes(32)
+        listener = Listener(authkey=authkey)
+        env = {**os.environ, "CINEREEL_WORKER": "1"}
+        process = subprocess.Popen(
+            [sys.executable, str(WORKER_SCRIPT), str(PACK_ROOT)],
+            stdin=subprocess.PIPE,
+            env=env,
+        )
+        # The address and key go through stdin, not argv, so no other user can read the key.
+        assert process.stdin is not None
+        process.stdin.write(json.dumps({"address": listener.address, "authkey": authkey.hex()}).encode() + b"\n")
+        process.stdin.close()
+        conn = _accept(listener, process)
+        worker = cls(handle, process, conn)
+        try:
+            worker._request(("load", handle.to_dict()))
+        except BaseException:
+            worker.stop()
+            raise
+        return worker
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._request(("call", method, args, kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self.call(name, *args, **kwargs)
+
+    def _request(self, message: tuple) -> Any:
+        with self._lock:
+            if not self.alive:
+                raise WorkerError(f"the {self._handle.label} worker (pid {self.pid}) is not running "
+                                  f"(exit code {self._process.returncode})")
+            try:
+                self._conn.send(message)
+                status, payload = self._conn.recv()
+            except (EOFError, OSError, BrokenPipeError) as exc:
+                code = self._process.wait(timeout=STOP_TIMEOUT_S)
+                raise WorkerError(f"the {self._handle.label} worker died (exit code {code}): {exc}") from None
+        if status == "ok":
+            return payload
+        raise WorkerError(payload)
+
+    def stop(self) -> None:
+        """End the worker process and wait until it is gone."""
+        if self.alive:
+            try:
+                with self._lock:
+                    self._conn.send(("close",))
+            except (OSError, BrokenPipeError):
+                pass
+            try:
+                self._process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=STOP_TIMEOUT_S)
+        self._conn.close()
+
+
+def _accept(listener: Listener, process: subprocess.Popen) -> Connection:
+    """Wait for the child to connect, failing fast if it exits first."""
+    result: dict[str, Any] = {}
+
+    def accept() -> None:
+        try:
+            result["conn"] = listener.accept()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            result["error"] = exc
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    waited = 0.0
+    while thread.is_alive() and waited < CONNECT_TIMEOUT_S:
+        thread.join(0.1)
+        waited += 0.1
+        if process.poll() is not None and thread.is_alive():
+            break
+    try:
+        if "conn" in result:
+            return result["conn"]
+        process.kill()
+        raise WorkerError(
+            f"the model worker did not connect (exit code {process.poll()}); "
+            "run with residency 'in_process' to see the error directly"
+        )
+    finally:
+        listener.close()

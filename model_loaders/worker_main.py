@@ -1,0 +1,80 @@
+"""Entry point of a CineReel model worker process (run as a script by ``worker.py``).
+
+It imports the pack by file path under a private name, connects back to the
+parent, loads one model with the family's own loader and serves calls until
+told to close. It never outlives its parent's interest: eviction ends it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import traceback
+from multiprocessing.connection import Client
+from pathlib import Path
+
+# Python put this script's folder first on sys.path; its module names must not shadow anything.
+sys.path.pop(0)
+
+ALIAS = "_cinereel_worker_pack"
+
+
+def import_pack(root: Path):
+    spec = importlib.util.spec_from_file_location(ALIAS, root / "__init__.py", submodule_search_locations=[str(root)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[ALIAS] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def serve(conn, residency, handles) -> None:
+    model = None
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return  # the parent went away
+        kind = message[0]
+        if kind == "close":
+            return
+        try:
+            if kind == "load":
+                model = residency.load_model(handles.ModelHandle.from_dict(message[1]))
+                result = None
+            elif kind == "call":
+                _, method, args, kwargs = message
+                result = getattr(model, method)(*args, **kwargs)
+            else:
+                raise ValueError(f"unknown worker request {kind!r}")
+            conn.send(("ok", result))
+        except Exception as exc:  # noqa: BLE001 - sent to the parent with its traceback
+            conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+
+
+def main() -> None:
+    root = Path(sys.argv[1])
+    setup = json.loads(sys.stdin.readline())
+    address = setup["address"]
+    if isinstance(address, list):
+        address = tuple(address)
+    conn = Client(address, authkey=bytes.fromhex(setup["authkey"]))
+    import_pack(root)
+    importlib.import_module(f"{ALIAS}.model_loaders")
+    for plugin in filter(None, os.environ.get("CINEREEL_WORKER_PLUGINS", "").split(os.pathsep)):
+        # Extra model families from files that define register(register_family): tests use this.
+        spec = importlib.util.spec_from_file_location(f"_cinereel_plugin_{Path(plugin).stem}", plugin)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.register(sys.modules[f"{ALIAS}.model_loaders.residency"].register_family)
+    residency = sys.modules[f"{ALIAS}.model_loaders.residency"]
+    handles = sys.modules[f"{ALIAS}.model_loaders.handles"]
+    try:
+        serve(conn, residency, handles)
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+"""CineReel's ComfyUI nodes, one module per pipeline stage, and the plain code under them."""
+
+from . import adapters, director, keyframes, loaders, motion, music, unload, voice
+
+_MODULES = (loaders, director, keyframes, motion, voice, music, unload, adapters)
+
+NODE_CLASS_MAPPINGS: dict[str, type] = {}
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
+for _module in _MODULES:
+    for _node_id, (_cls, _display) in _module.NODES.items():
+        NODE_CLASS_MAPPINGS[_node_id] = _cls
+        NODE_DISPLAY_NAME_MAPPINGS[_node_id] = _display

@@ -1,0 +1,112 @@
+"""What CineReel uses of ComfyUI, each with a plain fallback when ComfyUI is absent.
+
+The pack runs headless and in tests without ComfyUI; inside ComfyUI it reports
+progress to the UI, honours the interrupt (cancel) button, writes under
+ComfyUI's output folder, and lists checkpoints from its model folders.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+class Cancelled(Exception):
+    """The user cancelled the run (ComfyUI's interrupt, or Ctrl-C headless)."""
+
+
+_headless_cancel = threading.Event()
+
+
+def comfy_present() -> bool:
+    return "comfy.model_management" in sys.modules or "folder_paths" in sys.modules
+
+
+def request_cancel() -> None:
+    """Headless cancel (Ctrl-C handler, tests)."""
+    _headless_cancel.set()
+
+
+def clear_cancel() -> None:
+    _headless_cancel.clear()
+
+
+def check_cancel() -> None:
+    """Raise if the user cancelled. Call between steps and inside long loops.
+
+    Inside ComfyUI this raises ComfyUI's own InterruptProcessingException, which
+    its executor turns into a clean "interrupted" state.
+    """
+    mm = sys.modules.get("comfy.model_management")
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+    if _headless_cancel.is_set():
+        raise Cancelled("cancelled")
+
+
+class Progress:
+    """A progress bar over ``total`` steps: ComfyUI's bar when present, else a callback or nothing."""
+
+    def __init__(self, total: int, callback: Callable[[int, int], None] | None = None):
+        self.total = max(int(total), 1)
+        self.current = 0
+        self._callback = callback
+        self._bar = None
+        utils = sys.modules.get("comfy.utils")
+        if utils is not None and hasattr(utils, "ProgressBar"):
+            self._bar = utils.ProgressBar(self.total)
+
+    def update(self, steps: int = 1) -> None:
+        self.current = min(self.current + steps, self.total)
+        if self._bar is not None:
+            self._bar.update_absolute(self.current, self.total)
+        if self._callback is not None:
+            self._callback(self.current, self.total)
+        check_cancel()
+
+
+def output_root() -> Path:
+    """ComfyUI's output folder inside ComfyUI; ``$CINEREEL_OUTPUT`` or ./output headless."""
+    folder_paths = sys.modules.get("folder_paths")
+    if folder_paths is not None:
+        return Path(folder_paths.get_output_directory())
+    return Path(os.environ.get("CINEREEL_OUTPUT", "output")).resolve()
+
+
+MODEL_FOLDER = "cinereel"
+
+
+def register_model_folder() -> None:
+    """Register ``models/cinereel`` with ComfyUI's ``folder_paths`` (diffusers-format folders live there)."""
+    folder_paths = sys.modules.get("folder_paths")
+    if folder_paths is None or MODEL_FOLDER in folder_paths.folder_names_and_paths:
+        return
+    path = os.path.join(folder_paths.models_dir, MODEL_FOLDER)
+    folder_paths.folder_names_and_paths[MODEL_FOLDER] = ([path], {"folder"} if isinstance(
+        next(iter(folder_paths.folder_names_and_paths.values()))[1], set) else ["folder"])
+
+
+def model_folders() -> list[Path]:
+    """Folders that may hold diffusers/transformers checkpoint folders (ComfyUI's ``diffusers`` and ``cinereel``)."""
+    folder_paths = sys.modules.get("folder_paths")
+    if folder_paths is None:
+        return []
+    register_model_folder()
+    found: list[Path] = []
+    for name in ("cinereel", "diffusers", "LLM"):
+        entry = folder_paths.folder_names_and_paths.get(name)
+        if entry:
+            found.extend(Path(p) for p in entry[0])
+    return found
+
+
+def send_ui_event(event: str, data: dict[str, Any]) -> None:
+    """Push a live update to the browser (the js/ extension listens); silently nothing headless."""
+    server_mod = sys.modules.get("server")
+    instance = getattr(getattr(server_mod, "PromptServer", None), "instance", None)
+    if instance is not None and hasattr(instance, "send_sync"):
+        instance.send_sync(event, data)

@@ -1,0 +1,98 @@
+"""Motion stage: every keyframe becomes a clip, all under one residency of the motion model.
+
+Each clip has one frame more than its shot needs (81 frames for 5 s at 16 fps,
+the 4k+1 length Wan2.2 renders); assembly takes exactly the shot's frames so
+shots butt together. Every attempt's clip is kept: ``clips/<shot>.attempt<k>.mp4``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..model_loaders.handles import ModelHandle
+from .base import CATEGORY, MOTION_MODEL, REEL, choice, reel_input
+from .comfy import Progress, check_cancel, send_ui_event
+from .stage import Job, StageTimer, artifact_key, run_jobs, write_report
+
+if TYPE_CHECKING:
+    from .plan import Plan, Shot
+    from .reel import Reel
+
+CLIP_PRESETS = ("veryfast", "ultrafast", "faster", "fast", "medium")
+
+
+def shot_frame_spans(plan: Plan) -> list[tuple[int, int]]:
+    """(first frame, frame count) of each shot in the reel, rounded cumulatively so they add up exactly."""
+    spans, start_s = [], 0.0
+    for shot in plan.shots:
+        first = round(start_s * plan.fps)
+        start_s += shot.duration_s
+        spans.append((first, round(start_s * plan.fps) - first))
+    return spans
+
+
+def clip_frames(plan: Plan, shot: Shot) -> int:
+    spans = dict(zip((s.id for s in plan.shots), shot_frame_spans(plan)))
+    return spans[shot.id][1] + 1
+
+
+def clip_job(reel: Reel, shot: Shot, handle: ModelHandle, attempt: int = 1, preset: str = "veryfast",
+             keyframe_name: str | None = None) -> Job:
+    plan = reel.plan
+    keyframe_name = keyframe_name or f"keyframe:{shot.id}"
+    keyframe_path = reel.artifact_path(keyframe_name)
+    num_frames = clip_frames(plan, shot)
+    inputs = {"shot": shot, "keyframe": artifact_key(reel, keyframe_name), "frames": num_frames, "fps": plan.fps,
+              "model": handle.key, "attempt": attempt, "preset": preset}
+
+    def make(model: Any, tmp: Path) -> None:
+        from PIL import Image
+
+        from .assemble import write_clip
+
+        with Image.open(keyframe_path) as img:
+            keyframe = img.convert("RGB")
+        frames = model.render_clip(keyframe, shot.model_dump(mode="json"), plan.model_dump(mode="json"),
+                                   num_frames, shot.seed, callback=lambda *_: check_cancel())
+        check_cancel()
+        write_clip(frames, plan.fps, tmp, preset=preset)
+
+    return Job(f"clip:{shot.id}", f"clips/{shot.id}.attempt{attempt}.mp4", inputs, make)
+
+
+def animate(reel: Reel, handle: ModelHandle, preset: str = "veryfast", progress: Progress | None = None) -> Reel:
+    timer = StageTimer("motion")
+    jobs = [clip_job(reel, shot, handle, preset=preset) for shot in reel.plan.shots]
+    made, count = run_jobs(reel.run_dir, handle.as_role("motion"), jobs, progress or Progress(len(jobs)))
+    out = reel.evolve(artifacts=made)
+    out = out.evolve(notes=timer.notes(out, clips_made=count))
+    write_report(out)
+    return out
+
+
+class AnimateNode:
+    DESCRIPTION = ("Animates every keyframe into a clip (81 frames at 16 fps for a 5-second shot), all under one "
+                   "load of the motion model. Clips are kept as clips/<shot>.attempt<k>.mp4.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (REEL,)
+    RETURN_NAMES = ("reel",)
+    OUTPUT_TOOLTIPS = ("The REEL with one clip per shot; connect it to the Critic Gate or Assemble node.",)
+    FUNCTION = "animate"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "reel": reel_input("The REEL from the CineReel Keyframes node."),
+            "motion_model": (MOTION_MODEL, {"tooltip": "From a CineReel Motion Model Loader."}),
+            "clip_preset": choice(CLIP_PRESETS, "x264 speed preset for the per-shot clips (CRF 18). The final reel is "
+                                  "re-encoded by the Assemble node, so faster is fine here."),
+        }}
+
+    def animate(self, reel: Reel, motion_model: ModelHandle, clip_preset: str) -> tuple[Reel]:
+        out = animate(reel, motion_model, clip_preset)
+        send_ui_event("cinereel.stage", {"run_id": out.run_id, "stage": "motion"})
+        return (out,)
+
+
+NODES = {"CineReelAnimate": (AnimateNode, "CineReel Animate")}

@@ -1,0 +1,85 @@
+"""The whole pipeline as plain Python: what the headless command runs, stage by stage.
+
+It is the same sequence of stage functions the ComfyUI nodes call, with the
+same handles, so a graph and a script make the same reel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..model_loaders.handles import ModelHandle
+from .director import direct
+from .keyframes import render_keyframes
+from .loaders import make_handle
+from .motion import animate
+from .music import score_music
+from .reel import Reel
+from .voice import narrate
+
+if TYPE_CHECKING:
+    from ..model_loaders.rules import DirectorRequest
+
+PREVIEW = {
+    "llm": "preview (rules + technical critic)",
+    "keyframes": "preview (storyboard frames)",
+    "motion": "preview (Ken Burns moves)",
+    "voice": "preview (eSpeak NG)",
+    "music": "preview (synth bed)",
+}
+
+
+def preview_handles() -> dict[str, ModelHandle]:
+    return {stage: make_handle(stage, selected) for stage, selected in PREVIEW.items()}
+
+
+@dataclass
+class PipelineOptions:
+    handles: dict[str, ModelHandle] = field(default_factory=preview_handles)
+    lead_in_s: float = 0.25
+    target_lufs: float = -18.0
+    true_peak_dbtp: float = -1.0
+    crf: int = 18
+    preset: str = "veryfast"
+    clip_preset: str = "veryfast"
+
+
+StageCallback = Callable[[str, float], None]
+
+
+def make_reel(
+    request: DirectorRequest,
+    out_root: Path | str,
+    run_id: str | None = None,
+    plan_override: str | None = None,
+    options: PipelineOptions | None = None,
+    on_stage: StageCallback | None = None,
+) -> Reel:
+    """Sentence to reel.mp4, phase-major: each stage renders every shot under one residency."""
+    from .assemble import assemble_stage
+    from .mix import mix_stage
+
+    options = options or PipelineOptions()
+    h = options.handles
+    stages: list[tuple[str, Callable[[Reel], Reel]]] = [
+        ("keyframes", lambda r: render_keyframes(r, h["keyframes"])),
+        ("motion", lambda r: animate(r, h["motion"], options.clip_preset)),
+        ("narration", lambda r: narrate(r, h["voice"], lead_in_s=options.lead_in_s)),
+        ("music", lambda r: score_music(r, h["music"])),
+        ("mix", lambda r: mix_stage(r, options.target_lufs, options.true_peak_dbtp)),
+        ("assemble", lambda r: assemble_stage(r, options.crf, options.preset)),
+    ]
+    started = time.perf_counter()
+    reel = direct(h["llm"], request, out_root, run_id, plan_override)
+    if on_stage:
+        on_stage("director", time.perf_counter() - started)
+    for name, run in stages:
+        started = time.perf_counter()
+        reel = run(reel)
+        if on_stage:
+            on_stage(name, time.perf_counter() - started)
+    return reel

