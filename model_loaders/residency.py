@@ -120,7 +120,12 @@ class ResidencyManager:
         self._lock = threading.RLock()
         self._resident: _Resident | None = None
         self._log: list[dict[str, Any]] = []
+        self._listeners: list[Callable[[dict[str, Any], ModelHandle | None], None]] = []
         self.reuses = 0
+
+    def add_listener(self, callback: Callable[[dict[str, Any], ModelHandle | None], None]) -> None:
+        """Call ``callback(log_entry, resident_handle)`` after every load and eviction (the UI shows it)."""
+        self._listeners.append(callback)
 
     # -- public API --------------------------------------------------------
     @contextmanager
@@ -231,6 +236,11 @@ class ResidencyManager:
         entry = {"event": event, "family": handle.family, "checkpoint": handle.checkpoint,
                  "key": handle.key, "role": handle.role, "time": time.time(), **facts}
         self._log.append(entry)
+        for listener in self._listeners:
+            try:
+                listener(dict(entry), self._resident.handle if self._resident else None)
+            except Exception:  # noqa: BLE001 - a UI hook must never break a load
+                log.exception("residency listener failed")
         log.info("%s %s (%.2fs, rss %.0f -> %.0f MB)", event, handle.label, entry["seconds"],
                  entry["rss_before"] / 2**20, entry["rss_after"] / 2**20)
 

@@ -1,5 +1,6 @@
 """CineReel's ComfyUI nodes, one module per pipeline stage, and the plain code under them."""
 
+from ..model_loaders.residency import RESIDENCY
 from . import adapters, director, keyframes, loaders, motion, music, unload, voice
 
 _MODULES = (loaders, director, keyframes, motion, voice, music, unload, adapters)
@@ -10,3 +11,14 @@ for _module in _MODULES:
     for _node_id, (_cls, _display) in _module.NODES.items():
         NODE_CLASS_MAPPINGS[_node_id] = _cls
         NODE_DISPLAY_NAME_MAPPINGS[_node_id] = _display
+
+
+def _show_resident(entry: dict, resident) -> None:
+    from .comfy import send_ui_event
+
+    send_ui_event("cinereel.residency", {"event": entry["event"], "model": f"{entry['family']}:{entry['checkpoint']}",
+                                         "resident": resident.label if resident else None,
+                                         "seconds": round(entry["seconds"], 2)})
+
+
+RESIDENCY.add_listener(_show_resident)

