@@ -61,9 +61,14 @@ class KenBurnsMotion:
 
     def render_clip(self, keyframe: Any, shot: dict[str, Any], plan: dict[str, Any], num_frames: int,
                     seed: int, callback: Any = None) -> Any:
-        from .kenburns import render_clip
+        """Frames as a generator: the encoder compresses frame k while frame k+1 is drawn."""
+        from .kenburns import iter_clip
 
-        return render_clip(keyframe, shot["camera"], float(shot["flow_shift"]), num_frames, seed)
+        for index, frame in enumerate(iter_clip(keyframe, shot["camera"], float(shot["flow_shift"]), num_frames,
+                                                seed)):
+            if callback is not None:
+                callback(index + 1, num_frames)
+            yield frame
 
 
 class EspeakVoiceBackend:

@@ -21,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from .base import CATEGORY, REEL, number, reel_input
+from .comfy import Progress, send_ui_event
 from .rundir import atomic_write
+from .stage import Job, StageTimer, artifact_key, run_jobs, write_report
 
 # scipy.signal, scipy.ndimage, pyloudnorm and soundfile are imported where used:
 # together they take about a second to import, which ComfyUI's start-up should not pay.
@@ -598,3 +601,88 @@ def _finite_or_none(value: float) -> float | None:
 # ---------------------------------------------------------------------------
 # ComfyUI nodes
 # ---------------------------------------------------------------------------
+
+MIX_SAMPLE_RATE = 48000
+
+
+def _read_audio(path: Path) -> np.ndarray:
+    import soundfile
+
+    audio, sr = soundfile.read(path, dtype="float32", always_2d=False)
+    return resample(audio, sr, MIX_SAMPLE_RATE) if sr != MIX_SAMPLE_RATE else audio
+
+
+def mix_job(reel: Any, target_lufs: float, true_peak: float, music_level_db: float, duck_db: float) -> Job:
+    _check_master_targets(target_lufs, true_peak)
+    sources = [name for name in ("narration", "music") if name in reel.artifacts]
+    if "music" not in sources and "narration" not in sources:
+        raise ValueError("nothing to mix: connect the Narrate and/or Score Music nodes before Mix")
+    inputs = {"sources": {name: artifact_key(reel, name) for name in sources}, "target_lufs": target_lufs,
+              "true_peak": true_peak, "music_level_db": music_level_db, "duck_db": duck_db,
+              "duration_s": reel.plan.duration_s}
+    report_path = reel.run_dir.path("audio/mix.json")
+
+    def make(_model: Any, tmp: Path) -> None:
+        import json
+
+        import soundfile
+
+        n = round(reel.plan.duration_s * MIX_SAMPLE_RATE)
+        speech = _read_audio(reel.artifact_path("narration")) if "narration" in sources else np.zeros(n, np.float32)
+        music = _read_audio(reel.artifact_path("music")) if "music" in sources else np.zeros((n, 2), np.float32)
+        mixed, report = mix_reel(speech, music, MIX_SAMPLE_RATE, target_lufs, music_level_db, duck_db, true_peak)
+        soundfile.write(tmp, mixed, MIX_SAMPLE_RATE, subtype="PCM_24", format="WAV")
+        atomic_write(report_path, lambda t: t.write_text(json.dumps(report, indent=2), encoding="utf-8"))
+
+    return Job("mix", "audio/mix.wav", inputs, make)
+
+
+def mix_stage(reel: Any, target_lufs: float = -18.0, true_peak_dbtp: float = -1.0, music_level_db: float = -14.0,
+              duck_db: float = -12.0, progress: Progress | None = None) -> Any:
+    """Narration over the ducked music bed, mastered to ``target_lufs`` with true peak <= ``true_peak_dbtp``."""
+    import json
+
+    timer = StageTimer("mix")
+    job = mix_job(reel, target_lufs, true_peak_dbtp, music_level_db, duck_db)
+    made, _ = run_jobs(reel.run_dir, None, [job], progress or Progress(1))
+    report = json.loads(reel.run_dir.path("audio/mix.json").read_text(encoding="utf-8"))
+    out = reel.evolve(artifacts=made)
+    out = out.evolve(notes=timer.notes(out, mix={**report, "target_lufs": target_lufs,
+                                                 "true_peak_ceiling_dbtp": true_peak_dbtp}))
+    write_report(out)
+    return out
+
+
+class MixNode:
+    DESCRIPTION = ("Mixes the narration over the music bed, ducking the music under speech, and masters the sum to "
+                   "an integrated loudness target (-18 LUFS default) with true peak under a ceiling (-1 dBTP), "
+                   "measured per ITU-R BS.1770-4. Writes audio/mix.wav (48 kHz stereo).")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (REEL,)
+    RETURN_NAMES = ("reel",)
+    OUTPUT_TOOLTIPS = ("The REEL with audio/mix.wav; connect it to the Assemble node.",)
+    FUNCTION = "mix"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "reel": reel_input("The REEL after Narrate and Score Music."),
+            "target_lufs": number("Integrated loudness of the master in LUFS. -18 suits most players; -14 is common "
+                                  "for social platforms, -23 for EBU R128 broadcast.", -18.0, MIN_TARGET_LUFS,
+                                  MAX_TARGET_LUFS, 0.5),
+            "true_peak_dbtp": number("Highest allowed true peak (4x oversampled) in dBTP.", -1.0, MIN_CEILING_DBTP,
+                                     MAX_CEILING_DBTP, 0.1),
+            "music_level_db": number("Music loudness under the narration, relative to the narration, in dB.",
+                                     -14.0, -40.0, 0.0, 0.5),
+            "duck_db": number("How far the music dips while someone speaks, in dB (0: no ducking).",
+                              -12.0, -40.0, 0.0, 0.5),
+        }}
+
+    def mix(self, reel: Any, target_lufs: float, true_peak_dbtp: float, music_level_db: float,
+            duck_db: float) -> tuple[Any]:
+        out = mix_stage(reel, float(target_lufs), float(true_peak_dbtp), float(music_level_db), float(duck_db))
+        send_ui_event("cinereel.stage", {"run_id": out.run_id, "stage": "mix"})
+        return (out,)
+
+
+NODES = {"CineReelMix": (MixNode, "CineReel Mix & Master")}

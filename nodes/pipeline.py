@@ -44,8 +44,8 @@ class PipelineOptions:
     target_lufs: float = -18.0
     true_peak_dbtp: float = -1.0
     crf: int = 18
-    preset: str = "veryfast"
-    clip_preset: str = "veryfast"
+    preset: str = "copy"
+    clip_preset: str = "ultrafast"
 
 
 StageCallback = Callable[[str, float], None]

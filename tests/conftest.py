@@ -133,3 +133,43 @@ def plan_dict() -> dict:
 # Test modules import shared helpers as `from cinereel_testkit import ...`
 # (with --import-mode=importlib, conftest is not importable by its own name).
 sys.modules.setdefault("cinereel_testkit", sys.modules[__name__])
+
+
+# -- UI-format workflows ---------------------------------------------------------
+
+def _is_widget(decl) -> bool:
+    kind = decl[0]
+    return isinstance(kind, list) or (type(kind) is str and kind in ("INT", "FLOAT", "STRING", "BOOLEAN"))
+
+
+def workflow_to_prompt(workflow: dict, node_classes: dict) -> dict:
+    """Convert a UI-format workflow (what ComfyUI saves) to the API-format prompt its executor runs.
+
+    This does what the frontend does when you press Queue: linked inputs become
+    [source id, slot]; widget values are read from ``widgets_values`` in the order
+    of INPUT_TYPES (required, then optional), skipping the extra "control after
+    generate" value that follows a seed widget.
+    """
+    links = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node.get("mode", 0) in (2, 4):  # muted or bypassed
+            continue
+        cls = node_classes[node["type"]]
+        spec = cls.INPUT_TYPES()
+        linked = {i["name"]: i["link"] for i in node.get("inputs", []) if i.get("link") is not None}
+        values = iter(node.get("widgets_values", []))
+        inputs = {}
+        for section in ("required", "optional"):
+            for name, decl in spec.get(section, {}).items():
+                if _is_widget(decl):
+                    value = next(values)
+                    if len(decl) > 1 and decl[1].get("control_after_generate"):
+                        next(values)
+                    if name not in linked:
+                        inputs[name] = value
+                if name in linked:
+                    link = links[linked[name]]
+                    inputs[name] = [str(link[1]), link[2]]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt

@@ -1,0 +1,520 @@
+"""Procedural storyboard frames: the weights-free preview backend for portraits and keyframes.
+
+A character's look (skin, hair, one colour per wardrobe item) is derived from
+the plan's words alone, so the master portrait and every keyframe that shows
+the character agree by construction: both draw the same ``Look`` with the same
+figure routine. The seed only moves the scenery (skyline, light, stars, neon,
+staging), so a retry with a new seed gives a new frame of the same people.
+
+Everything is drawn with Pillow and numpy; captions use Pillow's built-in
+font, so frames render identically on a machine without system fonts.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import textwrap
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont
+
+from ..nodes.plan import Character, Plan, Shot
+
+RGB = tuple[int, int, int]
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+# Every camera move of the Ken Burns backend keeps this centre region in view
+# (the largest move crops 1 - 1/1.16 ≈ 14 % off one side), so captions placed
+# inside it are never cut off by the motion.
+CAMERA_SAFE_MARGIN = 0.15
+
+# -- colour vocabulary --------------------------------------------------------
+
+COLOUR_WORDS: dict[str, RGB] = {
+    "red": (178, 34, 34), "crimson": (160, 20, 50), "scarlet": (210, 36, 30), "burgundy": (110, 20, 40),
+    "maroon": (110, 25, 30), "pink": (230, 130, 170), "rose": (205, 95, 120), "magenta": (200, 30, 150),
+    "orange": (230, 120, 30), "amber": (240, 165, 30), "yellow": (235, 200, 40), "gold": (212, 170, 55),
+    "golden": (212, 170, 55), "mustard": (200, 160, 40), "green": (40, 130, 60), "emerald": (20, 140, 90),
+    "olive": (110, 115, 50), "khaki": (170, 160, 110), "teal": (20, 120, 125), "turquoise": (50, 190, 180),
+    "cyan": (40, 200, 220), "blue": (40, 70, 170), "navy": (25, 35, 80), "cobalt": (30, 70, 190),
+    "indigo": (60, 40, 120), "purple": (110, 50, 140), "violet": (140, 80, 190), "lavender": (180, 160, 215),
+    "brown": (105, 70, 45), "tan": (190, 150, 105), "beige": (215, 200, 170), "cream": (240, 230, 205),
+    "camel": (190, 145, 95), "black": (22, 22, 26), "white": (238, 238, 235), "ivory": (245, 240, 225),
+    "grey": (128, 128, 132), "gray": (128, 128, 132), "charcoal": (55, 57, 62), "silver": (190, 194, 200),
+    "chrome": (200, 205, 212), "neon": (255, 40, 190),
+}
+# Materials have a typical colour, used only when the phrase names no colour.
+MATERIAL_WORDS: dict[str, RGB] = {
+    "leather": (52, 36, 28), "denim": (65, 95, 145), "jeans": (65, 95, 145), "linen": (225, 215, 190),
+    "tweed": (115, 100, 78), "wool": (140, 125, 110), "silk": (225, 210, 220), "velvet": (95, 30, 70),
+    "suede": (150, 110, 75), "canvas": (180, 165, 130), "camo": (90, 100, 60), "khakis": (170, 160, 110),
+}
+FALLBACK_PALETTE: tuple[RGB, ...] = (
+    (176, 72, 64), (64, 112, 176), (88, 140, 92), (196, 150, 60), (120, 84, 150), (60, 150, 150),
+    (200, 110, 140), (96, 96, 104), (150, 110, 80), (210, 190, 150), (40, 60, 100), (170, 60, 100),
+)
+SKIN_WORDS: dict[str, RGB] = {
+    "pale": (240, 214, 196), "fair": (236, 204, 180), "freckled": (232, 196, 170), "olive": (200, 162, 120),
+    "tan": (196, 150, 110), "tanned": (196, 150, 110), "brown": (150, 100, 70), "dark": (100, 66, 46),
+    "ebony": (80, 52, 38),
+}
+SKIN_PALETTE: tuple[RGB, ...] = (
+    (238, 204, 180), (224, 180, 145), (198, 152, 112), (160, 110, 78), (120, 80, 55), (92, 60, 42),
+)
+HAIR_WORDS: dict[str, RGB] = {
+    "blonde": (220, 190, 120), "blond": (220, 190, 120), "redhead": (170, 70, 30), "ginger": (180, 80, 35),
+    "auburn": (130, 50, 30), "brunette": (80, 50, 30),
+}
+HAIR_PALETTE: tuple[RGB, ...] = ((30, 24, 20), (70, 45, 28), (110, 75, 45), (200, 170, 110), (150, 150, 150))
+MODIFIERS: dict[str, tuple[str, float]] = {
+    "dark": ("shade", 0.6), "deep": ("shade", 0.7), "light": ("tint", 0.45), "pale": ("tint", 0.55),
+    "pastel": ("tint", 0.5), "bright": ("saturate", 1.35), "neon": ("saturate", 1.8), "faded": ("tint", 0.3),
+}
+
+
+def _stable_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest(), "big")
+
+
+def _words(text: str) -> list[str]:
+    return "".join(c if c.isalnum() else " " for c in text.lower()).split()
+
+
+def _mix(a: RGB, b: RGB, t: float) -> RGB:
+    return tuple(round(x + (y - x) * t) for x, y in zip(a, b))  # type: ignore[return-value]
+
+
+def _shade(c: RGB, factor: float) -> RGB:
+    return tuple(max(0, min(255, round(x * factor))) for x in c)  # type: ignore[return-value]
+
+
+def _saturate(c: RGB, factor: float, lightness: float = 1.0) -> RGB:
+    h, l, s = colorsys.rgb_to_hls(*(x / 255 for x in c))
+    r, g, b = colorsys.hls_to_rgb(h, min(1.0, l * lightness), min(1.0, s * factor))
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def wardrobe_colour(item: str) -> RGB:
+    """The colour of one wardrobe phrase: its colour word (with modifiers), else its material, else a hash."""
+    words = _words(item)
+    named = [COLOUR_WORDS[w] for w in words if w in COLOUR_WORDS and w != "neon"]  # "neon green": neon modifies
+    named = named or [MATERIAL_WORDS[w] for w in words if w in MATERIAL_WORDS]
+    if not named and "neon" in words:
+        return COLOUR_WORDS["neon"]
+    if not named:
+        return FALLBACK_PALETTE[_stable_hash(item.lower()) % len(FALLBACK_PALETTE)]
+    colour = named[0]
+    for word in words:
+        kind, amount = MODIFIERS.get(word, ("", 0.0))
+        if kind == "shade":
+            colour = _shade(colour, amount)
+        elif kind == "tint":
+            colour = _mix(colour, (255, 255, 255), amount)
+        elif kind == "saturate":
+            colour = _saturate(colour, amount, 1.15)
+    return colour
+
+
+# -- characters ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Look:
+    """How a character is drawn, everywhere: derived from the character's words, never from a seed."""
+
+    skin: RGB
+    hair: RGB | None  # None: bald
+    top: RGB  # first wardrobe item
+    inner: RGB  # second item (collar, shirt), else a shade of the top
+    legs: RGB  # third item, else a dark shade of the top
+
+
+def character_look(character: Character) -> Look:
+    words = _words(character.description)
+    skin = next((SKIN_WORDS[w] for w in words if w in SKIN_WORDS), None)
+    skin = skin or SKIN_PALETTE[_stable_hash(character.id + ":skin") % len(SKIN_PALETTE)]
+    garments = [wardrobe_colour(item) for item in character.wardrobe]
+    top = garments[0]
+    inner = garments[1] if len(garments) > 1 else _mix(top, (255, 255, 255), 0.35)
+    legs = garments[2] if len(garments) > 2 else _shade(top, 0.55)
+    return Look(skin=skin, hair=_hair_colour(character, words), top=top, inner=inner, legs=legs)
+
+
+def _hair_colour(character: Character, words: list[str]) -> RGB | None:
+    if "bald" in words or "shaved" in words:
+        return None
+    for i, word in enumerate(words):
+        if word in HAIR_WORDS:
+            return HAIR_WORDS[word]
+        if word == "hair" and i > 0 and words[i - 1] in COLOUR_WORDS:
+            return COLOUR_WORDS[words[i - 1]]
+    return HAIR_PALETTE[_stable_hash(character.id + ":hair") % len(HAIR_PALETTE)]
+
+
+def _draw_figure(draw: ImageDraw.ImageDraw, look: Look, cx: float, base: float, h: float) -> None:
+    """A standing figure of height ``h`` whose feet are at ``(cx, base)``; parts may fall outside the canvas."""
+
+    def box(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float, float]:
+        return cx + x0 * h, base - y0 * h, cx + x1 * h, base - y1 * h
+
+    radius = max(1, round(0.04 * h))
+    draw.rounded_rectangle(box(-0.11, 0.46, -0.015, 0.0), radius, fill=look.legs)
+    draw.rounded_rectangle(box(0.015, 0.46, 0.11, 0.0), radius, fill=look.legs)
+    sleeve = _shade(look.top, 0.82)
+    draw.rounded_rectangle(box(-0.215, 0.79, -0.135, 0.40), radius, fill=sleeve)
+    draw.rounded_rectangle(box(0.135, 0.79, 0.215, 0.40), radius, fill=sleeve)
+    draw.rectangle(box(-0.035, 0.84, 0.035, 0.78), fill=_shade(look.skin, 0.85))
+    draw.rounded_rectangle(box(-0.16, 0.80, 0.16, 0.42), radius * 2, fill=look.top)
+    neckline = [(cx - 0.06 * h, base - 0.80 * h), (cx + 0.06 * h, base - 0.80 * h), (cx, base - 0.63 * h)]
+    draw.polygon(neckline, fill=look.inner)
+    head = box(-0.072, 0.98, 0.072, 0.79)
+    if look.hair is not None:
+        draw.ellipse(box(-0.082, 1.0, 0.082, 0.83), fill=look.hair)
+    draw.ellipse(head, fill=look.skin)
+    if look.hair is not None:
+        draw.chord(box(-0.08, 0.995, 0.08, 0.85), 180, 360, fill=look.hair)
+    if h > 240:  # eyes only where they are more than a speck
+        eye = _shade(look.skin, 0.35)
+        for side in (-1, 1):
+            ex = side * 0.03
+            draw.ellipse(box(ex - 0.009, 0.902, ex + 0.009, 0.89), fill=eye)
+
+
+# -- text -----------------------------------------------------------------------
+
+@lru_cache(maxsize=16)
+def _font(size: int) -> Font:
+    try:
+        return ImageFont.load_default(size=size)
+    except (ImportError, OSError):  # Pillow built without FreeType: the bitmap font, one size only
+        return ImageFont.load_default_imagefont()
+
+
+@lru_cache(maxsize=4096)
+def _font_has_glyph(size: int, char: str) -> bool:
+    font = _font(size)
+    if not isinstance(font, ImageFont.FreeTypeFont):
+        return ord(char) < 256
+    missing = font.getmask("\U0010fffd")
+    mask = font.getmask(char)
+    return (mask.size, bytes(mask)) != (missing.size, bytes(missing))
+
+
+def drawable_text(text: str, size: int) -> str:
+    """``text`` as the default font can draw it: accents folded (é → e) where the glyph is missing,
+    control and format characters dropped, whitespace collapsed. Glyphs still missing stay (as boxes)."""
+    out = []
+    for char in text.encode("utf-8", "replace").decode("utf-8"):
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            out.append(" " if char.isspace() else "")
+        elif char.isspace() or _font_has_glyph(size, char):
+            out.append(char)
+        else:
+            folded = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+            if folded and all(_font_has_glyph(size, c) for c in folded):
+                out.append(folded)
+            else:  # FreeType draws a box for a missing glyph; the bitmap font would raise
+                out.append(char if isinstance(_font(size), ImageFont.FreeTypeFont) else "?")
+    return " ".join("".join(out).split())
+
+
+def wrap_to_width(text: str, font: Font, max_width: float, max_lines: int) -> list[str]:
+    """Wrap ``text`` into at most ``max_lines`` lines no wider than ``max_width`` pixels, ending in '...' if cut."""
+    avg = font.getlength("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLM") / 40
+    width = max(4, int(max_width / avg))
+    while True:
+        lines = textwrap.wrap(text, width=width, max_lines=max_lines, placeholder=" ...")
+        if width <= 4 or all(font.getlength(line) <= max_width for line in lines):
+            return lines
+        width -= 1
+
+
+def _draw_one_line(draw: ImageDraw.ImageDraw, text: str, centre: tuple[float, float], size: int,
+                   max_width: float) -> None:
+    font = _font(size)
+    line = (wrap_to_width(drawable_text(text, size), font, max_width, 1) or [""])[0]
+    draw.text(centre, line, font=font, fill=(245, 245, 240), anchor="mm")
+
+
+def _darken_band(img: Image.Image, top: int, bottom: int, opacity: float = 0.58) -> None:
+    """Semi-opaque black band across the frame: the caption stays legible over any scene."""
+    region = (0, max(0, top), img.width, min(img.height, bottom))
+    img.paste(ImageEnhance.Brightness(img.crop(region)).enhance(1.0 - opacity), region[:2])
+
+
+# -- portraits ------------------------------------------------------------------
+
+def render_portrait(character: Character, plan: Plan, seed: int, size: int = 768) -> Image.Image:
+    """A master portrait card: the character head-and-shoulders on a studio backdrop, name across the bottom."""
+    rng = np.random.default_rng([seed % 2**64, _stable_hash(character.id)])
+    style = mood_style(plan.mood)
+    hue = rng.random()
+    top = _grade(_hls(hue, 0.42, 0.35), style)
+    bottom = _grade(_hls(hue + 0.05, 0.16, 0.30), style)
+    img = Image.fromarray(_vertical_gradient(size, size, [(0.0, top), (1.0, bottom)]))
+    draw = ImageDraw.Draw(img)
+    # head and shoulders: a figure 2.25 frames tall, feet far below the card
+    cx = size * (0.5 + rng.uniform(-0.02, 0.02))
+    _draw_figure(draw, character_look(character), cx=cx, base=size * 2.5, h=size * 2.25)
+    _darken_band(img, round(size * 0.84), round(size * 0.97))
+    _draw_one_line(draw, character.name, (size / 2, size * 0.905), max(10, round(size * 0.06)), size * 0.9)
+    return img
+
+
+def _hls(h: float, l: float, s: float) -> RGB:
+    r, g, b = colorsys.hls_to_rgb(h % 1.0, l, s)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+# -- mood and time of day -------------------------------------------------------
+
+@dataclass(frozen=True)
+class MoodStyle:
+    tint: RGB
+    strength: float  # how far scene colours move toward the tint
+    saturation: float
+
+
+MOODS: dict[str, MoodStyle] = {
+    "melancholic": MoodStyle((70, 90, 130), 0.30, 0.6), "sad": MoodStyle((70, 90, 130), 0.30, 0.6),
+    "tense": MoodStyle((30, 110, 120), 0.25, 0.9), "thriller": MoodStyle((30, 110, 120), 0.25, 0.9),
+    "joyful": MoodStyle((255, 190, 90), 0.18, 1.25), "happy": MoodStyle((255, 190, 90), 0.18, 1.25),
+    "upbeat": MoodStyle((255, 170, 80), 0.15, 1.3), "romantic": MoodStyle((230, 120, 150), 0.25, 1.1),
+    "mysterious": MoodStyle((80, 50, 120), 0.30, 0.8), "noir": MoodStyle((40, 40, 50), 0.35, 0.25),
+    "moody": MoodStyle((50, 60, 90), 0.30, 0.7), "epic": MoodStyle((230, 130, 50), 0.22, 1.2),
+    "calm": MoodStyle((120, 170, 170), 0.20, 0.85), "serene": MoodStyle((120, 170, 190), 0.20, 0.85),
+    "peaceful": MoodStyle((130, 180, 150), 0.20, 0.85), "energetic": MoodStyle((230, 60, 160), 0.20, 1.35),
+    "nostalgic": MoodStyle((200, 160, 110), 0.35, 0.55), "dreamy": MoodStyle((200, 170, 230), 0.30, 0.8),
+    "hopeful": MoodStyle((250, 210, 150), 0.18, 1.1), "dark": MoodStyle((30, 30, 45), 0.35, 0.7),
+}
+
+
+def mood_style(mood: str) -> MoodStyle:
+    """The colour grade for a mood word; an unknown mood gets a gentle tint picked by its hash."""
+    for word in _words(mood):
+        if word in MOODS:
+            return MOODS[word]
+    tint = FALLBACK_PALETTE[_stable_hash(mood.lower()) % len(FALLBACK_PALETTE)]
+    return MoodStyle(tint, 0.15, 1.0)
+
+
+def _grade(colour: RGB, style: MoodStyle) -> RGB:
+    return _saturate(_mix(colour, style.tint, style.strength), style.saturation)
+
+
+@dataclass(frozen=True)
+class Light:
+    sky_top: RGB
+    sky_horizon: RGB
+    ground_far: RGB
+    ground_near: RGB
+    source: RGB  # sun or moon
+    source_height: float  # centre of the disc, as a fraction of the sky (0 top, 1 horizon)
+    source_size: float  # disc radius, as a fraction of min(width, height)
+    night: bool  # stars, a moon, lit windows
+    neon: bool  # neon signs on the buildings
+
+
+TIMES_OF_DAY: dict[str, Light] = {
+    "dawn": Light((60, 70, 120), (240, 160, 130), (70, 60, 70), (40, 36, 44), (255, 200, 160), 0.85, 0.07, False, False),
+    "sunrise": Light((80, 110, 170), (250, 175, 110), (80, 70, 60), (45, 40, 38), (255, 210, 140), 0.80, 0.08, False, False),
+    "morning": Light((100, 160, 225), (200, 225, 240), (110, 120, 100), (70, 78, 62), (255, 245, 215), 0.35, 0.05, False, False),
+    "day": Light((70, 140, 220), (190, 220, 245), (110, 125, 95), (70, 82, 58), (255, 250, 230), 0.18, 0.05, False, False),
+    "noon": Light((60, 130, 220), (180, 215, 245), (120, 130, 95), (75, 85, 60), (255, 252, 240), 0.10, 0.05, False, False),
+    "afternoon": Light((80, 145, 215), (215, 220, 220), (120, 118, 88), (76, 72, 54), (255, 240, 200), 0.35, 0.05, False, False),
+    "golden": Light((90, 120, 170), (255, 185, 95), (120, 90, 55), (70, 50, 34), (255, 200, 110), 0.72, 0.08, False, False),
+    "sunset": Light((70, 60, 120), (255, 130, 70), (90, 60, 50), (45, 32, 30), (255, 150, 70), 0.82, 0.09, False, False),
+    "dusk": Light((35, 40, 90), (190, 100, 110), (50, 45, 60), (25, 24, 34), (255, 170, 120), 0.95, 0.08, False, True),
+    "twilight": Light((30, 35, 85), (150, 100, 150), (45, 42, 60), (22, 22, 32), (240, 200, 190), 0.95, 0.07, True, True),
+    "evening": Light((30, 40, 90), (130, 90, 130), (45, 42, 55), (22, 22, 30), (240, 225, 200), 0.30, 0.04, True, True),
+    "night": Light((8, 10, 28), (30, 38, 70), (24, 24, 32), (10, 10, 16), (235, 235, 220), 0.22, 0.04, True, True),
+    "midnight": Light((4, 5, 18), (20, 26, 55), (18, 18, 26), (6, 6, 12), (225, 228, 215), 0.15, 0.04, True, True),
+}
+_TIME_ALIASES = {"blue": "twilight", "late": "night", "rain": "evening", "overcast": "afternoon"}
+
+
+def time_of_day_light(time_of_day: str) -> Light:
+    """The lighting for a time-of-day phrase ("golden hour", "late night"); unknown phrases get daylight."""
+    words = _words(time_of_day)
+    for word in words:
+        if word in TIMES_OF_DAY:
+            return TIMES_OF_DAY[word]
+    for word in words:
+        if word in _TIME_ALIASES:
+            return TIMES_OF_DAY[_TIME_ALIASES[word]]
+    return TIMES_OF_DAY["day"]
+
+
+# -- keyframes ------------------------------------------------------------------
+
+# Per shot type: the horizon's height (fraction of the frame) and how close the buildings are.
+STAGING: dict[str, tuple[float, float]] = {"establishing": (0.62, 1.0), "hero": (0.70, 1.8), "broll": (0.58, 2.6)}
+
+
+def render_keyframe(shot: Shot, plan: Plan, portraits: dict[str, Image.Image], seed: int) -> Image.Image:
+    """A storyboard frame for ``shot`` at the plan's size: graded scene, staged characters, caption band.
+
+    ``portraits`` (character id → master portrait) is accepted so this backend is interchangeable
+    with the reference-editing one; figures take their colours from the same ``Look`` as the portraits.
+    """
+    del portraits  # the look is recomputed from the plan, which is what the portraits were drawn from
+    width, height = plan.width, plan.height
+    rng = np.random.default_rng([seed % 2**64, _stable_hash(shot.id)])
+    style = mood_style(plan.mood)
+    light = time_of_day_light(plan.time_of_day)
+    horizon_frac, scale = STAGING[shot.type]
+    horizon = round(height * horizon_frac)
+
+    img = Image.fromarray(_backdrop(width, height, horizon, light, style, rng))
+    draw = ImageDraw.Draw(img)
+    if light.night:
+        _draw_stars(draw, width, horizon, rng)
+    _draw_skyline(draw, width, height, horizon, scale, light, style, rng)
+    looks = [character_look(plan.character(cid)) for cid in shot.characters]
+    _stage_figures(draw, shot.type, looks, width, height, horizon, rng)
+    if shot.type == "broll":
+        _draw_bokeh(img, light, style, rng)
+    _draw_caption(img, shot)
+    return img
+
+
+def _vertical_gradient(width: int, height: int, stops: list[tuple[float, RGB]]) -> np.ndarray:
+    ys = np.linspace(0.0, 1.0, height, dtype=np.float32)
+    positions = [p for p, _ in stops]
+    column = np.stack([np.interp(ys, positions, [c[i] for _, c in stops]) for i in range(3)], axis=-1)
+    return np.ascontiguousarray(np.broadcast_to(column[:, None, :], (height, width, 3)).astype(np.uint8))
+
+
+def _backdrop(width: int, height: int, horizon: int, light: Light, style: MoodStyle,
+              rng: np.random.Generator) -> np.ndarray:
+    """Sky gradient down to the horizon, ground gradient below it, and the sun or moon with its glow."""
+    h = max(horizon, 1)
+    sky_top, sky_horizon = _grade(light.sky_top, style), _grade(light.sky_horizon, style)
+    ground_far, ground_near = _grade(light.ground_far, style), _grade(light.ground_near, style)
+    stops = [(0.0, sky_top), (h / height, sky_horizon), (min(1.0, (h + 1) / height), ground_far), (1.0, ground_near)]
+    frame = _vertical_gradient(width, height, stops)
+
+    unit = min(width, height)
+    radius = light.source_size * unit
+    cx, cy = width * rng.uniform(0.2, 0.8), horizon * light.source_height
+    glow_r = radius * 6
+    x0, x1 = int(max(0, cx - glow_r)), int(min(width, cx + glow_r))
+    y0, y1 = int(max(0, cy - glow_r)), int(min(horizon, cy + glow_r))
+    if x1 > x0 and y1 > y0:
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        dist = np.hypot(xx - cx, yy - cy).astype(np.float32) / radius
+        # a solid disc with an edge softened over an eighth of its radius, plus a wide glow
+        weight = np.clip(1.15 - dist, 0.0, 1.0) * 8 + np.exp(-dist / 1.6) * (0.25 if light.night else 0.55)
+        weight = np.clip(weight, 0.0, 1.0)[..., None]
+        patch = frame[y0:y1, x0:x1].astype(np.float32)
+        frame[y0:y1, x0:x1] = (patch + (np.array(light.source, np.float32) - patch) * weight).astype(np.uint8)
+    return frame
+
+
+def _draw_stars(draw: ImageDraw.ImageDraw, width: int, horizon: int, rng: np.random.Generator) -> None:
+    count = int(width * horizon / 6000)
+    xs, ys = rng.uniform(0, width, count), rng.uniform(0, horizon * 0.8, count)
+    for x, y, b in zip(xs, ys, rng.uniform(120, 255, count)):
+        draw.point((float(x), float(y)), fill=(int(b), int(b), int(b * 0.95)))
+
+
+NEON_COLOURS: tuple[RGB, ...] = ((255, 40, 190), (40, 230, 255), (160, 60, 255), (255, 70, 80), (80, 255, 160))
+
+
+def _draw_skyline(draw: ImageDraw.ImageDraw, width: int, height: int, horizon: int, scale: float,
+                  light: Light, style: MoodStyle, rng: np.random.Generator) -> None:
+    unit = min(width, height)
+    base_colour = _grade(_mix(light.sky_horizon, light.ground_near, 0.75), style)
+    window_lit = _grade((255, 210, 140), style) if light.night else _mix(base_colour, light.sky_top, 0.35)
+    x = -rng.uniform(0, 0.05 * unit * scale)
+    while x < width:
+        w = rng.uniform(0.04, 0.11) * unit * scale
+        h = rng.uniform(0.05, 0.24) * unit * scale
+        colour = _shade(base_colour, rng.uniform(0.75, 1.15))
+        draw.rectangle((x, horizon - h, x + w, horizon + 1), fill=colour)
+        _draw_windows(draw, (x, horizon - h, x + w, horizon), unit * scale, window_lit, light.night, rng)
+        if light.neon and rng.random() < 0.3:
+            neon = NEON_COLOURS[int(rng.integers(len(NEON_COLOURS)))]
+            sign_y = horizon - h * rng.uniform(0.5, 0.85)
+            sign = (x + w * 0.15, sign_y, x + w * 0.85, sign_y + 0.018 * unit * scale)
+            draw.rectangle(sign, fill=neon, outline=_mix(neon, (255, 255, 255), 0.6), width=max(1, round(0.003 * unit)))
+        x += w + rng.uniform(-0.01, 0.02) * unit * scale
+
+
+def _draw_windows(draw: ImageDraw.ImageDraw, building: tuple[float, float, float, float], size: float,
+                  lit: RGB, night: bool, rng: np.random.Generator) -> None:
+    x0, y0, x1, y1 = building
+    step = 0.022 * size
+    if step < 3:
+        return
+    cols = np.arange(x0 + step * 0.6, x1 - step * 0.6, step)
+    rows = np.arange(y0 + step * 0.6, y1 - step, step * 1.3)
+    on = rng.random((len(rows), len(cols))) < (0.45 if night else 0.8)
+    for (r, c) in zip(*np.nonzero(on)):
+        wx, wy = cols[c], rows[r]
+        draw.rectangle((wx, wy, wx + step * 0.45, wy + step * 0.6), fill=lit)
+
+
+def _stage_figures(draw: ImageDraw.ImageDraw, shot_type: str, looks: list[Look], width: int, height: int,
+                   horizon: int, rng: np.random.Generator) -> None:
+    """hero: one big figure on a third; establishing: small figures across the scene; broll: a cropped detail."""
+    if not looks:
+        return
+    unit = min(width, height)
+    if shot_type == "hero":
+        side = 1 if rng.random() < 0.5 else -1
+        for i, look in enumerate(looks[1:4], start=1):  # companions: smaller, behind, on the other side
+            cx = width * (0.5 - side * (0.22 + 0.12 * i))
+            _draw_figure(draw, look, cx, horizon + 0.45 * unit, 0.75 * unit)
+        # a medium shot: the face (0.885 of the figure's height above its feet) a third of the way down
+        _draw_figure(draw, looks[0], width * (0.5 + side * 0.14), height * 0.33 + 0.885 * 1.6 * unit, 1.6 * unit)
+    elif shot_type == "establishing":
+        xs = np.sort(rng.uniform(0.25, 0.75, len(looks))) * width
+        for look, cx in zip(looks, xs):
+            _draw_figure(draw, look, float(cx), horizon + rng.uniform(0.04, 0.12) * height, 0.16 * unit)
+    else:
+        # a wardrobe detail: the torso fills one side of the frame, the head just out of shot
+        cx, h = width * (0.8 if rng.random() < 0.5 else 0.2), 3.0 * unit
+        _draw_figure(draw, looks[0], cx, height * 0.02 + 0.80 * h, h)
+
+
+def _draw_bokeh(img: Image.Image, light: Light, style: MoodStyle, rng: np.random.Generator) -> None:
+    """Out-of-focus light discs: the b-roll 'detail' look."""
+    overlay = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    unit = min(img.size)
+    colours = [*NEON_COLOURS] if light.night else [_grade(light.source, style), _grade(light.sky_horizon, style)]
+    for _ in range(14):
+        r = rng.uniform(0.02, 0.07) * unit
+        x, y = rng.uniform(0, img.width), rng.uniform(0, img.height * 0.7)
+        colour = colours[int(rng.integers(len(colours)))]
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=(*colour, int(rng.uniform(50, 110))))
+    img.paste(Image.alpha_composite(img.convert("RGBA"), overlay).convert("RGB"))
+
+
+def _draw_caption(img: Image.Image, shot: Shot) -> None:
+    """Shot id, type and camera, then the prompt wrapped into the camera-safe region, on a dark band."""
+    width, height = img.size
+    unit = min(width, height)
+    title_size, body_size = max(10, round(unit * 0.042)), max(9, round(unit * 0.033))
+    title_font, body_font = _font(title_size), _font(body_size)
+    left, text_width = width * CAMERA_SAFE_MARGIN, width * (1 - 2 * CAMERA_SAFE_MARGIN)
+    title = f"{shot.id} · {shot.type.upper()} · {shot.camera.replace('_', ' ')} · {shot.duration_s:g} s"
+    title = drawable_text(title, title_size)
+    title = (wrap_to_width(title, title_font, text_width, 1) or [""])[0]
+    lines = wrap_to_width(drawable_text(shot.prompt, body_size), body_font, text_width, 3)
+
+    line_h = round(body_size * 1.3)
+    bottom = round(height * (1 - CAMERA_SAFE_MARGIN))
+    top = bottom - round(title_size * 1.5) - line_h * len(lines) - round(unit * 0.03)
+    _darken_band(img, top, bottom + round(unit * 0.01))
+    draw = ImageDraw.Draw(img)
+    y = top + round(unit * 0.015)
+    draw.text((left, y), title, font=title_font, fill=(255, 236, 170))
+    y += round(title_size * 1.5)
+    for line in lines:
+        draw.text((left, y), line, font=body_font, fill=(240, 240, 236))
+        y += line_h

@@ -1,0 +1,199 @@
+"""The critic gate's shared vocabulary and the cheap technical check.
+
+Plain functions first (they run and are tested without ComfyUI); the Critic
+node classes come after them.
+
+A critique is one JSON shape whoever writes it, the technical check or the
+language model::
+
+    {"scores": {"composition": 8, "motion_coherence": 7, "character_consistency": 9, "lighting_fidelity": 8},
+     "label": None or one of FAILURE_LABELS,
+     "technical": ["frozen", ...],
+     "notes": "human readable"}
+
+``technical_check`` looks only for faults a machine sees for certain (black,
+blank, frozen, flickering or non-finite frames). It cannot judge taste, so a
+clean clip gets a neutral pass (8 on every axis) and a defect drives the
+scores it ruins to 3 or below, enough to fail a 7.0 gate on its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .retry import FAILURE_LABELS, IMAGE_LABELS, MOTION_LABELS  # noqa: F401  (the label vocabulary lives with its remedies)
+
+# ============================================================================
+# Plain functions
+# ============================================================================
+
+SCORE_AXES: tuple[str, ...] = ("composition", "motion_coherence", "character_consistency", "lighting_fidelity")
+TECHNICAL_PROBLEMS: tuple[str, ...] = ("nan_or_inf", "black_frames", "blank_frames", "frozen", "flicker")
+
+CLEAN_SCORE = 8
+# Scores a defect caps each axis at; the final score per axis is the lowest cap of the defects found.
+DEFECT_SCORES: dict[str, dict[str, int]] = {
+    "nan_or_inf": {"composition": 1, "motion_coherence": 1, "character_consistency": 1, "lighting_fidelity": 1},
+    "black_frames": {"composition": 2, "motion_coherence": 4, "character_consistency": 3, "lighting_fidelity": 1},
+    "blank_frames": {"composition": 1, "motion_coherence": 4, "character_consistency": 2, "lighting_fidelity": 3},
+    "frozen": {"motion_coherence": 1},
+    "flicker": {"lighting_fidelity": 2, "motion_coherence": 3},
+}
+# The label whose remedy fits each defect. Black, blank and non-finite frames are render failures
+# that no label describes: label None, and the retry re-renders from a new seed.
+DEFECT_LABELS: dict[str, str] = {"frozen": "CAMERA_IGNORED", "flicker": "OBJECT_MORPHING"}
+NOTES: dict[str, str] = {
+    "nan_or_inf": "frames hold NaN or infinite values (a numerical failure in the renderer)",
+    "black_frames": "black frames",
+    "blank_frames": "blank frames: one flat colour, no detail",
+    "frozen": "the picture never moves",
+    "flicker": "brightness jumps back and forth between frames",
+}
+
+TARGET_PIXELS = 160 * 90  # pixels per frame the check looks at
+BLACK_LUMA = 0.06  # 99 % of a black frame's pixels are darker than this (about 15/255)
+BLANK_STD = 0.012  # a blank frame varies less than this (about 3/255) in every channel
+FROZEN_CHANGE = 0.002  # mean absolute change from the first frame that counts as motion (about 0.5/255)
+FLICKER_JUMP = 0.02  # a frame's brightness off the line through its neighbours by this much is a jump
+FLICKER_SHARE = 0.2  # flicker when at least this share of frames jump
+
+
+def technical_check(frames: np.ndarray) -> dict[str, Any]:
+    """Check a clip (T, H, W, 3; uint8, or float in [0, 1]) for technical defects; return a critique."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise ValueError(f"frames must be (T, H, W, 3) with T >= 1, got shape {frames.shape}")
+    problems = []
+    if np.issubdtype(frames.dtype, np.floating) and not _all_finite(frames):
+        problems.append("nan_or_inf")
+    planes = _subsample(frames)
+    luma = np.tensordot(np.array([0.2126, 0.7152, 0.0722], dtype=np.float32), planes, axes=(0, 1))  # Rec. 709
+    black = np.quantile(luma.reshape(len(luma), -1), 0.99, axis=1) < BLACK_LUMA
+    blank = ~black & (planes.std(axis=(2, 3)).max(axis=1) < BLANK_STD)
+    if black.any():
+        problems.append("black_frames")
+    if blank.any():
+        problems.append("blank_frames")
+    content = luma[~black & ~blank]
+    if len(content) >= 2 and _is_frozen(content):
+        problems.append("frozen")
+    if _flickers(luma.mean(axis=(1, 2))):
+        problems.append("flicker")
+    counts = {"black_frames": int(black.sum()), "blank_frames": int(blank.sum())}
+    return _critique(problems, len(frames), counts)
+
+
+def _all_finite(frames: np.ndarray) -> bool:
+    # One float64 sum per frame is NaN or inf exactly when the frame holds one: no full-size mask.
+    return bool(np.isfinite(frames.sum(axis=(1, 2, 3), dtype=np.float64)).all())
+
+
+def _subsample(frames: np.ndarray) -> np.ndarray:
+    """About TARGET_PIXELS pixels per frame on a regular grid: float32 planes (T, 3, h, w) in [0, 1]."""
+    height, width = frames.shape[1:3]
+    step = max(1, int(np.sqrt(height * width / TARGET_PIXELS)))
+    planes = np.ascontiguousarray(np.moveaxis(frames[:, ::step, ::step, :], -1, 1), dtype=np.float32)
+    if frames.dtype == np.uint8:
+        return planes / 255.0
+    return np.clip(np.nan_to_num(planes, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+
+
+def _is_frozen(luma: np.ndarray) -> bool:
+    change = np.abs(luma - luma[0]).mean(axis=(1, 2))
+    return bool(change.max() < FROZEN_CHANGE)
+
+
+def _flickers(brightness: np.ndarray) -> bool:
+    """Brightness that keeps jumping off the smooth path through its neighbours (a fade or a single
+    flash is not flicker)."""
+    if len(brightness) < 3:
+        return False
+    off_line = np.abs(brightness[1:-1] - (brightness[:-2] + brightness[2:]) / 2)
+    jumps = int((off_line > FLICKER_JUMP).sum())
+    return jumps >= max(2, FLICKER_SHARE * len(off_line))
+
+
+def _critique(problems: list[str], count: int, counts: dict[str, int]) -> dict[str, Any]:
+    scores = dict.fromkeys(SCORE_AXES, CLEAN_SCORE)
+    for problem in problems:
+        for axis, cap in DEFECT_SCORES[problem].items():
+            scores[axis] = min(scores[axis], cap)
+    label = next((DEFECT_LABELS[p] for p in problems if p in DEFECT_LABELS), None)
+    if not problems:
+        notes = f"technical check: no problems in {count} frames"
+    else:
+        found = [NOTES[p] + (f" ({counts[p]} of {count})" if p in counts else "") for p in problems]
+        notes = "technical check: " + "; ".join(found)
+    return {"scores": scores, "label": label, "technical": problems, "notes": notes}
+
+
+# -- the critique's shape -------------------------------------------------------
+
+def critique_json_schema() -> dict[str, Any]:
+    """JSON Schema of a critique, for a language model's constrained decoding."""
+    return {
+        "type": "object",
+        "properties": {
+            "scores": {
+                "type": "object",
+                "properties": {axis: {"type": "integer", "minimum": 1, "maximum": 10} for axis in SCORE_AXES},
+                "required": list(SCORE_AXES),
+                "additionalProperties": False,
+            },
+            "label": {"enum": [*FAILURE_LABELS, None]},
+            "notes": {"type": "string"},
+        },
+        "required": ["scores", "label"],
+    }
+
+
+def validate_critique(data: Any) -> dict[str, Any]:
+    """Check a critique's shape and return it normalised; raise ValueError naming the bad field.
+
+    Scores must be whole numbers 1–10 (``7.0`` is accepted as 7), the label one of
+    ``FAILURE_LABELS`` (any case) or None. ``technical`` and ``notes`` are optional. Other keys
+    are dropped.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"critique must be a JSON object, got {type(data).__name__}")
+    scores = data.get("scores")
+    if not isinstance(scores, dict):
+        raise ValueError(f"scores must be an object with {', '.join(SCORE_AXES)}, got {scores!r}")
+    clean_scores = {axis: _score(scores, axis) for axis in SCORE_AXES}
+    extra = sorted(set(scores) - set(SCORE_AXES))
+    if extra:
+        raise ValueError(f"scores.{extra[0]} is not a score axis (axes: {', '.join(SCORE_AXES)})")
+    technical = data.get("technical", [])
+    if not isinstance(technical, list) or not all(isinstance(item, str) for item in technical):
+        raise ValueError(f"technical must be a list of strings, got {technical!r}")
+    notes = data.get("notes", "")
+    if not isinstance(notes, str):
+        raise ValueError(f"notes must be a string, got {type(notes).__name__}")
+    return {"scores": clean_scores, "label": _label(data.get("label")), "technical": list(technical), "notes": notes}
+
+
+def _score(scores: dict[str, Any], axis: str) -> int:
+    if axis not in scores:
+        raise ValueError(f"scores.{axis} is missing")
+    value = scores[axis]
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole:
+        raise ValueError(f"scores.{axis} must be a whole number from 1 to 10, got {value!r}")
+    if not 1 <= value <= 10:
+        raise ValueError(f"scores.{axis} must be from 1 to 10, got {value!r}")
+    return int(value)
+
+
+def _label(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().upper() in FAILURE_LABELS:
+        return value.strip().upper()
+    raise ValueError(f"label must be null or one of {', '.join(FAILURE_LABELS)}, got {value!r}")
+
+
+def mean_score(critique: dict[str, Any]) -> float:
+    """The gate's number: the mean of the four scores."""
+    return sum(critique["scores"][axis] for axis in SCORE_AXES) / len(SCORE_AXES)
