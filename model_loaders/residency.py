@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .handles import ModelHandle
 
@@ -39,8 +39,7 @@ Loader = Callable[[ModelHandle], Any]
 Unloader = Callable[[Any], None]
 
 
-@dataclass(frozen=True)
-class Family:
+class Family(NamedTuple):
     name: str
     load: Loader
     unload: Unloader | None = None

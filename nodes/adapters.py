@@ -38,7 +38,7 @@ def image_arrays(reel: Reel, kind: str, index: int) -> Any:
 
     shot_id = _shot_id(reel, index)
     if kind == "clip frames":
-        from .assemble import read_clip
+        from .video import read_clip
 
         return read_clip(latest_clip(reel, shot_id))
     if kind == "portrait":
@@ -49,7 +49,7 @@ def image_arrays(reel: Reel, kind: str, index: int) -> Any:
     else:
         path = reel.artifact_path(f"keyframe:{shot_id}")
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))[None]
+        return np.array(img.convert("RGB"))[None]  # a writable copy: torch.from_numpy shares memory
 
 
 def audio_array(reel: Reel, kind: str) -> tuple[Any, int]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from .languages import LANGUAGES
@@ -35,7 +37,16 @@ def parser() -> argparse.ArgumentParser:
                    help="integrated loudness of the master (default -18; -14 social, -23 EBU R128)")
     p.add_argument("--plan-only", action="store_true", help="write and print the plan, render nothing")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the reel's path")
+    p.add_argument("--benchmark", action="store_true",
+                   help="make the reel in a fresh temporary folder (nothing resumed) and print the wall time and "
+                        "each stage's share")
     return p
+
+
+def print_benchmark(stages: list[tuple[str, float]], wall_s: float, process_s: float) -> None:
+    print(f"preview reel: {wall_s:.2f} s wall for the pipeline, {process_s:.2f} s for the whole process")
+    for name, seconds in stages:
+        print(f"  {name:<10} {seconds:6.2f} s  {100 * seconds / wall_s:5.1f} %")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,11 +66,21 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(reel.plan.model_dump(mode="json"), indent=2, ensure_ascii=False))
             return 0
 
-        def on_stage(name: str, seconds: float) -> None:
-            print(f"  {name:<10} {seconds:6.2f} s", file=sys.stderr)
+        stages: list[tuple[str, float]] = []
 
-        reel = make_reel(request, args.out, args.run_id, plan_override, PipelineOptions(target_lufs=args.target_lufs),
+        def on_stage(name: str, seconds: float) -> None:
+            stages.append((name, seconds))
+            if not args.benchmark:
+                print(f"  {name:<10} {seconds:6.2f} s", file=sys.stderr)
+
+        out = tempfile.mkdtemp(prefix="cinereel-bench-") if args.benchmark else args.out
+        started = time.perf_counter()
+        reel = make_reel(request, out, args.run_id, plan_override, PipelineOptions(target_lufs=args.target_lufs),
                          on_stage=on_stage)
+        if args.benchmark:
+            import psutil
+
+            print_benchmark(stages, time.perf_counter() - started, time.time() - psutil.Process().create_time())
     except (ValueError, FileNotFoundError, NotImplementedError) as exc:
         print(f"cinereel: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

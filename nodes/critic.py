@@ -19,6 +19,7 @@ scores it ruins to 3 or below, enough to fail a 7.0 gate on its own.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -60,27 +61,30 @@ FLICKER_JUMP = 0.02  # a frame's brightness off the line through its neighbours 
 FLICKER_SHARE = 0.2  # flicker when at least this share of frames jump
 
 
-def technical_check(frames: np.ndarray) -> dict[str, Any]:
-    """Check a clip (T, H, W, 3; uint8, or float in [0, 1]) for technical defects; return a critique."""
+def technical_check(frames: np.ndarray, known_problems: Sequence[str] = ()) -> dict[str, Any]:
+    """Check a clip (T, H, W, 3; uint8, or float in [0, 1]) for technical defects; return a critique.
+
+    ``known_problems`` are defects found earlier that the frames no longer show (the motion stage
+    sees NaN frames before the encoder turns them black).
+    """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise ValueError(f"frames must be (T, H, W, 3) with T >= 1, got shape {frames.shape}")
-    problems = []
-    if np.issubdtype(frames.dtype, np.floating) and not _all_finite(frames):
+    unknown = set(known_problems) - set(TECHNICAL_PROBLEMS)
+    if unknown:
+        raise ValueError(f"unknown technical problem(s) {sorted(unknown)}; known: {', '.join(TECHNICAL_PROBLEMS)}")
+    problems = list(dict.fromkeys(known_problems))
+    if "nan_or_inf" not in problems and np.issubdtype(frames.dtype, np.floating) and not _all_finite(frames):
         problems.append("nan_or_inf")
     planes = _subsample(frames)
     luma = np.tensordot(np.array([0.2126, 0.7152, 0.0722], dtype=np.float32), planes, axes=(0, 1))  # Rec. 709
     black = np.quantile(luma.reshape(len(luma), -1), 0.99, axis=1) < BLACK_LUMA
     blank = ~black & (planes.std(axis=(2, 3)).max(axis=1) < BLANK_STD)
-    if black.any():
-        problems.append("black_frames")
-    if blank.any():
-        problems.append("blank_frames")
+    found = {"black_frames": black.any(), "blank_frames": blank.any()}
     content = luma[~black & ~blank]
-    if len(content) >= 2 and _is_frozen(content):
-        problems.append("frozen")
-    if _flickers(luma.mean(axis=(1, 2))):
-        problems.append("flicker")
+    found["frozen"] = len(content) >= 2 and _is_frozen(content)
+    found["flicker"] = _flickers(luma.mean(axis=(1, 2)))
+    problems += [name for name, present in found.items() if present and name not in problems]
     counts = {"black_frames": int(black.sum()), "blank_frames": int(blank.sum())}
     return _critique(problems, len(frames), counts)
 

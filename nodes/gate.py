@@ -88,7 +88,7 @@ def passed(attempt: Attempt, threshold: float) -> bool:
 # -- scoring ------------------------------------------------------------------
 
 def _frames(reel: Reel, clip: str, count: int) -> Any:
-    from .assemble import sample_frames
+    from .video import sample_frames
 
     return sample_frames(reel.artifact_path(clip), count)
 
@@ -120,6 +120,14 @@ def _ask_critic(model: Any, frames: Any, portraits: list[Any], prompt: str) -> d
             "notes": "the critic answered malformed JSON twice: " + " | ".join(problems)}
 
 
+def _render_findings(reel: Reel, clip: str) -> list[str]:
+    """What the motion stage saw while encoding that the MP4 cannot show (NaN frames become black)."""
+    from .motion import qc_rel
+
+    rel = qc_rel(reel.artifacts[clip])
+    return reel.run_dir.read_json(rel).get("technical", []) if reel.run_dir.path(rel).exists() else []
+
+
 def critique_job(reel: Reel, state: ShotState, critic: ModelHandle | None, frames: int,
                  technical: dict[str, Any] | None) -> Job:
     attempt = state.latest
@@ -148,7 +156,8 @@ def score_round(reel: Reel, states: list[ShotState], critic: ModelHandle, frames
 
     technical_jobs, critic_jobs = [], []
     for state in states:
-        result = technical_check(_frames(reel, state.latest.clip, TECHNICAL_CHECK_FRAMES))
+        result = technical_check(_frames(reel, state.latest.clip, TECHNICAL_CHECK_FRAMES),
+                                 _render_findings(reel, state.latest.clip))
         if result["technical"]:
             technical_jobs.append(critique_job(reel, state, None, frames, result))
         else:

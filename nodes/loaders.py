@@ -8,8 +8,7 @@ resident through the residency manager only when it has work to do.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..model_loaders.handles import DTYPES, ModelHandle
 from ..model_loaders.preview import PREVIEW_CHECKPOINT
@@ -21,8 +20,7 @@ DEVICES = ("auto", "cuda", "cpu", "mps")
 RESIDENCY_CHOICES = ("auto", "in_process", "subprocess")
 
 
-@dataclass(frozen=True)
-class Backend:
+class Backend(NamedTuple):
     choice: str  # what the user sees in the list
     family: str
     checkpoint: str
@@ -30,8 +28,7 @@ class Backend:
     subprocess_by_default: bool = False
 
 
-@dataclass(frozen=True)
-class StageLoader:
+class StageLoader(NamedTuple):
     stage: str
     socket: str
     backends: tuple[Backend, ...]

@@ -7,12 +7,14 @@ shots butt together. Every attempt's clip is kept: ``clips/<shot>.attempt<k>.mp4
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..model_loaders.handles import ModelHandle
 from .base import CATEGORY, MOTION_MODEL, REEL, choice, reel_input
 from .comfy import Progress, check_cancel, send_ui_event
+from .rundir import atomic_write_text
 from .stage import Job, StageTimer, artifact_key, run_jobs, write_report
 
 if TYPE_CHECKING:
@@ -46,19 +48,48 @@ def clip_job(reel: Reel, shot: Shot, handle: ModelHandle, attempt: int = 1, pres
     inputs = {"shot": shot, "keyframe": artifact_key(reel, keyframe_name), "frames": num_frames, "fps": plan.fps,
               "model": handle.key, "attempt": attempt, "preset": preset}
 
+    rel = f"clips/{shot.id}.attempt{attempt}.mp4"
+    qc_path = reel.run_dir.path(qc_rel(rel))
+
     def make(model: Any, tmp: Path) -> None:
         from PIL import Image
 
-        from .assemble import write_clip
+        from .video import write_clip
 
         with Image.open(keyframe_path) as img:
             keyframe = img.convert("RGB")
         frames = model.render_clip(keyframe, shot.model_dump(mode="json"), plan.model_dump(mode="json"),
                                    num_frames, shot.seed, callback=lambda *_: check_cancel())
+        watch = NonFiniteWatch()
+        write_clip(watch.frames(frames), plan.fps, tmp, preset=preset)
         check_cancel()
-        write_clip(frames, plan.fps, tmp, preset=preset)
+        atomic_write_text(qc_path, json.dumps({"technical": watch.problems(), "nonfinite_frames": watch.count}))
 
-    return Job(f"clip:{shot.id}", f"clips/{shot.id}.attempt{attempt}.mp4", inputs, make)
+    return Job(f"clip:{shot.id}", rel, inputs, make)
+
+
+def qc_rel(clip_rel: str) -> str:
+    """Where a clip's render-time findings go: what the MP4 cannot show (NaN frames become black)."""
+    return clip_rel[: -len(".mp4")] + ".qc.json"
+
+
+class NonFiniteWatch:
+    """Counts frames with NaN or infinite values on their way to the encoder (a numerical render failure)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def frames(self, frames: Any) -> Any:
+        import numpy as np
+
+        for frame in frames:
+            frame = np.asarray(frame)
+            if np.issubdtype(frame.dtype, np.floating) and not np.isfinite(frame).all():
+                self.count += 1
+            yield frame
+
+    def problems(self) -> list[str]:
+        return ["nan_or_inf"] if self.count else []
 
 
 def animate(reel: Reel, handle: ModelHandle, preset: str = "ultrafast", progress: Progress | None = None) -> Reel:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import re
-import tempfile
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -78,9 +78,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     and the temporary file is removed.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # A unique name created with open(..., "x") (not mkstemp, whose 0600 mode would stick to the
+    # artifact): the file gets the user's usual permissions. The suffix keeps the real extension
+    # last so encoders that pick a format from it (ffmpeg, soundfile) still can.
+    tmp = path.parent / f".{path.stem}.{secrets.token_hex(6)}.partial{path.suffix}"
+    with open(tmp, "xb"):
+        pass
     try:
         write(tmp)
         if not tmp.exists() or tmp.stat().st_size == 0:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..model_loaders.handles import ModelHandle
 from ..model_loaders.residency import RESIDENCY
@@ -24,8 +23,7 @@ if TYPE_CHECKING:
     from .reel import Reel
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(NamedTuple):
     """One artifact: where it goes, the inputs that decide its content, and how to make it."""
 
     name: str  # logical name in the REEL, e.g. "keyframe:shot_01"

@@ -49,7 +49,7 @@ def line_job(shot: Shot, language: str, voice: str, handle: ModelHandle) -> Job:
 
 def track_job(reel: Reel, lines: dict[str, Job], language: str, voice: str, lead_in_s: float,
               handle: ModelHandle) -> Job:
-    from .mix import NarrationLine, place_narration
+    from .audio import NarrationLine, place_narration
 
     plan, root = reel.plan, reel.run_dir.root
     inputs = {"lines": {k: j.key for k, j in lines.items()}, "lead_in_s": lead_in_s, "sr": SAMPLE_RATE,

@@ -21,7 +21,7 @@ from scipy import signal
 
 from cinereel.model_loaders.espeak import EspeakVoice
 from cinereel.model_loaders.synth import mood_style, mood_tempo, plan_music_bed, render_music_bed
-from cinereel.nodes.mix import (
+from cinereel.nodes.audio import (
     LINE_GAP_S,
     LINE_TAIL_S,
     NarrationLine,

@@ -101,3 +101,25 @@ def test_a_placeholder_backend_fails_with_a_clear_message(comfy):
     assert executor.success is False
     errors = [data for event, data in executor.status_messages if event == "execution_error"]
     assert "not implemented yet" in errors[0]["exception_message"]
+
+
+def test_the_preview_workflow_runs_as_dropped_in(comfy, pack_root):
+    from cinereel_testkit import workflow_to_prompt
+
+    from cinereel.nodes.video import probe
+
+    workflow = json.loads((pack_root / "workflows" / "cinereel_preview.json").read_text(encoding="utf-8"))
+    prompt = workflow_to_prompt(workflow, comfy.nodes.NODE_CLASS_MAPPINGS)
+    director_id = next(k for k, v in prompt.items() if v["class_type"] == "CineReelDirector")
+    assert prompt[director_id]["inputs"]["sentence"].startswith("A lone astronaut")
+    executor = comfy.run(prompt)
+    assert executor.success, [m for m in executor.status_messages if m[0] == "execution_error"]
+    assemble_id = next(k for k, v in prompt.items() if v["class_type"] == "CineReelAssemble")
+    video = executor.outputs_ui[assemble_id]["cinereel_video"][0]
+    reel = comfy.output_dir / video["subfolder"] / video["filename"]
+    info = probe(reel)
+    assert (info["width"], info["height"], info["frames"]) == (1280, 720, 480)
+    gate_id = next(k for k, v in prompt.items() if v["class_type"] == "CineReelCriticGate")
+    assert len(executor.outputs_ui[gate_id]["cinereel_scores"]) == 6
+    preview_id = next(k for k, v in prompt.items() if v["class_type"] == "PreviewImage")
+    assert executor.outputs_ui[preview_id]["images"][0]["filename"].endswith(".png")

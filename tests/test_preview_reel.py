@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cinereel.nodes.assemble import probe, read_audio
-from cinereel.nodes.mix import integrated_lufs, true_peak_dbtp
+from cinereel.nodes.video import probe, read_audio
+from cinereel.nodes.audio import integrated_lufs, true_peak_dbtp
 
 SENTENCE = "A lone astronaut walks through a neon-lit Tokyo alley at dusk"
 JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")

@@ -29,7 +29,7 @@ from cinereel.model_loaders.storyboard import (
     wardrobe_colour,
     wrap_to_width,
 )
-from cinereel.nodes.assemble import (
+from cinereel.nodes.video import (
     FFmpegError,
     assemble_reel,
     probe,

@@ -1,0 +1,591 @@
+"""Mix and master the reel's sound: narration placement, ducking, loudness and true peak.
+
+Plain functions that run without ComfyUI; the Mix stage and node (``mix.py``)
+and the narration stage (``voice.py``) use them.
+
+Conventions: audio is float32, shaped ``(n,)`` for mono or ``(n, channels)``;
+time is counted in samples wherever it must be exact, and reported in seconds.
+Loudness is ITU-R BS.1770-4 integrated loudness as measured by pyloudnorm;
+true peak is the peak of the 4x oversampled signal.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .rundir import atomic_write
+
+# scipy.signal, scipy.ndimage, pyloudnorm and soundfile are imported where used:
+# together they take about a second to import, which ComfyUI's start-up should not pay.
+
+TRUE_PEAK_OVERSAMPLING = 4
+MIN_TARGET_LUFS, MAX_TARGET_LUFS = -40.0, -5.0
+MIN_CEILING_DBTP, MAX_CEILING_DBTP = -20.0, 0.0
+SILENCE_LUFS = -70.0  # BS.1770's absolute gate: anything quieter measures as silence
+
+MAX_SPEECH_SPEED = 1.25  # gentlest time compression that still sounds natural
+LINE_TAIL_S = 0.15  # silence kept between a line's end and its shot's end, and before the reel's end
+LINE_GAP_S = 0.2  # the least silence between two lines when one pushes the next
+
+
+def resample(audio: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
+    """Resample along the time axis (axis 0) by the exact ratio ``sr_to / sr_from`` with a polyphase filter."""
+    sr_from, sr_to = _sample_rate(sr_from), _sample_rate(sr_to)
+    audio = np.asarray(audio, dtype=np.float32)
+    if sr_from == sr_to or audio.shape[0] == 0:
+        return audio.copy()
+    from scipy import signal
+
+    common = math.gcd(sr_from, sr_to)
+    return signal.resample_poly(audio, sr_to // common, sr_from // common, axis=0).astype(np.float32, copy=False)
+
+
+def _sample_rate(rate: int) -> int:
+    if isinstance(rate, bool) or int(rate) != rate or rate <= 0:
+        raise ValueError(f"sample rate must be a positive whole number of Hz, got {rate!r}")
+    return int(rate)
+
+
+def _db_to_gain(db: float | np.ndarray) -> float | np.ndarray:
+    return 10.0 ** (np.asarray(db) / 20.0)
+
+
+# -- measurement --------------------------------------------------------------
+
+
+def _checked_audio(audio: np.ndarray, what: str = "audio") -> np.ndarray:
+    audio = np.asarray(audio)
+    if audio.ndim not in (1, 2) or audio.shape[0] == 0:
+        raise ValueError(f"{what} must be a non-empty array shaped (samples,) or (samples, channels), got shape {audio.shape}")
+    if not np.issubdtype(audio.dtype, np.floating):
+        raise ValueError(f"{what} must hold floating-point samples, got {audio.dtype}")
+    if not np.all(np.isfinite(audio)):
+        raise ValueError(f"{what} contains NaN or infinite samples")
+    return audio
+
+
+def integrated_lufs(audio: np.ndarray, sample_rate: int) -> float:
+    """Integrated loudness (LUFS) per ITU-R BS.1770-4, gated; ``-inf`` for silence. Needs at least 0.4 s."""
+    import pyloudnorm
+
+    audio = _checked_audio(audio)
+    sample_rate = _sample_rate(sample_rate)
+    meter = pyloudnorm.Meter(sample_rate)
+    if audio.shape[0] < meter.block_size * sample_rate:
+        raise ValueError(f"loudness needs at least {meter.block_size} s of audio, got {audio.shape[0] / sample_rate:.3f} s")
+    return float(meter.integrated_loudness(audio.astype(np.float64)))
+
+
+def true_peak_dbtp(audio: np.ndarray, sample_rate: int) -> float:
+    """True peak in dBTP: the highest magnitude of the signal oversampled 4x (and of the samples themselves)."""
+    _sample_rate(sample_rate)
+    return _peak_db(_true_peak_envelope(_checked_audio(audio)))
+
+
+def _true_peak_envelope(audio: np.ndarray) -> np.ndarray:
+    """Per input sample, the largest magnitude from it up to the next sample at 4x oversampling, over all channels.
+
+    Linear in gain, so ``master`` computes it once and scales it.
+    """
+    from scipy import signal
+
+    n = audio.shape[0]
+    channels = np.asarray(audio, dtype=np.float32).reshape(n, -1).T
+    envelope = np.abs(channels).max(axis=0)
+    for channel in channels:
+        over = np.abs(signal.resample_poly(np.ascontiguousarray(channel), TRUE_PEAK_OVERSAMPLING, 1))
+        for phase in range(TRUE_PEAK_OVERSAMPLING):  # strided maxima: far faster than max over a length-4 axis
+            np.maximum(envelope, over[phase::TRUE_PEAK_OVERSAMPLING], out=envelope)
+    return envelope
+
+
+def _peak_db(envelope: np.ndarray) -> float:
+    peak = float(envelope.max())
+    return 20.0 * math.log10(peak) if peak > 0 else -math.inf
+
+
+# -- narration placement --------------------------------------------------------
+
+
+@dataclass
+class NarrationLine:
+    """One shot's spoken line (mono float32 at ``sample_rate``) and the shot's window in the reel."""
+
+    shot_id: str
+    start_s: float
+    end_s: float
+    audio: np.ndarray
+    sample_rate: int
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        self.audio = np.asarray(self.audio, dtype=np.float32)
+        if self.audio.ndim != 1:
+            raise ValueError(f"narration for shot {self.shot_id!r} must be mono (samples,), got shape {self.audio.shape}")
+        if not np.all(np.isfinite(self.audio)):
+            raise ValueError(f"narration for shot {self.shot_id!r} contains NaN or infinite samples")
+        self.sample_rate = _sample_rate(self.sample_rate)
+        if not (math.isfinite(self.start_s) and math.isfinite(self.end_s) and 0 <= self.start_s < self.end_s):
+            raise ValueError(f"shot {self.shot_id!r} window must satisfy 0 <= start < end, got {self.start_s}..{self.end_s}")
+
+
+Resynthesize = Callable[[NarrationLine, float], NarrationLine]
+
+
+@dataclass
+class _Slot:
+    """A line being placed; all positions in output samples."""
+
+    line: NarrationLine
+    audio: np.ndarray
+    nominal: int  # where the shot wants the line to start: shot start + lead-in
+    limit: int  # where the line should have ended: shot end - tail
+    speed: float = 1.0
+    start: int = 0
+    action: str = "fit"
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.audio)
+
+
+def place_narration(
+    lines: Sequence[NarrationLine],
+    total_s: float,
+    sample_rate: int = 48000,
+    lead_in_s: float = 0.25,
+    resynthesize: Resynthesize | None = None,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Lay the lines on one mono track of exactly ``round(total_s * sample_rate)`` samples.
+
+    Each line starts at its shot's start plus ``lead_in_s``, to the sample. A line
+    is never cut. When it would run past its shot (less a short tail), in order:
+
+    1. ``compressed``: it is spoken again faster through ``resynthesize(line, speed)``,
+       at most 1.25x (the voice engine's own rate control, so pitch is kept);
+    2. ``spilled``: it runs on into the next shot when that shot's line starts late
+       enough (or there is none) and the reel has room;
+    3. ``pushed_next``: the next line starts later, cascading while the reel has room;
+    4. ``overrun``: the reel cannot absorb it, so the last lines move earlier, back
+       to back, the final one ending a short tail before the reel's end.
+
+    Returns the track and one report per line, in time order: ``shot_id``, ``text``,
+    actual ``start_s`` and ``end_s``, ``shift_s`` (actual minus intended start),
+    ``speed`` and ``action``. Raises ``ValueError`` when the lines cannot all fit
+    in the reel even back to back.
+    """
+    sample_rate = _sample_rate(sample_rate)
+    if not (math.isfinite(total_s) and total_s > 0):
+        raise ValueError(f"reel length must be a positive number of seconds, got {total_s}")
+    if not (math.isfinite(lead_in_s) and lead_in_s >= 0):
+        raise ValueError(f"lead-in must be zero or more seconds, got {lead_in_s}")
+    total = round(total_s * sample_rate)
+    slots = _slots(lines, total_s, sample_rate, lead_in_s)
+    gap = round(LINE_GAP_S * sample_rate)
+    reel_limit = total - round(LINE_TAIL_S * sample_rate)
+
+    for slot in slots:
+        slot.start = min(slot.nominal, total)
+    spoken = [slot for slot in slots if len(slot.audio)]  # a silent line takes no room and pushes nothing
+    cursor = 0
+    for i, slot in enumerate(spoken):
+        slot.start = max(slot.nominal, cursor)
+        _compress_to_fit(slot, sample_rate, resynthesize)
+        following = spoken[i + 1].nominal if i + 1 < len(spoken) else None
+        slot.action = _overrun_action(slot, following, gap, reel_limit)
+        cursor = slot.end + gap
+    _pull_back_from_reel_end(spoken, reel_limit, gap, sample_rate)
+
+    track = np.zeros(total, dtype=np.float32)
+    for slot in slots:
+        track[slot.start : slot.end] += slot.audio
+    return track, [_report(slot, sample_rate) for slot in slots]
+
+
+def _slots(lines: Sequence[NarrationLine], total_s: float, sample_rate: int, lead_in_s: float) -> list[_Slot]:
+    ordered = sorted(lines, key=lambda line: line.start_s)
+    for before, after in itertools.pairwise(ordered):
+        if after.start_s < before.end_s - 1e-6:
+            raise ValueError(f"shots {before.shot_id!r} and {after.shot_id!r} overlap ({before.end_s} s > {after.start_s} s)")
+    for line in ordered:
+        if line.end_s > total_s + 1e-6:
+            raise ValueError(f"shot {line.shot_id!r} ends at {line.end_s} s, after the reel's {total_s} s")
+    return [
+        _Slot(
+            line=line,
+            audio=resample(line.audio, line.sample_rate, sample_rate),
+            nominal=round((line.start_s + lead_in_s) * sample_rate),
+            limit=round((line.end_s - LINE_TAIL_S) * sample_rate),
+        )
+        for line in ordered
+    ]
+
+
+def _compress_to_fit(slot: _Slot, sample_rate: int, resynthesize: Resynthesize | None) -> None:
+    """Speak the line faster (up to ``MAX_SPEECH_SPEED``) when it would outrun its shot."""
+    room = slot.limit - slot.start
+    if resynthesize is None or len(slot.audio) <= room:
+        return
+    needed = len(slot.audio) / room if room > 0 else MAX_SPEECH_SPEED
+    speeds = [min(MAX_SPEECH_SPEED, math.ceil(needed * 100) / 100)]
+    if speeds[0] < MAX_SPEECH_SPEED:
+        speeds.append(MAX_SPEECH_SPEED)  # speaking rate does not scale duration exactly; one firmer try
+    for speed in speeds:
+        faster = resynthesize(slot.line, speed)
+        if not isinstance(faster, NarrationLine):
+            raise TypeError(f"resynthesize must return a NarrationLine, got {type(faster).__name__}")
+        audio = resample(faster.audio, faster.sample_rate, sample_rate)
+        if 0 < len(audio) < len(slot.audio):
+            slot.audio, slot.speed = audio, speed
+        if len(slot.audio) <= room:
+            return
+
+
+def _overrun_action(slot: _Slot, following_nominal: int | None, gap: int, reel_limit: int) -> str:
+    if slot.end <= slot.limit:
+        return "compressed" if slot.speed > 1.0 else "fit"
+    if following_nominal is None:
+        return "spilled" if slot.end <= reel_limit else "overrun"
+    return "spilled" if slot.end + gap <= following_nominal else "pushed_next"
+
+
+def _pull_back_from_reel_end(slots: list[_Slot], reel_limit: int, gap: int, sample_rate: int) -> None:
+    """Move the last lines earlier, back to back, until the final one ends by ``reel_limit``."""
+    limit = reel_limit
+    for slot in reversed(slots):
+        if slot.end <= limit:
+            return
+        slot.start = limit - len(slot.audio)
+        if slot.start < 0:
+            raise ValueError(
+                f"narration does not fit in the reel: the lines need {_seconds_needed(slots, gap, sample_rate):.2f} s "
+                f"back to back but the reel has {reel_limit / sample_rate:.2f} s; shorten the narration"
+            )
+        if slot.end > slot.limit:
+            slot.action = "overrun"
+        limit = slot.start - gap
+
+
+def _seconds_needed(slots: list[_Slot], gap: int, sample_rate: int) -> float:
+    return (sum(len(s.audio) for s in slots) + gap * max(0, len(slots) - 1)) / sample_rate
+
+
+def _report(slot: _Slot, sample_rate: int) -> dict[str, Any]:
+    return {
+        "shot_id": slot.line.shot_id,
+        "text": slot.line.text,
+        "start_s": slot.start / sample_rate,
+        "end_s": slot.end / sample_rate,
+        "shift_s": (slot.start - slot.nominal) / sample_rate,
+        "speed": slot.speed,
+        "action": slot.action,
+    }
+
+
+# -- ducking ----------------------------------------------------------------------
+
+
+def speech_envelope(
+    speech: np.ndarray,
+    sample_rate: int,
+    attack_s: float = 0.08,
+    release_s: float = 0.4,
+    hold_s: float = 0.35,
+    threshold_db: float = -35.0,
+) -> np.ndarray:
+    """How far to duck at each sample, from 0 (no speech near) to 1 (speech sounding).
+
+    Speech is detected in 10 ms frames louder than ``threshold_db`` below the
+    loudest frame; pauses shorter than ``hold_s`` count as speech so the music
+    does not pump between words. The curve is offline look-ahead: a raised-cosine
+    ramp of ``attack_s`` reaches full depth exactly at each onset, and a ramp of
+    ``release_s`` rises after each phrase ends.
+    """
+    speech = _checked_audio(speech, "speech")
+    if speech.ndim != 1:
+        raise ValueError(f"speech must be mono (samples,), got shape {speech.shape}")
+    sample_rate = _sample_rate(sample_rate)
+    if attack_s <= 0 or release_s <= 0 or hold_s < 0:
+        raise ValueError("attack and release must be positive and hold zero or more seconds")
+    active = _speech_activity(speech, sample_rate, hold_s, threshold_db)
+    if not active.any():
+        return np.zeros(len(speech), dtype=np.float32)
+    until_next, since_last = _distance_to_activity(active)
+    attack = _raised_cosine_falloff(until_next / (attack_s * sample_rate))
+    release = _raised_cosine_falloff(since_last / (release_s * sample_rate))
+    return np.maximum(attack, release).astype(np.float32)
+
+
+def _speech_activity(speech: np.ndarray, sample_rate: int, hold_s: float, threshold_db: float) -> np.ndarray:
+    """Per-sample speech activity from 10 ms frame RMS, with short pauses bridged."""
+    hop = max(1, round(0.01 * sample_rate))
+    frames = -(-len(speech) // hop)
+    padded = np.zeros(frames * hop, dtype=np.float64)
+    padded[: len(speech)] = speech
+    rms = np.sqrt(np.mean(padded.reshape(frames, hop) ** 2, axis=1))
+    loudest = rms.max()
+    if loudest <= 1e-5:  # quieter than -100 dBFS: nothing is being said
+        return np.zeros(len(speech), dtype=bool)
+    active = rms > loudest * _db_to_gain(threshold_db)
+    active = _bridge_short_gaps(active, round(hold_s * sample_rate / hop))
+    return np.repeat(active, hop)[: len(speech)]
+
+
+def _bridge_short_gaps(active: np.ndarray, max_gap: int) -> np.ndarray:
+    on = np.flatnonzero(active)
+    if on.size < 2 or max_gap <= 0:
+        return active
+    gaps = np.diff(on) - 1
+    short = (gaps > 0) & (gaps <= max_gap)
+    bridged = active.copy()
+    for after, length in zip(on[:-1][short], gaps[short]):
+        bridged[after + 1 : after + 1 + length] = True
+    return bridged
+
+
+def _distance_to_activity(active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Samples until the next active sample and since the last one (0 on active samples, huge where none)."""
+    n = len(active)
+    index = np.arange(n)
+    far = 4 * n + 1
+    last = np.maximum.accumulate(np.where(active, index, -far))
+    following = np.minimum.accumulate(np.where(active, index, 2 * far)[::-1])[::-1]
+    return (following - index).astype(np.float64), (index - last).astype(np.float64)
+
+
+def _raised_cosine_falloff(x: np.ndarray) -> np.ndarray:
+    """1 at x=0 falling smoothly (zero slope at both ends) to 0 at x>=1."""
+    return 0.5 * (1.0 + np.cos(np.pi * np.clip(x, 0.0, 1.0)))
+
+
+def duck(
+    music: np.ndarray,
+    speech: np.ndarray,
+    sample_rate: int,
+    depth_db: float = -12.0,
+    attack_s: float = 0.08,
+    release_s: float = 0.4,
+) -> np.ndarray:
+    """Lower ``music`` by ``depth_db`` wherever ``speech`` (mono, same length) sounds, along a smooth gain curve."""
+    music = _checked_audio(music, "music")
+    if music.shape[0] != len(speech):
+        raise ValueError(f"music and speech must be the same length, got {music.shape[0]} and {len(speech)} samples")
+    if not (math.isfinite(depth_db) and depth_db <= 0):
+        raise ValueError(f"ducking depth must be zero or negative dB, got {depth_db}")
+    amount = speech_envelope(speech, sample_rate, attack_s, release_s)
+    gain = _db_to_gain(depth_db * amount.astype(np.float64))
+    if music.ndim == 2:
+        gain = gain[:, None]
+    return (music * gain).astype(np.float32)
+
+
+# -- mastering --------------------------------------------------------------------
+
+
+LUFS_TOLERANCE = 0.1  # aim well inside the promised ±0.5 LU
+LIMITER_MARGIN_DB = 0.3  # limiter threshold below the ceiling: gain applied between samples can nudge peaks up
+MAX_MASTER_PASSES = 12
+
+
+def limit_true_peak(
+    audio: np.ndarray, sample_rate: int, threshold_dbtp: float, lookahead_s: float = 0.005, release_s: float = 0.05
+) -> tuple[np.ndarray, float]:
+    """Look-ahead true-peak limiter, stereo-linked. Returns the limited audio and the deepest gain reduction in dB."""
+    audio = _checked_audio(audio)
+    with np.errstate(divide="ignore"):
+        envelope_db = 20.0 * np.log10(_true_peak_envelope(audio))
+    gain_db = _limiter_gain_db(envelope_db, _sample_rate(sample_rate), threshold_dbtp, lookahead_s, release_s)
+    return _apply_gain_db(audio, gain_db), float(-gain_db.min())
+
+
+def _limiter_gain_db(
+    envelope_db: np.ndarray, sample_rate: int, threshold_db: float, lookahead_s: float = 0.005, release_s: float = 0.05
+) -> np.ndarray:
+    """The limiter's gain curve in dB: never above what any sample needs, smooth, and down before each peak.
+
+    A minimum filter spreads each sample's need over the look-ahead on both sides;
+    two moving averages inside that span turn the steps into smooth ramps that are
+    fully down when the peak arrives. Gain reduction then decays exponentially
+    (in dB) with time constant ``release_s``.
+    """
+    from scipy import ndimage
+
+    half = max(1, round(lookahead_s * sample_rate / 2))
+    need_db = np.minimum(0.0, threshold_db - envelope_db)
+    held = ndimage.minimum_filter1d(need_db, size=4 * half + 1, mode="nearest")
+    smooth = ndimage.uniform_filter1d(held, size=2 * half + 1, mode="nearest")
+    reduction = np.maximum(-ndimage.uniform_filter1d(smooth, size=2 * half + 1, mode="nearest"), 0.0)
+    return -_exponential_release(reduction, release_s * sample_rate)
+
+
+def _exponential_release(reduction: np.ndarray, time_constant: float) -> np.ndarray:
+    """``out[n] = max over k <= n of reduction[k] * exp(-(n - k) / time_constant)``, vectorised in the log domain."""
+    steps = np.arange(len(reduction)) / time_constant
+    with np.errstate(divide="ignore"):
+        return np.exp(np.maximum.accumulate(np.log(reduction) + steps) - steps)
+
+
+def _apply_gain_db(audio: np.ndarray, gain_db: float | np.ndarray) -> np.ndarray:
+    gain = np.asarray(_db_to_gain(gain_db), dtype=np.float32)
+    if gain.ndim == 1 and audio.ndim == 2:
+        gain = gain[:, None]
+    return (audio * gain).astype(np.float32)
+
+
+def master(
+    audio: np.ndarray, sample_rate: int, target_lufs: float = -18.0, true_peak_dbtp: float = -1.0
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Bring ``audio`` to ``target_lufs`` integrated (within 0.5 LU) with true peak at or below ``true_peak_dbtp``.
+
+    Gain sets the loudness; when that gain would push the true peak over the
+    ceiling, the look-ahead limiter takes the peaks down and the gain is solved
+    again (limiting lowers loudness a little) until both hold. Loudness is always
+    measured on the result, and so is true peak once the limiter has acted.
+    Returns float32 audio and ``{integrated_lufs, true_peak_dbtp, gain_db,
+    limiter_max_reduction_db}``; ``ValueError`` for silent or non-finite audio, a
+    target outside [-40, -5] LUFS, or a target the ceiling makes unreachable.
+    """
+    _check_master_targets(target_lufs, true_peak_dbtp)
+    source = _checked_audio(audio).astype(np.float32)
+    sample_rate = _sample_rate(sample_rate)
+    loudness = integrated_lufs(source, sample_rate)
+    if not loudness > SILENCE_LUFS:
+        raise ValueError(f"cannot master silent audio (integrated loudness {loudness} LUFS, below {SILENCE_LUFS})")
+    envelope = _true_peak_envelope(source)
+    with np.errstate(divide="ignore"):
+        envelope_db = 20.0 * np.log10(envelope)
+    source_peak_db = _peak_db(envelope)
+
+    gain_db = target_lufs - loudness
+    threshold = true_peak_dbtp - LIMITER_MARGIN_DB
+    previous: tuple[float, float] | None = None
+    for _ in range(MAX_MASTER_PASSES):
+        if source_peak_db + gain_db <= threshold:
+            # True peak is a linear filter's output, so plain gain moves it by exactly gain_db.
+            out, reduction, peak = _apply_gain_db(source, gain_db), 0.0, source_peak_db + gain_db
+        else:
+            curve = _limiter_gain_db(envelope_db + gain_db, sample_rate, threshold)
+            out, reduction = _apply_gain_db(source, gain_db + curve), float(-curve.min())
+            peak = _peak_db(_true_peak_envelope(out))
+        loudness = integrated_lufs(out, sample_rate)
+        if abs(loudness - target_lufs) <= LUFS_TOLERANCE and peak <= true_peak_dbtp:
+            return out, {
+                "integrated_lufs": loudness,
+                "true_peak_dbtp": peak,
+                "gain_db": gain_db,
+                "limiter_max_reduction_db": reduction,
+            }
+        if peak > true_peak_dbtp:
+            threshold -= peak - true_peak_dbtp + 0.05
+        gain_db, previous = _next_gain(gain_db, loudness, target_lufs, previous), (gain_db, loudness)
+    raise ValueError(
+        f"could not reach {target_lufs} LUFS under a {true_peak_dbtp} dBTP ceiling (got {loudness:.2f} LUFS, "
+        f"{peak:.2f} dBTP): the audio is too dense for that target; choose a lower target"
+    )
+
+
+def _check_master_targets(target_lufs: float, ceiling_dbtp: float) -> None:
+    if not (math.isfinite(target_lufs) and MIN_TARGET_LUFS <= target_lufs <= MAX_TARGET_LUFS):
+        raise ValueError(f"target loudness must be between {MIN_TARGET_LUFS} and {MAX_TARGET_LUFS} LUFS, got {target_lufs}")
+    if not (math.isfinite(ceiling_dbtp) and MIN_CEILING_DBTP <= ceiling_dbtp <= MAX_CEILING_DBTP):
+        raise ValueError(f"true-peak ceiling must be between {MIN_CEILING_DBTP} and {MAX_CEILING_DBTP} dBTP, got {ceiling_dbtp}")
+
+
+def _next_gain(gain_db: float, loudness: float, target: float, previous: tuple[float, float] | None) -> float:
+    """Secant step on loudness(gain): limiting makes loudness grow slower than gain, so plain steps would crawl."""
+    slope = 1.0
+    if previous is not None and gain_db != previous[0]:
+        slope = float(np.clip((loudness - previous[1]) / (gain_db - previous[0]), 0.1, 1.0))
+    return gain_db + (target - loudness) / slope
+
+
+# -- writing and the whole mix ------------------------------------------------------
+
+
+WAV_SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
+
+
+def write_wav(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int, subtype: str = "PCM_24") -> Path:
+    """Write a WAV file atomically (temporary file, then rename). PCM subtypes clip to [-1, 1]."""
+    import soundfile
+
+    audio = _checked_audio(audio)
+    sample_rate = _sample_rate(sample_rate)
+    if subtype not in WAV_SUBTYPES:
+        raise ValueError(f"WAV subtype must be one of {', '.join(WAV_SUBTYPES)}, got {subtype!r}")
+    if subtype != "FLOAT":
+        audio = np.clip(audio, -1.0, 1.0)
+    return atomic_write(Path(path), lambda tmp: soundfile.write(tmp, audio, sample_rate, subtype=subtype, format="WAV"))
+
+
+def mix_reel(
+    speech: np.ndarray,
+    music: np.ndarray,
+    sample_rate: int = 48000,
+    target_lufs: float = -18.0,
+    music_level_db: float = -14.0,
+    duck_db: float = -12.0,
+    true_peak_dbtp: float = -1.0,
+) -> tuple[np.ndarray, dict[str, float | None]]:
+    """Mix mono narration (centred) over a stereo music bed, duck the bed under it, and master.
+
+    ``music_level_db`` is the bed's loudness *under* narration, relative to the
+    narration's loudness; between lines the bed comes up by ``-duck_db``. The music
+    is fitted to the narration's length (trimmed with a 50 ms fade, or padded
+    with silence). Returns the mastered ``(samples, 2)`` mix and the master report
+    plus ``speech_lufs``, ``music_lufs`` and ``music_gain_db``.
+    """
+    sample_rate = _sample_rate(sample_rate)
+    speech = _checked_audio(speech, "speech")
+    if speech.ndim != 1:
+        raise ValueError(f"speech must be mono (samples,), got shape {speech.shape}")
+    bed = _stereo(_fit_length(_checked_audio(music, "music"), len(speech), sample_rate))
+    voice = np.repeat(speech.astype(np.float32)[:, None], 2, axis=1)
+
+    speech_lufs = integrated_lufs(voice, sample_rate)
+    music_lufs = integrated_lufs(bed, sample_rate)
+    music_gain_db = 0.0
+    if speech_lufs > SILENCE_LUFS and music_lufs > SILENCE_LUFS:
+        music_gain_db = speech_lufs + music_level_db - duck_db - music_lufs
+        bed = duck(bed * np.float32(_db_to_gain(music_gain_db)), speech, sample_rate, duck_db)
+    mixed, report = master(voice + bed, sample_rate, target_lufs, true_peak_dbtp)
+    return mixed, {
+        **report,
+        "speech_lufs": _finite_or_none(speech_lufs),
+        "music_lufs": _finite_or_none(music_lufs),
+        "music_gain_db": music_gain_db,
+    }
+
+
+def _stereo(audio: np.ndarray) -> np.ndarray:
+    if audio.ndim == 1:
+        return np.repeat(audio[:, None], 2, axis=1).astype(np.float32)
+    if audio.shape[1] == 1:
+        return np.repeat(audio, 2, axis=1).astype(np.float32)
+    if audio.shape[1] != 2:
+        raise ValueError(f"music must be mono or stereo, got {audio.shape[1]} channels")
+    return audio.astype(np.float32)
+
+
+def _fit_length(audio: np.ndarray, n: int, sample_rate: int, fade_s: float = 0.05) -> np.ndarray:
+    if audio.shape[0] >= n:
+        fitted = audio[:n].astype(np.float32)
+        if audio.shape[0] > n:
+            fade = min(n, round(fade_s * sample_rate))
+            ramp = np.cos(np.linspace(0.0, np.pi / 2, fade)) ** 2
+            fitted[n - fade :] *= ramp if fitted.ndim == 1 else ramp[:, None]
+        return fitted
+    padding = [(0, n - audio.shape[0])] + [(0, 0)] * (audio.ndim - 1)
+    return np.pad(audio.astype(np.float32), padding)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None

@@ -1,0 +1,108 @@
+"""Bad input gets a clear error before any work starts; emoji and right-to-left text just work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cinereel.model_loaders.handles import ModelHandle
+from cinereel.model_loaders.preview import KenBurnsMotion
+from cinereel.model_loaders.residency import register_family
+from cinereel.nodes.cli import main
+from cinereel.nodes.comfy import Cancelled, clear_cancel, request_cancel
+
+TOKYO = "A lone astronaut walks through a neon-lit Tokyo alley at dusk"
+
+
+@pytest.mark.parametrize("args,message", [
+    ([""], "sentence is empty"),
+    (["   \n\t "], "sentence is empty"),
+    (["x" * 10_000], "the limit is 2000"),
+    ([TOKYO, "--duration", "0"], "duration"),
+    ([TOKYO, "--duration", "-5"], "duration"),
+    ([TOKYO, "--duration", "121"], "duration"),
+    ([TOKYO, "--shots", "0"], "shots"),
+    ([TOKYO, "--language", "klingon"], "unknown language 'klingon'"),
+    ([TOKYO, "--run-id", "../elsewhere"], "not a plain folder name"),
+    ([TOKYO, "--run-id", "a/b"], "not a plain folder name"),
+    ([TOKYO, "--run-id", "a\\b"], "not a plain folder name"),
+    ([TOKYO, "--run-id", ".."], "not a plain folder name"),
+])
+def test_bad_input_fails_before_any_work(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cinereel: error:") and message in err, err
+    assert not out.exists(), "an error in the input must not leave a run folder behind"
+
+
+def test_a_plan_file_that_is_not_a_plan_names_the_field(tmp_path, capsys):
+    bad = tmp_path / "plan.json"
+    bad.write_text(json.dumps({"title": "x"}), encoding="utf-8")
+    assert main([TOKYO, "--plan", str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert "shots is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sentence,language", [
+    ("🚀 An astronaut 👩‍🚀 wanders through Tokyo at night 🌃✨", "ja"),
+    ("رائد فضاء يمشي في شوارع القاهرة ليلا", None),
+    ("אסטרונאוטית הולכת ברחובות ירושלים בלילה", None),
+])
+def test_emoji_and_right_to_left_sentences_plan_and_speak(tmp_path, capsys, sentence, language):
+    assert main([sentence, "--out", str(tmp_path), "--plan-only"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["sentence"] == sentence and len(plan["shots"]) == 6
+    if language:
+        assert plan["language"] == language
+    from cinereel.model_loaders.rules import DirectorRequest
+    from cinereel.nodes.director import direct
+    from cinereel.nodes.pipeline import preview_handles
+    from cinereel.nodes.voice import narrate
+
+    handles = preview_handles()
+    reel = narrate(direct(handles["llm"], DirectorRequest(sentence, duration_s=6, shots=2), tmp_path / "v"),
+                   handles["voice"])
+    assert reel.artifact_path("narration").stat().st_size > 1000
+
+
+class CancellingMotion(KenBurnsMotion):
+    """Asks for cancel after 20 frames of the second clip, as the user pressing ComfyUI's cancel would."""
+
+    clips = 0
+
+    def render_clip(self, keyframe, shot, plan, num_frames, seed, callback=None):
+        CancellingMotion.clips += 1
+        for index, frame in enumerate(super().render_clip(keyframe, shot, plan, num_frames, seed, callback)):
+            if CancellingMotion.clips == 2 and index == 20:
+                request_cancel()
+            yield frame
+
+
+register_family("test-cancelling-motion", lambda h: CancellingMotion())
+
+
+def test_cancel_mid_clip_leaves_no_half_written_file_and_the_rerun_resumes(tmp_path):
+    from cinereel.model_loaders.rules import DirectorRequest
+    from cinereel.nodes.director import direct
+    from cinereel.nodes.keyframes import render_keyframes
+    from cinereel.nodes.motion import animate
+    from cinereel.nodes.pipeline import preview_handles
+
+    handles = preview_handles()
+    reel = render_keyframes(direct(handles["llm"], DirectorRequest(TOKYO, duration_s=6, shots=3), tmp_path),
+                            handles["keyframes"])
+    motion = ModelHandle("test-cancelling-motion", "cancel")
+    CancellingMotion.clips = 0
+    try:
+        with pytest.raises(Cancelled):
+            animate(reel, motion)
+    finally:
+        clear_cancel()
+    clips = reel.run_dir.root / "clips"
+    assert sorted(p.name for p in clips.iterdir() if p.suffix == ".mp4") == ["shot-01.attempt1.mp4"]
+    assert not [p for p in reel.run_dir.root.rglob("*") if "partial" in p.name]
+    CancellingMotion.clips = 10  # no more cancelling
+    out = animate(reel, motion)
+    assert CancellingMotion.clips == 12, "the finished first clip was made again"
+    assert all(out.artifact_path(f"clip:{s.id}").exists() for s in out.plan.shots)

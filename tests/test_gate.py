@@ -1,0 +1,224 @@
+"""The critic gate: labels change what the next render receives, rounds are batched, nothing is thrown away."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from cinereel_testkit import sample_plan_dict
+
+from cinereel.model_loaders.handles import ModelHandle
+from cinereel.model_loaders.preview import KenBurnsMotion, StoryboardKeyframes
+from cinereel.model_loaders.residency import RESIDENCY, register_family
+from cinereel.nodes.critic import FAILURE_LABELS, IMAGE_LABELS, MOTION_LABELS
+from cinereel.nodes.director import direct
+from cinereel.nodes.gate import GateFailed, check_gate_settings, run_gate
+from cinereel.nodes.keyframes import render_keyframes
+from cinereel.nodes.motion import animate
+from cinereel.nodes.pipeline import preview_handles
+from cinereel.nodes.retry import attempt_seed
+
+PASS = {"scores": dict.fromkeys(("composition", "motion_coherence", "character_consistency",
+                                 "lighting_fidelity"), 9), "label": None}
+
+
+def fail(label):
+    return {"scores": dict.fromkeys(PASS["scores"], 3), "label": label}
+
+
+class ScriptedCritic:
+    """Answers from a script: script(shot prompt, how many times this shot was seen) -> critique."""
+
+    script = staticmethod(lambda prompt, seen: PASS)
+    calls: list[str] = []
+
+    def critique(self, frames, portraits, prompt):
+        ScriptedCritic.calls.append(prompt)
+        shot = prompt.split(":")[0]  # prompts start "shot N:"; fixes append to them
+        return ScriptedCritic.script(prompt, sum(p.split(":")[0] == shot for p in ScriptedCritic.calls))
+
+
+class RecordingKeyframes(StoryboardKeyframes):
+    shots: list[dict] = []
+
+    def render_keyframe(self, shot, plan, portraits, seed):
+        RecordingKeyframes.shots.append(dict(shot))
+        return super().render_keyframe(shot, plan, portraits, seed)
+
+
+class RecordingMotion(KenBurnsMotion):
+    shots: list[dict] = []
+    faults: dict[str, str] = {}  # shot id -> "black" | "frozen" | "nan", first attempt only
+
+    def render_clip(self, keyframe, shot, plan, num_frames, seed, callback=None):
+        RecordingMotion.shots.append({**shot, "seed_arg": seed})
+        first_attempt = seed < 1000  # small_plan's seeds are 100 + i; retries get hashed 63-bit seeds
+        fault = RecordingMotion.faults.get(shot["id"]) if first_attempt else None
+        frames = np.stack(list(super().render_clip(keyframe, shot, plan, num_frames, seed, callback)))
+        if fault == "black":
+            return np.zeros_like(frames)
+        if fault == "frozen":
+            return np.repeat(frames[:1], len(frames), axis=0)
+        if fault == "nan":
+            out = frames.astype(np.float32) / 255
+            out[3:6] = np.nan
+            return out
+        return frames
+
+
+register_family("test-scripted-critic", lambda h: ScriptedCritic())
+register_family("test-recording-keyframes", lambda h: RecordingKeyframes())
+register_family("test-recording-motion", lambda h: RecordingMotion())
+
+CRITIC = ModelHandle("test-scripted-critic", "script")
+KEYFRAMES = ModelHandle("test-recording-keyframes", "rec")
+MOTION = ModelHandle("test-recording-motion", "rec")
+
+
+def small_plan(shots: int) -> str:
+    """A quick plan: 448x256, 1-second shots, every shot with the astronaut in frame."""
+    plan = sample_plan_dict(width=448, height=256, duration_s=float(shots))
+    plan["shots"] = [{"id": f"shot_{i + 1:02d}", "type": "hero", "duration_s": 1.0,
+                      "prompt": f"shot {i + 1}: the astronaut walks through the alley", "camera": "push_in",
+                      "camera_detail": "slow dolly toward her visor as rain streaks past", "characters": ["astronaut"],
+                      "narration": "", "seed": 100 + i, "flow_shift": 5.0, "ref_weight": 0.75}
+                     for i in range(shots)]
+    return json.dumps(plan)
+
+
+@pytest.fixture
+def make_reel(tmp_path):
+    def make(shots: int):
+        from cinereel.model_loaders.rules import DirectorRequest
+
+        ScriptedCritic.calls, RecordingKeyframes.shots, RecordingMotion.shots = [], [], []
+        RecordingMotion.faults = {}
+        reel = direct(preview_handles()["llm"], DirectorRequest("test", duration_s=float(shots), shots=shots),
+                      tmp_path, run_id=f"gate-{shots}", plan_override=small_plan(shots))
+        reel = animate(render_keyframes(reel, KEYFRAMES), MOTION)
+        RecordingKeyframes.shots, RecordingMotion.shots = [], []
+        return reel
+
+    return make
+
+
+EXPECTED = {  # label -> check on the shot dict the renderers receive for attempt 2
+    "CHARACTER_DRIFT": lambda s: s["ref_weight"] == pytest.approx(0.9),
+    "EXTRAS_INVADE_FRAME": lambda s: "extra people" in s["negative_prompt"],
+    "CAMERA_IGNORED": lambda s: s["camera_detail"] == "slow push in" and s["camera"] == "push_in",
+    "WALKING_BACKWARDS": lambda s: "walking forward" in s["prompt"] and "walking backwards" in s["negative_prompt"],
+    "OBJECT_MORPHING": lambda s: s["flow_shift"] == 4.0,
+    "HAND_FINGER_ARTIFACT": lambda s: "five fingers" in s["prompt"] and "extra fingers" in s["negative_prompt"],
+    "WARDROBE_DRIFT": lambda s: "white EVA suit" in s["prompt"] and "gold visor" in s["prompt"],
+    "NEON_GLOW_LEAK": lambda s: "neutral white balance" in s["prompt"],
+    "STYLIZED_AI_LOOK": lambda s: "photorealistic" in s["prompt"] and "plastic skin" in s["negative_prompt"],
+    "RANDOM_INTIMACY": lambda s: "no physical contact" in s["prompt"],
+}
+
+
+@pytest.mark.parametrize("label", FAILURE_LABELS)
+def test_each_label_changes_what_the_next_render_receives(make_reel, label):
+    reel = make_reel(1)
+    ScriptedCritic.script = staticmethod(lambda prompt, seen: fail(label) if seen == 1 else PASS)
+    out = run_gate(reel, CRITIC, KEYFRAMES, MOTION, max_retries=1)
+    (motion_call,) = RecordingMotion.shots
+    assert EXPECTED[label](motion_call), motion_call
+    assert motion_call["seed_arg"] == attempt_seed(100, 2) == motion_call["seed"]
+    if label in IMAGE_LABELS:
+        (keyframe_call,) = RecordingKeyframes.shots
+        assert EXPECTED[label](keyframe_call) and keyframe_call["seed"] == attempt_seed(100, 2)
+    else:
+        assert label in MOTION_LABELS and RecordingKeyframes.shots == []
+    shot = out.notes["gate"]["shots"][0]
+    assert shot["passed"] and shot["chosen_attempt"] == 2
+    assert shot["attempts"][1]["fixes_label"] == label and "seed" in shot["attempts"][1]["changes"]
+    assert out.artifacts["clip:shot_01"] == "clips/shot_01.attempt2.mp4"
+    assert EXPECTED[label](out.plan.shots[0].model_dump())  # the plan now holds the shot that passed
+
+
+def test_failures_are_re_rendered_in_batched_rounds(make_reel):
+    reel = make_reel(6)
+    failing = {"shot 2:", "shot 5:"}
+    ScriptedCritic.script = staticmethod(
+        lambda prompt, seen: fail("CHARACTER_DRIFT") if seen == 1 and prompt.split(" the")[0] in failing else PASS)
+    RESIDENCY.evict()
+    mark = RESIDENCY.mark()
+    out = run_gate(reel, CRITIC, KEYFRAMES, MOTION, max_retries=3)
+    gate = out.notes["gate"]
+    assert gate["rounds"] == 2
+    assert sorted({s["id"] for s in RecordingMotion.shots}) == ["shot_02", "shot_05"]
+    assert sorted({s["id"] for s in RecordingKeyframes.shots}) == ["shot_02", "shot_05"]
+    loads = [e["family"] for e in RESIDENCY.log_since(mark) if e["event"] == "load"]
+    assert loads == ["test-scripted-critic", "test-recording-keyframes", "test-recording-motion",
+                     "test-scripted-critic"]
+    assert gate["model_loads"] == 4
+    assert [len(s["attempts"]) for s in gate["shots"]] == [1, 2, 1, 1, 2, 1]
+
+
+def test_a_critic_that_never_passes_ends_with_the_best_attempt_flagged(make_reel):
+    reel = make_reel(2)
+    means = iter([3, 3, 5, 4, 4, 6])  # shot_01: 3, 5, 4 / shot_02: 3, 4, 6 (rounds interleave)
+    ScriptedCritic.script = staticmethod(
+        lambda prompt, seen: {"scores": dict.fromkeys(PASS["scores"], next(means)), "label": "OBJECT_MORPHING"})
+    out = run_gate(reel, CRITIC, KEYFRAMES, MOTION, threshold=7.0, max_retries=2)
+    gate = out.notes["gate"]
+    assert gate["flagged"] == ["shot_01", "shot_02"]
+    assert [len(s["attempts"]) for s in gate["shots"]] == [3, 3]
+    assert [s["chosen_attempt"] for s in gate["shots"]] == [2, 3]
+    assert out.artifacts["clip:shot_01"] == "clips/shot_01.attempt2.mp4"
+    clips = sorted(p.name for p in (reel.run_dir.root / "clips").glob("*.mp4"))
+    assert len(clips) == 6 == gate["attempts_total"]
+    report = json.loads((reel.run_dir.root / "report.json").read_text(encoding="utf-8"))
+    on_disk = {f"clips/{name}" for name in clips}
+    in_report = {a["clip"] for s in report["gate"]["shots"] for a in s["attempts"]}
+    assert in_report == on_disk
+    assert report["gate"]["label_counts"] == {"OBJECT_MORPHING": 6}
+
+
+def test_strict_mode_stops_naming_the_shots_and_keeps_the_attempts(make_reel):
+    reel = make_reel(2)
+    ScriptedCritic.script = staticmethod(
+        lambda prompt, seen: fail("STYLIZED_AI_LOOK") if prompt.startswith("shot 2:") else PASS)
+    with pytest.raises(GateFailed, match="shots shot_02 did not reach the threshold 7"):
+        run_gate(reel, CRITIC, KEYFRAMES, MOTION, max_retries=1, strict=True)
+    assert len(list((reel.run_dir.root / "clips").glob("shot_02.attempt*.mp4"))) == 2
+    report = json.loads((reel.run_dir.root / "report.json").read_text(encoding="utf-8"))
+    assert report["gate"]["flagged"] == ["shot_02"]
+
+
+def test_the_technical_check_catches_broken_clips_without_asking_the_critic(make_reel):
+    reel = make_reel(4)
+    RecordingMotion.faults = {"shot_01": "black", "shot_02": "frozen", "shot_03": "nan"}
+    # re-render attempt 1 with the faults in place
+    from cinereel.nodes.motion import clip_job
+    from cinereel.nodes.stage import run_jobs
+
+    jobs = [clip_job(reel, shot, MOTION, attempt=1) for shot in reel.plan.shots]
+    for job in jobs:
+        reel.run_dir.path(job.rel).unlink()
+    run_jobs(reel.run_dir, MOTION, jobs)
+    ScriptedCritic.script = staticmethod(lambda prompt, seen: PASS)
+    ScriptedCritic.calls = []
+    out = run_gate(reel, CRITIC, KEYFRAMES, MOTION, max_retries=1)
+    first_round = [s["attempts"][0] for s in out.notes["gate"]["shots"]]
+    assert "black_frames" in first_round[0]["technical"]
+    assert "frozen" in first_round[1]["technical"]
+    assert "nan_or_inf" in first_round[2]["technical"]
+    assert first_round[3]["technical"] == []
+    # the language-model critic saw only the clean clip in round 1, then the three re-renders
+    assert [p.split(":")[0] for p in ScriptedCritic.calls] == ["shot 4", "shot 1", "shot 2", "shot 3"]
+    assert all(s["passed"] for s in out.notes["gate"]["shots"])
+
+
+@pytest.mark.parametrize("threshold,retries,message", [
+    (0.5, 3, "threshold must be a number from 1 to 10"),
+    (10.5, 3, "threshold must be a number from 1 to 10"),
+    (float("nan"), 3, "threshold must be a number from 1 to 10"),
+    (7.0, -1, "max_retries must be a whole number from 0 to 5"),
+    (7.0, 6, "max_retries must be a whole number from 0 to 5"),
+    (7.0, 1.5, "max_retries must be a whole number from 0 to 5"),
+])
+def test_gate_settings_that_could_not_end_well_are_refused(threshold, retries, message):
+    with pytest.raises(ValueError, match=message):
+        check_gate_settings(threshold, retries)
