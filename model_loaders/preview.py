@@ -43,13 +43,14 @@ class PreviewLLM:
 class StoryboardKeyframes:
     engine = "storyboard"
 
-    def render_portrait(self, character: dict[str, Any], plan: dict[str, Any], seed: int) -> Any:
+    def render_portrait(self, character: dict[str, Any], plan: dict[str, Any], seed: int, callback: Any = None) -> Any:
         from ..nodes.plan import Character, validate_plan
         from .storyboard import render_portrait
 
         return render_portrait(Character.model_validate(character), validate_plan(plan), seed)
 
-    def render_keyframe(self, shot: dict[str, Any], plan: dict[str, Any], portraits: dict[str, Any], seed: int) -> Any:
+    def render_keyframe(self, shot: dict[str, Any], plan: dict[str, Any], portraits: dict[str, Any], seed: int,
+                        callback: Any = None) -> Any:
         from ..nodes.plan import Shot, validate_plan
         from .storyboard import render_keyframe
 

@@ -49,7 +49,13 @@ def check_cancel() -> None:
 
 
 class Progress:
-    """A progress bar over ``total`` steps: ComfyUI's bar when present, else a callback or nothing."""
+    """A progress bar over ``total`` jobs: ComfyUI's bar when present, else a callback or nothing.
+
+    ``step(done, of)`` moves the bar inside the current job (a model's denoising steps), so a
+    long render shows progress between jobs too; both honour cancel.
+    """
+
+    RESOLUTION = 1000  # bar units per job
 
     def __init__(self, total: int, callback: Callable[[int, int], None] | None = None):
         self.total = max(int(total), 1)
@@ -58,15 +64,24 @@ class Progress:
         self._bar = None
         utils = sys.modules.get("comfy.utils")
         if utils is not None and hasattr(utils, "ProgressBar"):
-            self._bar = utils.ProgressBar(self.total)
+            self._bar = utils.ProgressBar(self.total * self.RESOLUTION)
 
     def update(self, steps: int = 1) -> None:
         self.current = min(self.current + steps, self.total)
-        if self._bar is not None:
-            self._bar.update_absolute(self.current, self.total)
+        self._show(self.current * self.RESOLUTION)
         if self._callback is not None:
             self._callback(self.current, self.total)
         check_cancel()
+
+    def step(self, done: int, of: int) -> None:
+        """Progress inside the current job: ``done`` of ``of`` denoising steps."""
+        fraction = min(max(done / max(of, 1), 0.0), 1.0)
+        self._show(round((self.current + fraction) * self.RESOLUTION))
+        check_cancel()
+
+    def _show(self, value: int) -> None:
+        if self._bar is not None:
+            self._bar.update_absolute(min(value, self.total * self.RESOLUTION), self.total * self.RESOLUTION)
 
 
 def output_root() -> Path:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..model_loaders.handles import ModelHandle
 from .base import CATEGORY, KEYFRAME_MODEL, REEL, reel_input
 from .comfy import Progress, send_ui_event
-from .stage import Job, StageTimer, run_jobs, write_report
+from .stage import Job, StageTimer, run_jobs, step_callback, write_report
 
 if TYPE_CHECKING:
     from .plan import Plan, Shot
@@ -44,7 +44,8 @@ def portrait_job(plan: Plan, char_id: str, handle: ModelHandle) -> Job:
               "model": handle.key, "size": [plan.width, plan.height]}
 
     def make(model: Any, tmp: Path) -> None:
-        _save_png(model.render_portrait(character.model_dump(mode="json"), plan.model_dump(mode="json"), seed), tmp)
+        _save_png(model.render_portrait(character.model_dump(mode="json"), plan.model_dump(mode="json"), seed,
+                                        callback=step_callback()), tmp)
 
     return Job(f"portrait:{char_id}", f"portraits/{char_id}.png", inputs, make)
 
@@ -59,7 +60,7 @@ def keyframe_job(plan: Plan, shot: Shot, portraits: dict[str, Job], run_root: Pa
     def make(model: Any, tmp: Path) -> None:
         images = {c: _load_image(run_root / job.rel) for c, job in refs.items()}
         _save_png(model.render_keyframe(shot.model_dump(mode="json"), plan.model_dump(mode="json"), images,
-                                        shot.seed), tmp)
+                                        shot.seed, callback=step_callback()), tmp)
 
     return Job(f"keyframe:{shot.id}", f"keyframes/{shot.id}{suffix}.png", inputs, make)
 

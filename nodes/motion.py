@@ -15,7 +15,7 @@ from ..model_loaders.handles import ModelHandle
 from .base import CATEGORY, MOTION_MODEL, REEL, choice, reel_input
 from .comfy import Progress, check_cancel, send_ui_event
 from .rundir import atomic_write_text
-from .stage import Job, StageTimer, artifact_key, run_jobs, write_report
+from .stage import Job, StageTimer, artifact_key, run_jobs, step_callback, write_report
 
 if TYPE_CHECKING:
     from .plan import Plan, Shot
@@ -59,7 +59,7 @@ def clip_job(reel: Reel, shot: Shot, handle: ModelHandle, attempt: int = 1, pres
         with Image.open(keyframe_path) as img:
             keyframe = img.convert("RGB")
         frames = model.render_clip(keyframe, shot.model_dump(mode="json"), plan.model_dump(mode="json"),
-                                   num_frames, shot.seed, callback=lambda *_: check_cancel())
+                                   num_frames, shot.seed, callback=step_callback())
         watch = NonFiniteWatch()
         write_clip(watch.frames(frames), plan.fps, tmp, preset=preset)
         check_cancel()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -58,12 +59,25 @@ def run_jobs(
     return {job.name: job.rel for job in jobs}, len(pending)
 
 
+_current_progress: ContextVar[Progress | None] = ContextVar("cinereel_progress", default=None)
+
+
+def step_callback() -> Callable[[int, int], None]:
+    """For a backend's per-step callback: moves the running stage's bar and honours cancel."""
+    progress = _current_progress.get()
+    return progress.step if progress is not None else (lambda done, of: check_cancel())
+
+
 def _run_pending(run: RunDir, model: Any, pending: Sequence[Job], progress: Progress | None) -> None:
-    for job in pending:
-        check_cancel()
-        run.produce(job.rel, job.inputs, lambda tmp, job=job: job.make(model, tmp))
-        if progress is not None:
-            progress.update()
+    token = _current_progress.set(progress)
+    try:
+        for job in pending:
+            check_cancel()
+            run.produce(job.rel, job.inputs, lambda tmp, job=job: job.make(model, tmp))
+            if progress is not None:
+                progress.update()
+    finally:
+        _current_progress.reset(token)
 
 
 def artifact_key(reel: Reel, name: str) -> str:
@@ -117,4 +131,9 @@ def write_report(reel: Reel) -> Path:
         "model_loads": sum(1 for e in residency if e.get("event") == "load"),
         **notes,
     }
+    timings = notes.get("timings", {})
+    if timings:
+        report["stage_seconds_total"] = round(sum(timings.values()), 3)
+        if "gate" in timings:
+            report["gate_share_of_wall_time"] = round(timings["gate"] / max(sum(timings.values()), 1e-9), 4)
     return reel.run_dir.write_json("report.json", report)

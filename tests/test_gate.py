@@ -42,9 +42,9 @@ class ScriptedCritic:
 class RecordingKeyframes(StoryboardKeyframes):
     shots: list[dict] = []
 
-    def render_keyframe(self, shot, plan, portraits, seed):
+    def render_keyframe(self, shot, plan, portraits, seed, callback=None):
         RecordingKeyframes.shots.append(dict(shot))
-        return super().render_keyframe(shot, plan, portraits, seed)
+        return super().render_keyframe(shot, plan, portraits, seed, callback)
 
 
 class RecordingMotion(KenBurnsMotion):
@@ -174,6 +174,7 @@ def test_a_critic_that_never_passes_ends_with_the_best_attempt_flagged(make_reel
     in_report = {a["clip"] for s in report["gate"]["shots"] for a in s["attempts"]}
     assert in_report == on_disk
     assert report["gate"]["label_counts"] == {"OBJECT_MORPHING": 6}
+    assert 0 < report["gate_share_of_wall_time"] <= 1
 
 
 def test_strict_mode_stops_naming_the_shots_and_keeps_the_attempts(make_reel):

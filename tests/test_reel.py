@@ -103,10 +103,10 @@ class CountingKeyframes:
         self.calls.append(what)
         return Image.new("RGB", (64, 64), (len(self.calls) * 20 % 255, 0, 0))
 
-    def render_portrait(self, character, plan, seed):
+    def render_portrait(self, character, plan, seed, callback=None):
         return self._tick(f"portrait:{character['id']}")
 
-    def render_keyframe(self, shot, plan, portraits, seed):
+    def render_keyframe(self, shot, plan, portraits, seed, callback=None):
         assert set(portraits) == set(shot["characters"])
         return self._tick(f"keyframe:{shot['id']}")
 
