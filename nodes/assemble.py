@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import CATEGORY, REEL, choice, integer, reel_input
+from .base import ReelNode, choice, integer, reel_input
 from .comfy import Progress, output_root, send_ui_event
 from .stage import Job, StageTimer, artifact_key, run_jobs, write_report
 
@@ -83,12 +83,9 @@ def ui_video(reel: Any) -> dict[str, Any] | None:
     return {"filename": path.name, "subfolder": sub.as_posix(), "type": "output", "format": "video/mp4"}
 
 
-class AssembleNode:
+class AssembleNode(ReelNode):
     DESCRIPTION = ("Cuts every shot's chosen clip together over the mastered mix into reel.mp4 (H.264 yuv420p, "
                    "CRF 18, AAC 48 kHz, +faststart) with reel.srt beside it, and plays the reel in the node.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (REEL,)
-    RETURN_NAMES = ("reel",)
     OUTPUT_TOOLTIPS = ("The finished REEL; REEL to Video gives ComfyUI's VIDEO for core video nodes.",)
     FUNCTION = "assemble"
     OUTPUT_NODE = True

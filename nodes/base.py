@@ -67,6 +67,22 @@ def seed_input(tooltip: str = "Seed; the same seed and inputs make the same arti
     return integer(tooltip, 0, 0, 0xFFFFFFFFFFFFFFFF, control_after_generate=True)
 
 
+class ReelNode:
+    """Base of the stage nodes: a REEL in, a new REEL out, under the CineReel category."""
+
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (REEL,)
+    RETURN_NAMES = ("reel",)
+
+
+def stage_done(reel, stage: str) -> tuple:
+    """A stage node's result; the browser extension hears which stage of which run finished."""
+    from .comfy import send_ui_event
+
+    send_ui_event("cinereel.stage", {"run_id": reel.run_id, "stage": stage})
+    return (reel,)
+
+
 class NotImplementedYet(NotImplementedError):
     """A node or backend a later issue fills; raised before any work starts."""
 

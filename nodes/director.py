@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..model_loaders.handles import ModelHandle
-from .base import CATEGORY, LLM, REEL, choice, integer, number, seed_input, text
+from .base import LLM, ReelNode, choice, integer, number, seed_input, text
 from .comfy import Progress, output_root, send_ui_event
 from .languages import LANGUAGES
 from .rundir import RunDir, check_run_id, derive_run_id
@@ -85,13 +85,10 @@ def shot_list(plan: Plan) -> list[dict[str, Any]]:
     return rows
 
 
-class DirectorNode:
+class DirectorNode(ReelNode):
     DESCRIPTION = ("Turns one sentence into the reel's plan: characters, locale and narration language, mood, "
                    "and the shot list with durations, camera moves, prompts and narration. Creates the run folder "
                    "under ComfyUI's output/cinereel/. Re-running with the same inputs resumes that run.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (REEL,)
-    RETURN_NAMES = ("reel",)
     OUTPUT_TOOLTIPS = ("The REEL: the plan and its run folder; connect it to the Keyframes node.",)
     FUNCTION = "plan"
     OUTPUT_NODE = False

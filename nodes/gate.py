@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..model_loaders.handles import ModelHandle
 from ..model_loaders.residency import RESIDENCY
-from .base import CATEGORY, KEYFRAME_MODEL, LLM, MOTION_MODEL, REEL, integer, number, reel_input, toggle
+from .base import KEYFRAME_MODEL, LLM, MOTION_MODEL, ReelNode, integer, number, reel_input, toggle
 from .comfy import Progress, check_cancel, send_ui_event
 from .stage import Job, StageTimer, artifact_key, run_jobs, write_report
 
@@ -332,13 +332,10 @@ def summary_text(gate: dict[str, Any]) -> list[str]:
     return lines
 
 
-class CriticGateNode:
+class CriticGateNode(ReelNode):
     DESCRIPTION = ("Scores every clip (a cheap technical check, then the critic) and re-renders the ones below the "
                    "threshold with a concrete fix for their failure label, in batched rounds. Every attempt is kept; "
                    "a shot that never passes keeps its best attempt and is flagged in the report.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (REEL,)
-    RETURN_NAMES = ("reel",)
     OUTPUT_TOOLTIPS = ("The REEL with the chosen attempt of every shot; connect it to Narrate or Assemble.",)
     FUNCTION = "gate"
     OUTPUT_NODE = True

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..model_loaders.handles import ModelHandle
-from .base import CATEGORY, KEYFRAME_MODEL, REEL, reel_input
-from .comfy import Progress, send_ui_event
+from .base import KEYFRAME_MODEL, ReelNode, reel_input, stage_done
+from .comfy import Progress
 from .stage import Job, StageTimer, run_jobs, step_callback, write_report
 
 if TYPE_CHECKING:
@@ -79,12 +79,9 @@ def render_keyframes(reel: Reel, handle: ModelHandle, progress: Progress | None 
     return out
 
 
-class KeyframesNode:
+class KeyframesNode(ReelNode):
     DESCRIPTION = ("Draws a master portrait of each character, then one keyframe per shot that references the "
                    "portraits of the characters in it. All under one load of the keyframe model.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (REEL,)
-    RETURN_NAMES = ("reel",)
     OUTPUT_TOOLTIPS = ("The REEL with portraits and keyframes; connect it to the Animate node.",)
     FUNCTION = "render"
 
@@ -97,8 +94,7 @@ class KeyframesNode:
 
     def render(self, reel: Reel, keyframe_model: ModelHandle) -> tuple[Reel]:
         out = render_keyframes(reel, keyframe_model)
-        send_ui_event("cinereel.stage", {"run_id": out.run_id, "stage": "keyframes"})
-        return (out,)
+        return stage_done(out, "keyframes")
 
 
 NODES = {"CineReelKeyframes": (KeyframesNode, "CineReel Keyframes")}

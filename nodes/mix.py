@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import CATEGORY, REEL, number, reel_input
-from .comfy import Progress, send_ui_event
+from .base import ReelNode, number, reel_input, stage_done
+from .comfy import Progress
 from .stage import Job, StageTimer, artifact_key, run_jobs, write_report
 
 # The limits of the target widgets (audio.py holds the same numbers; it is imported only when mixing).
@@ -72,13 +72,10 @@ def mix_stage(reel: Any, target_lufs: float = -18.0, true_peak_dbtp: float = -1.
     return out
 
 
-class MixNode:
+class MixNode(ReelNode):
     DESCRIPTION = ("Mixes the narration over the music bed, ducking the music under speech, and masters the sum to "
                    "an integrated loudness target (-18 LUFS default) with true peak under a ceiling (-1 dBTP), "
                    "measured per ITU-R BS.1770-4. Writes audio/mix.wav (48 kHz stereo).")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (REEL,)
-    RETURN_NAMES = ("reel",)
     OUTPUT_TOOLTIPS = ("The REEL with audio/mix.wav; connect it to the Assemble node.",)
     FUNCTION = "mix"
 
@@ -100,8 +97,7 @@ class MixNode:
     def mix(self, reel: Any, target_lufs: float, true_peak_dbtp: float, music_level_db: float,
             duck_db: float) -> tuple[Any]:
         out = mix_stage(reel, float(target_lufs), float(true_peak_dbtp), float(music_level_db), float(duck_db))
-        send_ui_event("cinereel.stage", {"run_id": out.run_id, "stage": "mix"})
-        return (out,)
+        return stage_done(out, "mix")
 
 
 NODES = {"CineReelMix": (MixNode, "CineReel Mix & Master")}

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..model_loaders.handles import ModelHandle
-from .base import CATEGORY, MOTION_MODEL, REEL, choice, reel_input
-from .comfy import Progress, check_cancel, send_ui_event
+from .base import MOTION_MODEL, ReelNode, choice, reel_input, stage_done
+from .comfy import Progress, check_cancel
 from .rundir import atomic_write_text
 from .stage import Job, StageTimer, artifact_key, run_jobs, step_callback, write_report
 
@@ -102,12 +102,9 @@ def animate(reel: Reel, handle: ModelHandle, preset: str = "ultrafast", progress
     return out
 
 
-class AnimateNode:
+class AnimateNode(ReelNode):
     DESCRIPTION = ("Animates every keyframe into a clip (81 frames at 16 fps for a 5-second shot), all under one "
                    "load of the motion model. Clips are kept as clips/<shot>.attempt<k>.mp4.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (REEL,)
-    RETURN_NAMES = ("reel",)
     OUTPUT_TOOLTIPS = ("The REEL with one clip per shot; connect it to the Critic Gate or Assemble node.",)
     FUNCTION = "animate"
 
@@ -122,8 +119,7 @@ class AnimateNode:
 
     def animate(self, reel: Reel, motion_model: ModelHandle, clip_preset: str) -> tuple[Reel]:
         out = animate(reel, motion_model, clip_preset)
-        send_ui_event("cinereel.stage", {"run_id": out.run_id, "stage": "motion"})
-        return (out,)
+        return stage_done(out, "motion")
 
 
 NODES = {"CineReelAnimate": (AnimateNode, "CineReel Animate")}

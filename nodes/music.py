@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..model_loaders.handles import ModelHandle
-from .base import CATEGORY, MUSIC_MODEL, REEL, number, reel_input
-from .comfy import Progress, send_ui_event
+from .base import MUSIC_MODEL, ReelNode, number, reel_input, stage_done
+from .comfy import Progress
 from .stage import Job, StageTimer, run_jobs, write_report
 
 if TYPE_CHECKING:
@@ -43,11 +43,8 @@ def score_music(reel: Reel, handle: ModelHandle, tempo_bpm: float | None = None,
     return out
 
 
-class ScoreMusicNode:
+class ScoreMusicNode(ReelNode):
     DESCRIPTION = "Scores an instrumental music bed as long as the reel, following the plan's mood and pacing."
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (REEL,)
-    RETURN_NAMES = ("reel",)
     OUTPUT_TOOLTIPS = ("The REEL with audio/music.wav; connect it to the Mix node.",)
     FUNCTION = "score"
 
@@ -64,8 +61,7 @@ class ScoreMusicNode:
         if 0 < tempo < 40:
             raise ValueError(f"tempo_bpm {tempo:g} is too slow for a pulse; use 40-200, or 0 for automatic")
         out = score_music(reel, music_model, tempo or None)
-        send_ui_event("cinereel.stage", {"run_id": out.run_id, "stage": "music"})
-        return (out,)
+        return stage_done(out, "music")
 
 
 NODES = {"CineReelScoreMusic": (ScoreMusicNode, "CineReel Score Music")}

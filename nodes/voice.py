@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..model_loaders.handles import ModelHandle
-from .base import CATEGORY, REEL, VOICE_MODEL, number, reel_input, text
-from .comfy import Progress, send_ui_event
+from .base import VOICE_MODEL, ReelNode, number, reel_input, stage_done, text
+from .comfy import Progress
 from .stage import Job, StageTimer, run_jobs, write_report
 
 if TYPE_CHECKING:
@@ -90,12 +90,9 @@ def narrate(reel: Reel, handle: ModelHandle, voice: str = "", lead_in_s: float =
     return out
 
 
-class NarrateNode:
+class NarrateNode(ReelNode):
     DESCRIPTION = ("Speaks each shot's narration in the plan's language and places it at the shot's start plus a "
                    "short lead-in. Lines too long for their shot are sped up gently or given room; never cut.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (REEL,)
-    RETURN_NAMES = ("reel",)
     OUTPUT_TOOLTIPS = ("The REEL with audio/narration.wav; connect it to the Mix node.",)
     FUNCTION = "narrate"
 
@@ -112,8 +109,7 @@ class NarrateNode:
 
     def narrate(self, reel: Reel, voice_model: ModelHandle, lead_in_s: float, voice: str = "") -> tuple[Reel]:
         out = narrate(reel, voice_model, voice.strip(), float(lead_in_s))
-        send_ui_event("cinereel.stage", {"run_id": out.run_id, "stage": "narration"})
-        return (out,)
+        return stage_done(out, "narration")
 
 
 NODES = {"CineReelNarrate": (NarrateNode, "CineReel Narrate")}
