@@ -61,6 +61,9 @@ STAGES = {
 }
 
 
+PREVIEW_CHOICES = {stage: loader.backends[0].choice for stage, loader in STAGES.items()}
+
+
 def backend_choices(stage: str) -> list[str]:
     loader = STAGES[stage]
     folders = [f"folder: {p.name}" for root in model_folders() if root.is_dir()

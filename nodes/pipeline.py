@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..model_loaders.handles import ModelHandle
 from .director import direct
 from .keyframes import render_keyframes
-from .loaders import make_handle
+from .loaders import PREVIEW_CHOICES, make_handle
 from .motion import animate
 from .music import score_music
 from .reel import Reel
@@ -24,17 +24,8 @@ from .voice import narrate
 if TYPE_CHECKING:
     from ..model_loaders.rules import DirectorRequest
 
-PREVIEW = {
-    "llm": "preview (rules + technical critic)",
-    "keyframes": "preview (storyboard frames)",
-    "motion": "preview (Ken Burns moves)",
-    "voice": "preview (eSpeak NG)",
-    "music": "preview (synth bed)",
-}
-
-
 def preview_handles() -> dict[str, ModelHandle]:
-    return {stage: make_handle(stage, selected) for stage, selected in PREVIEW.items()}
+    return {stage: make_handle(stage, selected) for stage, selected in PREVIEW_CHOICES.items()}
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..model_loaders.handles import ModelHandle
 from .base import VOICE_MODEL, ReelNode, number, reel_input, stage_done, text
 from .comfy import Progress
-from .stage import Job, StageTimer, run_jobs, write_report
+from .stage import Job, StageTimer, add_warning, run_jobs, write_report
 
 if TYPE_CHECKING:
     from .plan import Shot
@@ -74,18 +74,38 @@ def track_job(reel: Reel, lines: dict[str, Job], language: str, voice: str, lead
     return Job("narration", "audio/narration.wav", inputs, make)
 
 
+ENGINES = {"preview-voice": "espeak-ng", "kokoro": "kokoro"}
+
+
+def voice_engine_for(handle: ModelHandle, language: str) -> tuple[ModelHandle, str | None]:
+    """The handle that can speak ``language``: Kokoro's nine languages, else eSpeak NG with a warning."""
+    from .languages import LANGUAGES
+    from .loaders import PREVIEW_CHOICES, make_handle
+
+    if handle.family == "kokoro" and LANGUAGES[language].kokoro is None:
+        fallback = make_handle("voice", PREVIEW_CHOICES["voice"], device=handle.device)
+        return fallback, (f"Kokoro does not speak {LANGUAGES[language].name}; the narration is spoken by "
+                          f"eSpeak NG instead")
+    return handle, None
+
+
 def narrate(reel: Reel, handle: ModelHandle, voice: str = "", lead_in_s: float = 0.25,
             progress: Progress | None = None) -> Reel:
     timer = StageTimer("narration")
     plan = reel.plan
+    handle, warning = voice_engine_for(handle, plan.language)
+    if warning:
+        voice = ""  # a voice name chosen for Kokoro means nothing to eSpeak
     lines = {s.id: line_job(s, plan.language, voice, handle) for s in plan.shots if s.narration.strip()}
     jobs = [*lines.values(), track_job(reel, lines, plan.language, voice, lead_in_s, handle)]
     made, count = run_jobs(reel.run_dir, handle.as_role("voice"), jobs, progress or Progress(len(jobs)))
     placements = json.loads((reel.run_dir.root / "audio" / "narration.json").read_text(encoding="utf-8"))
-    engine = {"preview-voice": "espeak-ng"}.get(handle.family, handle.family)
     out = reel.evolve(artifacts=made)
-    out = out.evolve(notes=timer.notes(out, narration={
-        "language": plan.language, "engine": engine, "voice": voice or "default", "lines": placements}))
+    notes = {"narration": {"language": plan.language, "engine": ENGINES.get(handle.family, handle.family),
+                           "voice": voice or "default", "lines": placements}}
+    if warning:
+        notes["warnings"] = add_warning(out, warning)
+    out = out.evolve(notes=timer.notes(out, **notes))
     write_report(out)
     return out
 

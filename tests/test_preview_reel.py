@@ -162,3 +162,24 @@ def test_the_place_sets_the_narration_language_and_the_report_says_who_spoke(tmp
 
     speech, _ = soundfile.read(reel.artifact_path("narration"), dtype="float32")
     assert np.abs(speech).max() > 0.05
+
+
+def test_adapters_hand_core_nodes_comfy_types(tokyo):
+    from cinereel.nodes.adapters import ReelToAudioNode, ReelToImageNode
+    from cinereel.nodes.reel import Reel
+
+    report = tokyo["report"]
+    reel = Reel.from_json({"cinereel_reel": 1, "run_dir": str(tokyo["run"]), "plan": tokyo["plan"],
+                           "artifacts": report["artifacts"], "notes": {}})
+    (audio,) = ReelToAudioNode().to_audio(reel, "mix")
+    assert audio["sample_rate"] == 48000 and tuple(audio["waveform"].shape) == (1, 2, 30 * 48000)
+    (music,) = ReelToAudioNode().to_audio(reel, "music")
+    assert music["waveform"].abs().max() > 0.01
+    (keyframe,) = ReelToImageNode().to_image(reel, "keyframe", 2)
+    assert tuple(keyframe.shape) == (1, 720, 1280, 3) and 0.0 <= float(keyframe.min()) <= float(keyframe.max()) <= 1.0
+    (frames,) = ReelToImageNode().to_image(reel, "clip frames", 1)
+    assert tuple(frames.shape) == (81, 720, 1280, 3)
+    (portrait,) = ReelToImageNode().to_image(reel, "portrait", 2)
+    assert portrait.shape[-1] == 3
+    with pytest.raises(ValueError, match="shot 7 does not exist: this plan has shots 1 to 6"):
+        ReelToImageNode().to_image(reel, "keyframe", 7)

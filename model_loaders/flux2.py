@@ -1,0 +1,455 @@
+"""The real keyframe backend: FLUX.2 [klein] through diffusers' ``Flux2KleinPipeline``.
+
+Registers the model family ``flux2-klein``. Same interface as the preview
+``StoryboardKeyframes`` (a master portrait per character, then keyframes that
+reference those portraits), plus an optional per-step ``callback(step, total)``
+that may raise to cancel a render.
+
+Handle options (``ModelHandle.options``), each applied with diffusers' own API:
+
+- ``offload``: ``"none"`` (default), ``"model"`` (``enable_model_cpu_offload``) or
+  ``"group"`` (``enable_group_offload``, leaf level, CUDA streams). Both need a CUDA GPU.
+- ``fp8_storage``: ``False`` (default). Transformer weights stored as float8 e4m3
+  and upcast per layer (``enable_layerwise_casting``).
+- ``first_block_cache``: threshold, ``0.05`` (default); ``0`` turns it off
+  (``FirstBlockCacheConfig`` + ``transformer.enable_cache``).
+- ``attention_backend``: ``"native"`` (default) or another diffusers attention backend.
+- ``steps`` / ``guidance``: denoising steps and guidance scale; defaults below.
+
+Reference strength (``shot["ref_weight"]``, 0..1): FLUX.2 conditions on
+reference images by appending their latent tokens to the image tokens, so that
+text, image and reference tokens attend to one another in every block. Here
+``ref_weight`` multiplies every query's (unnormalised) attention weight on each
+reference token: an additive bias of ``log(ref_weight)`` on the reference
+keys, passed to the stock attention processors as ``attention_mask`` through
+the pipeline's ``attention_kwargs``. 1 is the model's own conditioning; as the
+weight goes to 0 the text and image tokens stop seeing the references, and the
+render tends to the unconditioned one. 0 drops the references (the same image
+as no references, without encoding them).
+
+Nothing heavy is imported at module import: torch, diffusers and PIL are
+imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .handles import ModelHandle
+from .residency import register_family
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import Flux2KleinPipeline
+    from PIL.Image import Image
+
+log = logging.getLogger("cinereel.flux2")
+
+FAMILY = "flux2-klein"
+DEFAULT_CHECKPOINT = "black-forest-labs/FLUX.2-klein-4B"
+
+# FLUX.2 [klein] 4B is step- and guidance-distilled: Black Forest Labs' README
+# (github.com/black-forest-labs/flux2, "Model Overview" and "Distilled vs Base")
+# recommends it as the "Distilled (4-step)" model, and its model_index.json sets
+# is_distilled=true, so Flux2KleinPipeline runs no guidance pass: 1.0 = no CFG.
+# The undistilled [klein] Base checkpoints want ~50 steps and guidance > 1.
+DEFAULT_STEPS = 4
+DEFAULT_GUIDANCE = 1.0
+DEFAULT_FIRST_BLOCK_CACHE = 0.05
+DEFAULT_REF_WEIGHT = 0.75
+
+OFFLOAD_MODES = ("none", "model", "group")
+# Backends that add a float attention mask to the logits, which ref_weight < 1 needs. The flash and sage
+# kernels refuse masks, and the varlen ones read a mask as a boolean key-padding mask.
+BIAS_BACKENDS = frozenset({"native", "_native_math", "_native_efficient"})
+GENERIC_OPTIONS = frozenset({"unload_comfy_models"})  # read by the residency manager, not here
+
+TEXT_TOKENS = 512  # Flux2KleinPipeline pads every prompt to max_sequence_length tokens
+MAX_REFERENCE_AREA = 1024 * 1024  # the pipeline downsizes larger reference images to this area
+MAX_PORTRAIT_SIDE = 1024
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+StepCallback = Callable[[int, int], None]
+
+
+# -- options -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Flux2Options:
+    offload: str = "none"
+    fp8_storage: bool = False
+    first_block_cache: float = DEFAULT_FIRST_BLOCK_CACHE
+    attention_backend: str = "native"
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+
+    @classmethod
+    def from_handle(cls, handle: ModelHandle) -> "Flux2Options":
+        unknown = set(dict(handle.options)) - set(cls.__dataclass_fields__) - GENERIC_OPTIONS
+        if unknown:
+            log.warning("ignoring unknown %s options: %s", FAMILY, ", ".join(sorted(unknown)))
+        return cls(
+            offload=_choice("offload", handle.option("offload", "none"), OFFLOAD_MODES),
+            fp8_storage=_boolean("fp8_storage", handle.option("fp8_storage", False)),
+            first_block_cache=_number("first_block_cache", handle.option("first_block_cache",
+                                                                         DEFAULT_FIRST_BLOCK_CACHE), 0.0, 1.0),
+            attention_backend=_choice("attention_backend", handle.option("attention_backend", "native"),
+                                      attention_backends()),
+            steps=int(_number("steps", handle.option("steps", DEFAULT_STEPS), 1, 1000, integer=True)),
+            guidance=_number("guidance", handle.option("guidance", DEFAULT_GUIDANCE), 0.0, 100.0),
+        )
+
+
+def attention_backends() -> tuple[str, ...]:
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    return tuple(sorted(backend.value for backend in AttentionBackendName))
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{FAMILY} option {name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{FAMILY} option {name} must be true or false; got {value!r}")
+    return value
+
+
+def _number(name: str, value: Any, low: float, high: float, integer: bool = False) -> float:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or not low <= value <= high:
+        what = "an integer" if integer else "a number"
+        raise ValueError(f"{FAMILY} option {name} must be {what} from {low:g} to {high:g}; got {value!r}")
+    return float(value)
+
+
+# -- checkpoint ----------------------------------------------------------------
+
+def resolve_checkpoint(checkpoint: str) -> Path:
+    """A validated local diffusers folder for ``checkpoint`` (a folder, or a hub id fetched through the hub cache)."""
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        return validate_checkpoint(path)
+    if looks_like_hub_id(checkpoint):
+        return validate_checkpoint(_from_hub(checkpoint))
+    raise FileNotFoundError(f"no FLUX.2 klein checkpoint at {path.absolute()}: the folder does not exist "
+                            f"(a diffusers folder with model_index.json, or a Hugging Face hub id)")
+
+
+def looks_like_hub_id(checkpoint: str) -> bool:
+    return bool(HUB_ID.match(checkpoint)) and not checkpoint.startswith(".") and not os.path.exists(checkpoint)
+
+
+def _from_hub(repo_id: str) -> Path:
+    from diffusers import Flux2KleinPipeline
+    from huggingface_hub import constants
+
+    try:
+        # diffusers' own download: only model_index.json and the component files it names, safetensors only.
+        return Path(Flux2KleinPipeline.download(repo_id, use_safetensors=True))
+    except Exception as err:  # noqa: BLE001 - hub errors have many types; each becomes the same clear message
+        offline = " (HF_HUB_OFFLINE=1: downloads are off)" if constants.HF_HUB_OFFLINE else ""
+        raise FileNotFoundError(
+            f"could not get {repo_id!r} from the Hugging Face hub cache{offline}: {type(err).__name__}: {err}. "
+            f"Download it first (hf download {repo_id}) or give the path of a local diffusers folder."
+        ) from err
+
+
+def validate_checkpoint(folder: Path) -> Path:
+    """``folder`` if it holds a complete diffusers checkpoint, else FileNotFoundError naming every missing file."""
+    missing = missing_checkpoint_files(folder)
+    if missing:
+        raise FileNotFoundError(f"incomplete FLUX.2 klein checkpoint in {folder.absolute()}: missing "
+                                f"{', '.join(missing)}")
+    return folder
+
+
+def missing_checkpoint_files(folder: Path) -> list[str]:
+    """Relative paths of the files a diffusers pipeline folder lacks (safetensors weights only)."""
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        return ["model_index.json"]
+    missing = []
+    for name, (library, class_name) in _components(json.loads(index_path.read_text())):
+        missing += [f"{name}/{file}" for file in _missing_component_files(folder / name, library, class_name)]
+    return missing
+
+
+def _components(index: dict[str, Any]) -> list[tuple[str, tuple[str, str]]]:
+    return [(name, (spec[0], spec[1])) for name, spec in index.items()
+            if not name.startswith("_") and isinstance(spec, list) and len(spec) == 2 and None not in spec]
+
+
+def _missing_component_files(folder: Path, library: str, class_name: str) -> list[str]:
+    if class_name.endswith("Scheduler"):
+        return [] if (folder / "scheduler_config.json").is_file() else ["scheduler_config.json"]
+    if "Tokenizer" in class_name:
+        return _missing_tokenizer_files(folder)
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    return missing + _missing_weights(folder, "model.safetensors" if library == "transformers"
+                                      else "diffusion_pytorch_model.safetensors")
+
+
+def _missing_tokenizer_files(folder: Path) -> list[str]:
+    missing = [] if (folder / "tokenizer_config.json").is_file() else ["tokenizer_config.json"]
+    has_vocab = (folder / "tokenizer.json").is_file() or all(
+        (folder / name).is_file() for name in ("vocab.json", "merges.txt"))
+    return missing + ([] if has_vocab else ["tokenizer.json"])
+
+
+def _missing_weights(folder: Path, single_file: str) -> list[str]:
+    indexes = sorted(folder.glob("*.safetensors.index.json"))
+    if indexes:
+        shards = sorted(set(json.loads(indexes[0].read_text())["weight_map"].values()))
+        return [shard for shard in shards if not (folder / shard).is_file()]
+    return [] if any(folder.glob("*.safetensors")) else [single_file]
+
+
+# -- loading -------------------------------------------------------------------
+
+def resolve_device(name: str) -> "torch.device":
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but CUDA is not available")
+    return device
+
+
+def load_flux2(handle: ModelHandle) -> "Flux2KleinKeyframes":
+    """Load FLUX.2 klein from ``handle.checkpoint`` with the handle's dtype, device and options."""
+    import torch
+    from diffusers import Flux2KleinPipeline
+
+    options = Flux2Options.from_handle(handle)
+    device = resolve_device(handle.device)
+    if options.offload != "none" and device.type != "cuda":
+        raise ValueError(f"{FAMILY} option offload={options.offload!r} needs a CUDA GPU: it keeps the weights in CPU "
+                         f"memory and moves them to the GPU as they run; the device here is {device.type}. "
+                         f"Use offload='none'.")
+    folder = resolve_checkpoint(handle.checkpoint)
+    dtype = getattr(torch, handle.dtype)
+    pipe = Flux2KleinPipeline.from_pretrained(folder, dtype=dtype, use_safetensors=True, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)  # progress goes through the step callback
+    configure_pipeline(pipe, options, dtype, device)
+    return Flux2KleinKeyframes(pipe, options, dtype, device)
+
+
+def configure_pipeline(pipe: "Flux2KleinPipeline", options: Flux2Options, dtype: "torch.dtype",
+                       device: "torch.device") -> None:
+    """Apply the options to a freshly loaded pipeline, then place it on ``device``."""
+    import torch
+    from diffusers import FirstBlockCacheConfig
+
+    if options.fp8_storage:
+        pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+    if options.first_block_cache > 0:
+        pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=options.first_block_cache))
+    set_attention_backend(pipe.transformer, options.attention_backend)
+    apply_offload(pipe, options.offload, device)
+
+
+def set_attention_backend(transformer: Any, backend: str) -> None:
+    """Set the backend on the transformer's attention processors only.
+
+    ``set_attention_backend`` also makes the backend the process-wide default for
+    processors that have none; that is restored so other models are unaffected.
+    """
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    previous, _ = _AttentionBackendRegistry.get_active_backend()
+    try:
+        transformer.set_attention_backend(backend)
+    except (ImportError, RuntimeError, ValueError) as err:
+        raise ValueError(f"{FAMILY} option attention_backend={backend!r} cannot be used here: {err}") from err
+    finally:
+        _AttentionBackendRegistry.set_active_backend(previous)
+
+
+def apply_offload(pipe: "Flux2KleinPipeline", mode: str, device: "torch.device") -> None:
+    """Place the pipeline: all on ``device``, or offloaded to CPU memory and run on ``device``."""
+    import torch
+
+    if mode == "none":
+        pipe.to(device)
+    elif mode == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        # Leaf-level groups prefetched on a CUDA stream: the lowest VRAM at little cost (diffusers' recommendation).
+        pipe.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"), offload_type="leaf_level",
+                                  use_stream=device.type == "cuda")
+
+
+def unload_flux2(model: "Flux2KleinKeyframes") -> None:
+    model.close()
+
+
+# -- prompts and images ----------------------------------------------------------
+
+def portrait_prompt(character: dict[str, Any], plan: dict[str, Any]) -> str:
+    wardrobe = ", ".join(character["wardrobe"])
+    return (f"Head-and-shoulders portrait photograph of {character['name']}, {character['description']}, "
+            f"wearing {wardrobe}. Facing the camera, plain neutral background, {plan['mood']} mood, "
+            f"{plan['time_of_day']} light, photorealistic, sharp focus on the face.")
+
+
+def portrait_size(plan: dict[str, Any], multiple: int = 16) -> int:
+    return min(int(plan["height"]), MAX_PORTRAIT_SIDE) // multiple * multiple
+
+
+def fit_reference(image: "Image", multiple: int, max_area: int = MAX_REFERENCE_AREA) -> "Image":
+    """``image`` at a size the pipeline uses as is (area and sides it would otherwise change)."""
+    from PIL import Image as PILImage
+
+    image = image.convert("RGB")
+    scale = min(1.0, math.sqrt(max_area / (image.width * image.height)))
+    size = tuple(max(multiple, int(side * scale) // multiple * multiple) for side in image.size)
+    return image if size == image.size else image.resize(size, PILImage.Resampling.LANCZOS)
+
+
+def shot_references(shot: dict[str, Any], portraits: dict[str, "Image"]) -> list["Image"]:
+    """The portraits of the characters in ``shot``, in the shot's order."""
+    missing = [name for name in shot.get("characters", []) if name not in portraits]
+    if missing:
+        raise ValueError(f"shot {shot.get('id', '?')} shows {', '.join(missing)} but no portrait of them was given")
+    return [portraits[name] for name in shot.get("characters", [])]
+
+
+def reference_attention_bias(scene_tokens: int, reference_tokens: int, weight: float, dtype: "torch.dtype",
+                             device: "torch.device") -> "torch.Tensor":
+    """Additive attention bias over FLUX.2's joint sequence ``[text, image, references]``.
+
+    ``log(weight)`` on every reference key scales each query's unnormalised
+    attention weight on the references by ``weight``; shape (1, 1, 1, keys)
+    broadcasts over batch, heads and queries.
+    """
+    import torch
+
+    if not 0 < weight <= 1:
+        raise ValueError(f"reference weight must be in (0, 1], got {weight}")
+    bias = torch.zeros(1, 1, 1, scene_tokens + reference_tokens, dtype=dtype, device=device)
+    bias[..., scene_tokens:] = math.log(weight)
+    return bias
+
+
+def _on_step_end(callback: StepCallback, total: int) -> Callable[..., dict[str, Any]]:
+    def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        callback(step + 1, total)
+        return {}
+
+    return on_step_end
+
+
+# -- the backend -----------------------------------------------------------------
+
+class Flux2KleinKeyframes:
+    """Portraits and reference-conditioned keyframes from one resident Flux2KleinPipeline."""
+
+    engine = FAMILY
+
+    def __init__(self, pipe: "Flux2KleinPipeline", options: Flux2Options, dtype: "torch.dtype",
+                 device: "torch.device") -> None:
+        self.pipeline: "Flux2KleinPipeline | None" = pipe
+        self.options = options
+        self.dtype = dtype
+        self.device = device
+
+    def render_portrait(self, character: dict[str, Any], plan: dict[str, Any], seed: int,
+                        callback: StepCallback | None = None) -> "Image":
+        size = portrait_size(plan, self._multiple)
+        return self._generate(portrait_prompt(character, plan), "", size, size, [], 1.0, seed, callback)
+
+    def render_keyframe(self, shot: dict[str, Any], plan: dict[str, Any], portraits: dict[str, "Image"], seed: int,
+                        callback: StepCallback | None = None) -> "Image":
+        """A keyframe at the plan's size, conditioned on the portraits of the shot's characters.
+
+        ``shot["negative_prompt"]`` only applies when the pipeline runs a guidance
+        pass (guidance > 1 on an undistilled checkpoint); the distilled klein 4B
+        has none, so there it is ignored.
+        """
+        weight = float(shot.get("ref_weight", DEFAULT_REF_WEIGHT))
+        references = shot_references(shot, portraits) if weight > 0 else []
+        return self._generate(shot["prompt"], shot.get("negative_prompt", ""), int(plan["width"]),
+                              int(plan["height"]), references, weight, seed, callback)
+
+    def close(self) -> None:
+        """Drop hooks, cache state and every reference to the weights so eviction frees them."""
+        pipe, self.pipeline = self.pipeline, None
+        if pipe is None:
+            return
+        pipe.remove_all_hooks()
+        if pipe.transformer.is_cache_enabled:
+            pipe.transformer.disable_cache()
+        for name in list(pipe.components):
+            setattr(pipe, name, None)
+
+    # -- internals ---------------------------------------------------------------
+    @property
+    def _pipe(self) -> "Flux2KleinPipeline":
+        if self.pipeline is None:
+            raise RuntimeError(f"the {FAMILY} model was unloaded")
+        return self.pipeline
+
+    @property
+    def _multiple(self) -> int:
+        return self._pipe.vae_scale_factor * 2  # pixels per latent token side
+
+    @property
+    def _guides(self) -> bool:
+        return self.options.guidance > 1 and not self._pipe.config.is_distilled
+
+    def _generate(self, prompt: str, negative_prompt: str, width: int, height: int, references: list["Image"],
+                  ref_weight: float, seed: int, callback: StepCallback | None) -> "Image":
+        import torch
+
+        references = [fit_reference(image, self._multiple) for image in references]
+        kwargs: dict[str, Any] = {
+            "prompt": prompt, "width": width, "height": height, "num_inference_steps": self.options.steps,
+            "guidance_scale": self.options.guidance, "max_sequence_length": TEXT_TOKENS,
+            "generator": torch.Generator("cpu").manual_seed(seed),  # the same noise on any device
+        }
+        if references:
+            kwargs["image"] = references
+        bias = self._reference_bias(width, height, references, ref_weight)
+        if bias is not None:
+            kwargs["attention_kwargs"] = {"attention_mask": bias}
+        if negative_prompt and self._guides:
+            kwargs["negative_prompt_embeds"] = self._pipe.encode_prompt(
+                negative_prompt, device=self._pipe._execution_device, max_sequence_length=TEXT_TOKENS)[0]
+        if callback is not None:
+            kwargs["callback_on_step_end"] = _on_step_end(callback, self.options.steps)
+        try:
+            return self._pipe(**kwargs).images[0]
+        except BaseException:
+            # A cancelled render skips the pipeline's own clean-up: reset the cache state and offload hooks.
+            self._pipe.maybe_free_model_hooks()
+            raise
+
+    def _reference_bias(self, width: int, height: int, references: list["Image"],
+                        weight: float) -> "torch.Tensor | None":
+        if not references or weight >= 1:
+            return None
+        if self.options.attention_backend not in BIAS_BACKENDS:
+            raise ValueError(f"ref_weight {weight:g} < 1 needs an attention backend that takes a float mask "
+                             f"({', '.join(sorted(BIAS_BACKENDS))}); {self.options.attention_backend!r} does not. "
+                             f"Use ref_weight 1 or another attention_backend.")
+        m = self._multiple
+        scene_tokens = TEXT_TOKENS + (height // m) * (width // m)
+        reference_tokens = sum((image.height // m) * (image.width // m) for image in references)
+        return reference_attention_bias(scene_tokens, reference_tokens, weight, self.dtype, self.device)
+
+
+register_family(FAMILY, load_flux2, unload_flux2)

@@ -1,0 +1,442 @@
+"""The real motion backend: Wan2.2 I2V A14B (two experts) through diffusers' ``WanImageToVideoPipeline``.
+
+``transformer`` (the high-noise expert) denoises while the timestep is at or
+above ``boundary_ratio × 1000`` (0.9 in the checkpoint's model_index.json);
+``transformer_2`` (the low-noise expert) does the rest. It implements the same
+interface as the Ken Burns preview: ``render_clip(keyframe, shot, plan,
+num_frames, seed, callback)``.
+
+Handle options (``handle.option(name, default)``):
+
+- ``offload`` ``"none"`` | ``"model"`` | ``"group"``: diffusers model CPU offload or group offloading (CUDA only)
+- ``first_block_cache`` float, 0 = off: diffusers ``FirstBlockCacheConfig`` on both experts
+- ``compile_transformer_2`` bool: regional ``torch.compile`` of the low-noise expert only
+- ``attention_backend`` str: diffusers attention backend of both experts
+- ``steps`` int, ``guidance`` float (high-noise expert), ``guidance_2`` float (low-noise expert)
+
+Importing this module is cheap: torch and diffusers are imported when a model loads.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from .handles import ModelHandle
+from .residency import register_family
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+log = logging.getLogger("cinereel.wan")
+
+FAMILY = "wan2.2-i2v"
+HUB_ID = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
+PIPELINE_CLASS = "WanImageToVideoPipeline"
+WAN_FPS = 16
+OFFLOAD_MODES = ("none", "model", "group")
+FLOW_SHIFT_ADVICE = "higher shifts gave plastic skin in testing; use 5.0 for hero shots, 8.0 for b-roll"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Options that ask for FP8 weights or compute; the motion model refuses them all (see WanSettings).
+_FP8_OPTION = re.compile(r"fp8|float8", re.IGNORECASE)
+# Options other parts of CineReel put on every handle; not ours to validate.
+_SHARED_OPTIONS = {"unload_comfy_models"}
+
+
+# -- settings ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WanSettings:
+    """Sampling and runtime settings, read from the handle's options.
+
+    steps 40 and guidance 3.5 for both experts are Wan's own defaults for I2V-A14B
+    (Wan-Video/Wan2.2, wan/configs/wan_i2v_A14B.py: ``sample_steps = 40``,
+    ``sample_guide_scale = (3.5, 3.5)``, ``boundary = 0.900``, ``sample_shift = 5.0``).
+    first_block_cache 0.05 is the threshold of DESIGN.md §4 (also diffusers' default).
+    """
+
+    offload: str = "none"
+    first_block_cache: float = 0.05
+    compile_transformer_2: bool = False
+    attention_backend: str = "native"
+    steps: int = 40
+    guidance: float = 3.5
+    guidance_2: float = 3.5
+
+    @classmethod
+    def from_handle(cls, handle: ModelHandle) -> "WanSettings":
+        names = {f.name for f in fields(cls)}
+        for name, value in handle.options:
+            if _FP8_OPTION.search(name) and value:
+                raise ValueError(
+                    f"option {name}={value!r} is refused for the Wan2.2 I2V motion model: FP8 compute crashed in its "
+                    "cross-attention (segfaults) in testing. It runs in bfloat16; to fit a smaller GPU use "
+                    "offload='model' or offload='group' instead.")
+            if name not in names and name not in _SHARED_OPTIONS and not _FP8_OPTION.search(name):
+                log.warning("ignoring unknown %s option %r (known: %s)", FAMILY, name, ", ".join(sorted(names)))
+        settings = cls(**{name: handle.option(name, getattr(cls, name)) for name in names})
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.offload not in OFFLOAD_MODES:
+            raise ValueError(f"offload {self.offload!r} must be one of {', '.join(OFFLOAD_MODES)}")
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        for name in ("first_block_cache", "guidance", "guidance_2"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not isinstance(self.compile_transformer_2, bool):
+            raise ValueError(f"compile_transformer_2 must be true or false, got {self.compile_transformer_2!r}")
+        if not isinstance(self.attention_backend, str) or not self.attention_backend:
+            raise ValueError(f"attention_backend must be a backend name such as 'native', got {self.attention_backend!r}")
+
+
+# -- checkpoint ----------------------------------------------------------------
+
+def resolve_checkpoint(checkpoint: str) -> Path:
+    """A validated local diffusers folder for ``checkpoint`` (a folder, or a hub id resolved through the HF cache)."""
+    path = Path(checkpoint).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path} is a file; the Wan2.2 I2V checkpoint must be a diffusers folder")
+        validate_checkpoint(path)
+        return path
+    if not _HUB_ID.match(checkpoint):
+        raise FileNotFoundError(f"the Wan2.2 I2V checkpoint folder {path} does not exist")
+    folder = _hub_snapshot(checkpoint)
+    validate_checkpoint(folder)
+    return folder
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    offline_help = (f"no folder named {repo_id!r} exists, and the hub checkpoint {repo_id} is not fully in the local "
+                    "Hugging Face cache while HF_HUB_OFFLINE=1 forbids downloading it. Download it once (hf download "
+                    f"{repo_id}) or choose a local diffusers folder.")
+    # Offline and not cached: fail before importing diffusers (seconds) or touching the network.
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str):
+        raise FileNotFoundError(offline_help)
+    from diffusers import DiffusionPipeline
+
+    try:
+        # diffusers' own download: only the files the pipeline loads, safetensors only.
+        return Path(DiffusionPipeline.download(repo_id, use_safetensors=True))
+    except OSError as error:
+        if constants.HF_HUB_OFFLINE:
+            raise FileNotFoundError(offline_help) from error
+        raise
+
+
+def validate_checkpoint(folder: Path) -> None:
+    """Raise unless ``folder`` is a complete two-expert Wan2.2 I2V diffusers checkpoint with safetensors weights."""
+    missing = missing_files(folder)
+    if missing:
+        raise FileNotFoundError(f"the Wan2.2 I2V checkpoint in {folder} is incomplete; missing: {', '.join(missing)}")
+    index = json.loads((folder / "model_index.json").read_text())
+    experts = all(_is_component(index.get(name)) for name in ("transformer", "transformer_2"))
+    if index.get("_class_name") != PIPELINE_CLASS or index.get("boundary_ratio") is None or not experts:
+        raise ValueError(
+            f"{folder} holds a {index.get('_class_name')} checkpoint (boundary_ratio {index.get('boundary_ratio')}); "
+            f"the {FAMILY} family needs a {PIPELINE_CLASS} with two experts (transformer, transformer_2) and a "
+            f"boundary_ratio, like {HUB_ID}")
+
+
+def missing_files(folder: Path) -> list[str]:
+    """Files (relative to ``folder``) that loading would need and that are not there."""
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        return ["model_index.json"]
+    index = json.loads(index_path.read_text())
+    missing = []
+    for name, spec in sorted(index.items()):
+        if not name.startswith("_") and _is_component(spec):
+            missing += [f"{name}/{file}" for file in _missing_in_component(folder / name, spec[0], spec[1])]
+    return missing
+
+
+def _is_component(spec: Any) -> bool:
+    return isinstance(spec, list) and len(spec) == 2 and all(isinstance(part, str) for part in spec)
+
+
+def _missing_in_component(folder: Path, library: str, class_name: str) -> list[str]:
+    if class_name.endswith("Scheduler"):
+        return _absent(folder, ["scheduler_config.json"])
+    if "Tokenizer" in class_name:
+        vocab = [] if (folder / "tokenizer.json").is_file() or (folder / "spiece.model").is_file() else [
+            "tokenizer.json (or spiece.model)"]
+        return _absent(folder, ["tokenizer_config.json"]) + vocab
+    if class_name.endswith("Processor"):
+        return _absent(folder, ["preprocessor_config.json"])
+    return _absent(folder, ["config.json"]) + _missing_weights(folder, library)
+
+
+def _absent(folder: Path, names: list[str]) -> list[str]:
+    return [name for name in names if not (folder / name).is_file()]
+
+
+def _missing_weights(folder: Path, library: str) -> list[str]:
+    indexes = sorted(folder.glob("*.safetensors.index.json"))
+    if indexes:  # sharded: every shard the index names must be there
+        shards = sorted({shard for index in indexes for shard in json.loads(index.read_text())["weight_map"].values()})
+        return _absent(folder, shards)
+    if any(folder.glob("*.safetensors")):
+        return []
+    return ["diffusion_pytorch_model.safetensors" if library == "diffusers" else "model.safetensors"]
+
+
+# -- loading -------------------------------------------------------------------
+
+def load_wan(handle: ModelHandle) -> "WanMotion":
+    """Load the two-expert pipeline for ``handle`` and apply its options (cheap checks first, weights last)."""
+    settings = WanSettings.from_handle(handle)
+    folder = resolve_checkpoint(handle.checkpoint)
+    import torch
+
+    device = resolve_device(handle.device)
+    _check_offload_device(settings.offload, device)
+    dtype = getattr(torch, handle.dtype)
+    # The VAE stays float32 as in diffusers' Wan examples: bf16 decoding visibly bands and loses detail.
+    pipe = wan_pipeline_class().from_pretrained(folder, dtype={"default": dtype, "vae": torch.float32},
+                                                use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    _set_attention_backend(pipe, settings.attention_backend)
+    if settings.first_block_cache > 0:
+        _enable_first_block_cache(pipe, settings.first_block_cache)
+    _place(pipe, settings.offload, device)
+    if settings.compile_transformer_2:
+        # Regional compile of the low-noise expert's repeated blocks only: compiling the whole two-expert
+        # model breaks Dynamo tracing (DESIGN.md §4), and one compiled block serves all 40 layers.
+        pipe.transformer_2.compile_repeated_blocks()
+    log.info("loaded %s from %s (%s, %s, options %s)", FAMILY, folder, handle.dtype, device, settings)
+    return WanMotion(pipe, settings)
+
+
+def resolve_device(name: str) -> "torch.device":
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was requested but torch sees no CUDA GPU; use device 'auto' or 'cpu'")
+    return device
+
+
+def _check_offload_device(offload: str, device: "torch.device") -> None:
+    if offload != "none" and device.type != "cuda":
+        raise ValueError(
+            f"offload={offload!r} needs a CUDA GPU: it keeps weights in CPU memory and moves them to the GPU as they "
+            f"run, and this model runs on {device.type} (torch.cuda.is_available() is "
+            f"{_cuda_available()}). Use offload='none' without a GPU.")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _place(pipe: Any, offload: str, device: "torch.device") -> None:
+    import torch
+
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload == "group":
+        # Leaf-level with a CUDA stream overlaps transfers with compute (diffusers' recommended setting);
+        # the VAE is small and stays on the GPU.
+        pipe.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
+                                  offload_type="leaf_level", use_stream=True, exclude_modules=["vae"])
+    else:
+        pipe.to(device)
+
+
+def _experts(pipe: Any) -> tuple[Any, Any]:
+    return pipe.transformer, pipe.transformer_2
+
+
+def _set_attention_backend(pipe: Any, backend: str) -> None:
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    # set_attention_backend also makes the backend the process-wide default for every other diffusers
+    # model; the experts keep theirs per processor, so put the global default back.
+    previous = _AttentionBackendRegistry.get_active_backend()[0]
+    try:
+        for expert in _experts(pipe):
+            expert.set_attention_backend(backend)
+    finally:
+        _AttentionBackendRegistry.set_active_backend(previous)
+
+
+def _enable_first_block_cache(pipe: Any, threshold: float) -> None:
+    from diffusers import FirstBlockCacheConfig
+
+    for expert in _experts(pipe):  # each expert keeps its own cache state
+        expert.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+
+
+@functools.cache
+def wan_pipeline_class() -> type:
+    """``WanImageToVideoPipeline`` that skips an expert's unconditional pass when its guidance scale is <= 1.
+
+    diffusers 0.42 decides classifier-free guidance once, from ``guidance_scale`` (the high-noise expert's):
+    with ``guidance_scale_2 = 1`` (the distilled-LoRA recipe) the low-noise expert still runs a negative
+    pass per step whose result the guidance formula multiplies away, and with ``guidance_scale = 1`` the
+    low-noise expert's own scale is ignored. The denoising loop reads ``do_classifier_free_guidance``
+    after setting ``_current_timestep``, so making the property follow the current expert fixes both.
+    """
+    from diffusers import WanImageToVideoPipeline
+
+    class CineReelWanImageToVideoPipeline(WanImageToVideoPipeline):
+        @property
+        def do_classifier_free_guidance(self) -> bool:
+            return self.current_guidance_scale > 1
+
+        @property
+        def current_guidance_scale(self) -> float:
+            high, low = self._guidance_scale, self._guidance_scale_2
+            if low is None:  # single-expert checkpoint
+                return high
+            t = self._current_timestep
+            if t is None:  # encoding prompts: negative embeddings are needed if either expert guides
+                return max(high, low)
+            boundary = self.config.boundary_ratio * self.scheduler.config.num_train_timesteps
+            return high if t >= boundary else low
+
+    return CineReelWanImageToVideoPipeline
+
+
+# -- rendering -----------------------------------------------------------------
+
+def wan_frame_count(num_frames: int, temporal_factor: int = 4) -> int:
+    """The smallest 4k+1 frame count >= ``num_frames`` (Wan's VAE packs 4 frames per latent after the first)."""
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+    return temporal_factor * math.ceil((num_frames - 1) / temporal_factor) + 1
+
+
+def check_flow_shift(flow_shift: float) -> float:
+    from ..nodes.plan import MAX_FLOW_SHIFT
+
+    if not math.isfinite(flow_shift) or flow_shift <= 0:
+        raise ValueError(f"flow_shift must be a positive number, got {flow_shift}")
+    if flow_shift > MAX_FLOW_SHIFT:
+        raise ValueError(f"flow_shift {flow_shift} is above {MAX_FLOW_SHIFT}: {FLOW_SHIFT_ADVICE}")
+    return flow_shift
+
+
+class WanMotion:
+    """Wan2.2 I2V A14B behind the motion interface; ``pipe`` is the loaded diffusers pipeline."""
+
+    engine = FAMILY
+
+    def __init__(self, pipe: Any, settings: WanSettings) -> None:
+        self.pipe = pipe
+        self.settings = settings
+        # The checkpoint's scheduler, before any per-shot flow shift.
+        self._scheduler_class = type(pipe.scheduler)
+        self._scheduler_config = pipe.scheduler.config
+
+    def scheduler_for(self, flow_shift: float) -> Any:
+        """The checkpoint's scheduler rebuilt from its config with ``flow_shift``."""
+        check_flow_shift(flow_shift)
+        key = "flow_shift" if "flow_shift" in self._scheduler_config else "shift"  # UniPC / FlowMatchEuler spelling
+        return self._scheduler_class.from_config(self._scheduler_config, **{key: float(flow_shift)})
+
+    def render_clip(self, keyframe: "Image.Image", shot: dict[str, Any], plan: dict[str, Any], num_frames: int,
+                    seed: int, callback: Callable[[int, int], Any] | None = None) -> "np.ndarray":
+        """Frames (T, H, W, 3) float32 in [0, 1], T the next 4k+1 >= ``num_frames``; ``callback(step, total)`` per step."""
+        import torch
+
+        pipe = self._require_pipe()
+        width, height = self._frame_size(plan)
+        if plan.get("fps", WAN_FPS) != WAN_FPS:
+            log.warning("Wan2.2 renders motion for %d fps; the plan's %s fps changes its speed", WAN_FPS, plan["fps"])
+        pipe.scheduler = self.scheduler_for(float(shot["flow_shift"]))
+        steps = self.settings.steps
+        try:
+            video = pipe(
+                image=keyframe.convert("RGB"),
+                prompt=shot["prompt"],
+                negative_prompt=shot.get("negative_prompt") or "",
+                height=height,
+                width=width,
+                num_frames=wan_frame_count(num_frames, pipe.vae_scale_factor_temporal),
+                num_inference_steps=steps,
+                guidance_scale=self.settings.guidance,
+                guidance_scale_2=self.settings.guidance_2,
+                generator=torch.Generator("cpu").manual_seed(int(seed)),
+                output_type="np",
+                callback_on_step_end=_step_callback(callback, steps),
+            ).frames
+        except BaseException:
+            # A cancelled render stops mid-loop: reset cache state and offload hooks as a finished one would.
+            pipe.maybe_free_model_hooks()
+            raise
+        return video[0].astype("float32", copy=False)
+
+    def close(self) -> None:
+        """Remove hooks and drop every component so eviction frees the weights."""
+        pipe, self.pipe = self.pipe, None
+        if pipe is None:
+            return
+        compiled = self.settings.compile_transformer_2
+        pipe.remove_all_hooks()  # accelerate's model-offload hooks
+        for name, component in list(pipe.components.items()):
+            if hasattr(component, "modules"):
+                _remove_diffusers_hooks(component)
+            if component is not None:
+                setattr(pipe, name, None)  # a traceback that still holds the pipeline then holds no weights
+        if compiled:
+            import torch
+
+            torch._dynamo.reset()  # compiled code and its guards can keep the expert alive
+
+    def _require_pipe(self) -> Any:
+        if self.pipe is None:
+            raise RuntimeError(f"the {FAMILY} model was unloaded")
+        return self.pipe
+
+    def _frame_size(self, plan: dict[str, Any]) -> tuple[int, int]:
+        pipe = self.pipe
+        multiple = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
+        width, height = int(plan["width"]), int(plan["height"])
+        if width % multiple or height % multiple or width <= 0 or height <= 0:
+            raise ValueError(f"Wan2.2 renders sizes that are multiples of {multiple}; the plan asks for {width}x{height}")
+        return width, height
+
+
+def _step_callback(callback: Callable[[int, int], Any] | None, total: int) -> Callable[..., dict] | None:
+    if callback is None:
+        return None
+
+    def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict) -> dict:
+        callback(step + 1, total)  # an exception here (cancel) propagates out of the pipeline
+        return {}
+
+    return on_step_end
+
+
+def _remove_diffusers_hooks(model: Any) -> None:
+    for module in model.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        if registry is not None:
+            for name in reversed(list(registry.hooks)):
+                registry.remove_hook(name, recurse=False)
+
+
+def unload_wan(model: WanMotion) -> None:
+    model.close()
+
+
+register_family(FAMILY, load_wan, unload_wan)
