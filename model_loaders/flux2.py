@@ -12,7 +12,8 @@ Handle options (``ModelHandle.options``), each applied with diffusers' own API:
 - ``fp8_storage``: ``False`` (default). Transformer weights stored as float8 e4m3
   and upcast per layer (``enable_layerwise_casting``).
 - ``first_block_cache``: threshold, ``0.05`` (default); ``0`` turns it off
-  (``FirstBlockCacheConfig`` + ``transformer.enable_cache``).
+  (diffusers' ``FirstBlockCacheConfig`` hooks over the single-stream blocks, see
+  ``enable_first_block_cache``).
 - ``attention_backend``: ``"native"`` (default) or another diffusers attention backend.
 - ``steps`` / ``guidance``: denoising steps and guidance scale; defaults below.
 
@@ -54,13 +55,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("cinereel.flux2")
 
 FAMILY = "flux2-klein"
-DEFAULT_CHECKPOINT = "black-forest-labs/FLUX.2-klein-4B"
 
 # FLUX.2 [klein] 4B is step- and guidance-distilled: Black Forest Labs' README
 # (github.com/black-forest-labs/flux2, "Model Overview" and "Distilled vs Base")
 # recommends it as the "Distilled (4-step)" model, and its model_index.json sets
 # is_distilled=true, so Flux2KleinPipeline runs no guidance pass: 1.0 = no CFG.
-# The undistilled [klein] Base checkpoints want ~50 steps and guidance > 1.
+# The undistilled [klein] Base checkpoints want ~50 steps and guidance > 1 (diffusers' example: 4.0).
 DEFAULT_STEPS = 4
 DEFAULT_GUIDANCE = 1.0
 DEFAULT_FIRST_BLOCK_CACHE = 0.05
@@ -92,7 +92,7 @@ class Flux2Options:
     guidance: float = DEFAULT_GUIDANCE
 
     @classmethod
-    def from_handle(cls, handle: ModelHandle) -> "Flux2Options":
+    def from_handle(cls, handle: ModelHandle) -> Flux2Options:
         unknown = set(dict(handle.options)) - set(cls.__dataclass_fields__) - GENERIC_OPTIONS
         if unknown:
             log.warning("ignoring unknown %s options: %s", FAMILY, ", ".join(sorted(unknown)))
@@ -158,11 +158,12 @@ def _from_hub(repo_id: str) -> Path:
     try:
         # diffusers' own download: only model_index.json and the component files it names, safetensors only.
         return Path(Flux2KleinPipeline.download(repo_id, use_safetensors=True))
-    except Exception as err:  # noqa: BLE001 - hub errors have many types; each becomes the same clear message
+    except Exception as err:  # hub errors have many types; each becomes the same clear message
         offline = " (HF_HUB_OFFLINE=1: downloads are off)" if constants.HF_HUB_OFFLINE else ""
         raise FileNotFoundError(
-            f"could not get {repo_id!r} from the Hugging Face hub cache{offline}: {type(err).__name__}: {err}. "
-            f"Download it first (hf download {repo_id}) or give the path of a local diffusers folder."
+            f"{repo_id!r} is not a local folder ({Path(repo_id).absolute()}) and could not be fetched from the "
+            f"Hugging Face hub cache{offline}. Download it first (hf download {repo_id}) or give the path of a "
+            f"local diffusers folder. Cause: {type(err).__name__}: {str(err).rstrip('.')}."
         ) from err
 
 
@@ -218,7 +219,7 @@ def _missing_weights(folder: Path, single_file: str) -> list[str]:
 
 # -- loading -------------------------------------------------------------------
 
-def resolve_device(name: str) -> "torch.device":
+def resolve_device(name: str) -> torch.device:
     import torch
 
     if name == "auto":
@@ -229,7 +230,7 @@ def resolve_device(name: str) -> "torch.device":
     return device
 
 
-def load_flux2(handle: ModelHandle) -> "Flux2KleinKeyframes":
+def load_flux2(handle: ModelHandle) -> Flux2KleinKeyframes:
     """Load FLUX.2 klein from ``handle.checkpoint`` with the handle's dtype, device and options."""
     import torch
     from diffusers import Flux2KleinPipeline
@@ -248,18 +249,37 @@ def load_flux2(handle: ModelHandle) -> "Flux2KleinKeyframes":
     return Flux2KleinKeyframes(pipe, options, dtype, device)
 
 
-def configure_pipeline(pipe: "Flux2KleinPipeline", options: Flux2Options, dtype: "torch.dtype",
-                       device: "torch.device") -> None:
+def configure_pipeline(pipe: Flux2KleinPipeline, options: Flux2Options, dtype: torch.dtype,
+                       device: torch.device) -> None:
     """Apply the options to a freshly loaded pipeline, then place it on ``device``."""
     import torch
-    from diffusers import FirstBlockCacheConfig
 
     if options.fp8_storage:
         pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
     if options.first_block_cache > 0:
-        pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=options.first_block_cache))
+        enable_first_block_cache(pipe.transformer, options.first_block_cache)
     set_attention_backend(pipe.transformer, options.attention_backend)
     apply_offload(pipe, options.offload, device)
+
+
+def enable_first_block_cache(transformer: Any, threshold: float) -> None:
+    """diffusers' First Block Cache hooks, spanning the transformer's single-stream blocks.
+
+    ``transformer.enable_cache(FirstBlockCacheConfig(...))`` would hook the first
+    double-stream block and the last single-stream block, whose outputs differ in
+    layout (a (text, image) tuple vs one concatenated tensor): in diffusers 0.42
+    the first render then fails with a TypeError (huggingface/diffusers#14280;
+    fix proposed in #14359). The single-stream blocks share one layout and hold
+    most of the compute (20 of klein 4B's 25 blocks), so the cache spans them:
+    when the first one's residual barely changes from the previous step, the
+    other single-stream blocks are skipped and their cached residual is reused.
+    """
+    import torch
+    from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
+
+    stack = torch.nn.Module()  # a view for apply_first_block_cache: the hooks go on the transformer's own blocks
+    stack.single_transformer_blocks = transformer.single_transformer_blocks
+    apply_first_block_cache(stack, FirstBlockCacheConfig(threshold=threshold))
 
 
 def set_attention_backend(transformer: Any, backend: str) -> None:
@@ -279,7 +299,7 @@ def set_attention_backend(transformer: Any, backend: str) -> None:
         _AttentionBackendRegistry.set_active_backend(previous)
 
 
-def apply_offload(pipe: "Flux2KleinPipeline", mode: str, device: "torch.device") -> None:
+def apply_offload(pipe: Flux2KleinPipeline, mode: str, device: torch.device) -> None:
     """Place the pipeline: all on ``device``, or offloaded to CPU memory and run on ``device``."""
     import torch
 
@@ -293,7 +313,7 @@ def apply_offload(pipe: "Flux2KleinPipeline", mode: str, device: "torch.device")
                                   use_stream=device.type == "cuda")
 
 
-def unload_flux2(model: "Flux2KleinKeyframes") -> None:
+def unload_flux2(model: Flux2KleinKeyframes) -> None:
     model.close()
 
 
@@ -310,7 +330,7 @@ def portrait_size(plan: dict[str, Any], multiple: int = 16) -> int:
     return min(int(plan["height"]), MAX_PORTRAIT_SIDE) // multiple * multiple
 
 
-def fit_reference(image: "Image", multiple: int, max_area: int = MAX_REFERENCE_AREA) -> "Image":
+def fit_reference(image: Image, multiple: int, max_area: int = MAX_REFERENCE_AREA) -> Image:
     """``image`` at a size the pipeline uses as is (area and sides it would otherwise change)."""
     from PIL import Image as PILImage
 
@@ -320,7 +340,7 @@ def fit_reference(image: "Image", multiple: int, max_area: int = MAX_REFERENCE_A
     return image if size == image.size else image.resize(size, PILImage.Resampling.LANCZOS)
 
 
-def shot_references(shot: dict[str, Any], portraits: dict[str, "Image"]) -> list["Image"]:
+def shot_references(shot: dict[str, Any], portraits: dict[str, Image]) -> list[Image]:
     """The portraits of the characters in ``shot``, in the shot's order."""
     missing = [name for name in shot.get("characters", []) if name not in portraits]
     if missing:
@@ -328,8 +348,8 @@ def shot_references(shot: dict[str, Any], portraits: dict[str, "Image"]) -> list
     return [portraits[name] for name in shot.get("characters", [])]
 
 
-def reference_attention_bias(scene_tokens: int, reference_tokens: int, weight: float, dtype: "torch.dtype",
-                             device: "torch.device") -> "torch.Tensor":
+def reference_attention_bias(scene_tokens: int, reference_tokens: int, weight: float, dtype: torch.dtype,
+                             device: torch.device) -> torch.Tensor:
     """Additive attention bias over FLUX.2's joint sequence ``[text, image, references]``.
 
     ``log(weight)`` on every reference key scales each query's unnormalised
@@ -360,20 +380,20 @@ class Flux2KleinKeyframes:
 
     engine = FAMILY
 
-    def __init__(self, pipe: "Flux2KleinPipeline", options: Flux2Options, dtype: "torch.dtype",
-                 device: "torch.device") -> None:
-        self.pipeline: "Flux2KleinPipeline | None" = pipe
+    def __init__(self, pipe: Flux2KleinPipeline, options: Flux2Options, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.pipeline: Flux2KleinPipeline | None = pipe
         self.options = options
         self.dtype = dtype
         self.device = device
 
     def render_portrait(self, character: dict[str, Any], plan: dict[str, Any], seed: int,
-                        callback: StepCallback | None = None) -> "Image":
+                        callback: StepCallback | None = None) -> Image:
         size = portrait_size(plan, self._multiple)
         return self._generate(portrait_prompt(character, plan), "", size, size, [], 1.0, seed, callback)
 
-    def render_keyframe(self, shot: dict[str, Any], plan: dict[str, Any], portraits: dict[str, "Image"], seed: int,
-                        callback: StepCallback | None = None) -> "Image":
+    def render_keyframe(self, shot: dict[str, Any], plan: dict[str, Any], portraits: dict[str, Image], seed: int,
+                        callback: StepCallback | None = None) -> Image:
         """A keyframe at the plan's size, conditioned on the portraits of the shot's characters.
 
         ``shot["negative_prompt"]`` only applies when the pipeline runs a guidance
@@ -381,24 +401,24 @@ class Flux2KleinKeyframes:
         has none, so there it is ignored.
         """
         weight = float(shot.get("ref_weight", DEFAULT_REF_WEIGHT))
+        if not 0 <= weight <= 1:
+            raise ValueError(f"shot {shot.get('id', '?')} ref_weight must be from 0 to 1, got {weight}")
         references = shot_references(shot, portraits) if weight > 0 else []
         return self._generate(shot["prompt"], shot.get("negative_prompt", ""), int(plan["width"]),
                               int(plan["height"]), references, weight, seed, callback)
 
     def close(self) -> None:
-        """Drop hooks, cache state and every reference to the weights so eviction frees them."""
+        """Remove the offload hooks and drop every reference to the components, so eviction frees them."""
         pipe, self.pipeline = self.pipeline, None
         if pipe is None:
             return
         pipe.remove_all_hooks()
-        if pipe.transformer.is_cache_enabled:
-            pipe.transformer.disable_cache()
         for name in list(pipe.components):
             setattr(pipe, name, None)
 
     # -- internals ---------------------------------------------------------------
     @property
-    def _pipe(self) -> "Flux2KleinPipeline":
+    def _pipe(self) -> Flux2KleinPipeline:
         if self.pipeline is None:
             raise RuntimeError(f"the {FAMILY} model was unloaded")
         return self.pipeline
@@ -411,8 +431,8 @@ class Flux2KleinKeyframes:
     def _guides(self) -> bool:
         return self.options.guidance > 1 and not self._pipe.config.is_distilled
 
-    def _generate(self, prompt: str, negative_prompt: str, width: int, height: int, references: list["Image"],
-                  ref_weight: float, seed: int, callback: StepCallback | None) -> "Image":
+    def _generate(self, prompt: str, negative_prompt: str, width: int, height: int, references: list[Image],
+                  ref_weight: float, seed: int, callback: StepCallback | None) -> Image:
         import torch
 
         references = [fit_reference(image, self._multiple) for image in references]
@@ -438,8 +458,8 @@ class Flux2KleinKeyframes:
             self._pipe.maybe_free_model_hooks()
             raise
 
-    def _reference_bias(self, width: int, height: int, references: list["Image"],
-                        weight: float) -> "torch.Tensor | None":
+    def _reference_bias(self, width: int, height: int, references: list[Image],
+                        weight: float) -> torch.Tensor | None:
         if not references or weight >= 1:
             return None
         if self.options.attention_backend not in BIAS_BACKENDS:

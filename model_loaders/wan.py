@@ -24,9 +24,10 @@ import json
 import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .handles import ModelHandle
 from .residency import register_family
@@ -72,15 +73,16 @@ class WanSettings:
     guidance_2: float = 3.5
 
     @classmethod
-    def from_handle(cls, handle: ModelHandle) -> "WanSettings":
+    def from_handle(cls, handle: ModelHandle) -> WanSettings:
         names = {f.name for f in fields(cls)}
         for name, value in handle.options:
-            if _FP8_OPTION.search(name) and value:
-                raise ValueError(
-                    f"option {name}={value!r} is refused for the Wan2.2 I2V motion model: FP8 compute crashed in its "
-                    "cross-attention (segfaults) in testing. It runs in bfloat16; to fit a smaller GPU use "
-                    "offload='model' or offload='group' instead.")
-            if name not in names and name not in _SHARED_OPTIONS and not _FP8_OPTION.search(name):
+            if _FP8_OPTION.search(name):
+                if value:
+                    raise ValueError(
+                        f"option {name}={value!r} is refused for the Wan2.2 I2V motion model: FP8 compute hit "
+                        "segfaults in its cross-attention. It runs in bfloat16; to fit a smaller GPU use "
+                        "offload='model' or offload='group' instead.")
+            elif name not in names and name not in _SHARED_OPTIONS:
                 log.warning("ignoring unknown %s option %r (known: %s)", FAMILY, name, ", ".join(sorted(names)))
         settings = cls(**{name: handle.option(name, getattr(cls, name)) for name in names})
         settings.validate()
@@ -98,7 +100,8 @@ class WanSettings:
         if not isinstance(self.compile_transformer_2, bool):
             raise ValueError(f"compile_transformer_2 must be true or false, got {self.compile_transformer_2!r}")
         if not isinstance(self.attention_backend, str) or not self.attention_backend:
-            raise ValueError(f"attention_backend must be a backend name such as 'native', got {self.attention_backend!r}")
+            raise ValueError(f"attention_backend must be a diffusers backend name such as 'native', "
+                             f"got {self.attention_backend!r}")
 
 
 # -- checkpoint ----------------------------------------------------------------
@@ -197,7 +200,7 @@ def _missing_weights(folder: Path, library: str) -> list[str]:
 
 # -- loading -------------------------------------------------------------------
 
-def load_wan(handle: ModelHandle) -> "WanMotion":
+def load_wan(handle: ModelHandle) -> WanMotion:
     """Load the two-expert pipeline for ``handle`` and apply its options (cheap checks first, weights last)."""
     settings = WanSettings.from_handle(handle)
     folder = resolve_checkpoint(handle.checkpoint)
@@ -206,23 +209,21 @@ def load_wan(handle: ModelHandle) -> "WanMotion":
     device = resolve_device(handle.device)
     _check_offload_device(settings.offload, device)
     dtype = getattr(torch, handle.dtype)
-    # The VAE stays float32 as in diffusers' Wan examples: bf16 decoding visibly bands and loses detail.
+    # The VAE stays float32, as diffusers' WanImageToVideoPipeline example loads it; it is small.
     pipe = wan_pipeline_class().from_pretrained(folder, dtype={"default": dtype, "vae": torch.float32},
                                                 use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     _set_attention_backend(pipe, settings.attention_backend)
+    if settings.compile_transformer_2:
+        _compile_blocks(pipe.transformer_2)  # before the cache hooks: they must wrap the compiled blocks
     if settings.first_block_cache > 0:
         _enable_first_block_cache(pipe, settings.first_block_cache)
     _place(pipe, settings.offload, device)
-    if settings.compile_transformer_2:
-        # Regional compile of the low-noise expert's repeated blocks only: compiling the whole two-expert
-        # model breaks Dynamo tracing (DESIGN.md §4), and one compiled block serves all 40 layers.
-        pipe.transformer_2.compile_repeated_blocks()
     log.info("loaded %s from %s (%s, %s, options %s)", FAMILY, folder, handle.dtype, device, settings)
     return WanMotion(pipe, settings)
 
 
-def resolve_device(name: str) -> "torch.device":
+def resolve_device(name: str) -> torch.device:
     import torch
 
     if name == "auto":
@@ -233,28 +234,24 @@ def resolve_device(name: str) -> "torch.device":
     return device
 
 
-def _check_offload_device(offload: str, device: "torch.device") -> None:
+def _check_offload_device(offload: str, device: torch.device) -> None:
+    import torch
+
     if offload != "none" and device.type != "cuda":
         raise ValueError(
             f"offload={offload!r} needs a CUDA GPU: it keeps weights in CPU memory and moves them to the GPU as they "
-            f"run, and this model runs on {device.type} (torch.cuda.is_available() is "
-            f"{_cuda_available()}). Use offload='none' without a GPU.")
+            f"run, and this model runs on {device.type} (torch.cuda.is_available() is {torch.cuda.is_available()}). "
+            "Use offload='none' without a GPU.")
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _place(pipe: Any, offload: str, device: "torch.device") -> None:
+def _place(pipe: Any, offload: str, device: torch.device) -> None:
     import torch
 
     if offload == "model":
         pipe.enable_model_cpu_offload(device=device)
     elif offload == "group":
-        # Leaf-level with a CUDA stream overlaps transfers with compute (diffusers' recommended setting);
-        # the VAE is small and stays on the GPU.
+        # Leaf level with a CUDA stream (as in diffusers' enable_group_offload example) overlaps weight
+        # transfers with compute; the VAE is small and stays on the GPU.
         pipe.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
                                   offload_type="leaf_level", use_stream=True, exclude_modules=["vae"])
     else:
@@ -283,6 +280,22 @@ def _enable_first_block_cache(pipe: Any, threshold: float) -> None:
 
     for expert in _experts(pipe):  # each expert keeps its own cache state
         expert.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+
+
+def _compile_blocks(expert: Any) -> None:
+    """Regional ``torch.compile`` of one expert: the forward of each repeated transformer block.
+
+    Only ``transformer_2`` is ever compiled: compiling the whole two-expert model breaks Dynamo tracing
+    (DESIGN.md §4). Blocks share one compiled graph, so 40 layers compile once. Each block's own forward
+    is compiled, beneath diffusers' cache hooks, rather than ``compile_repeated_blocks()`` over them:
+    traced through the first-block-cache hooks, Dynamo guards on their Python state and recompiled at every
+    cond/uncond and compute/skip switch (measured with TORCH_LOGS=recompiles), towards its recompile limit.
+    """
+    import torch
+
+    for module in expert.modules():
+        if type(module).__name__ in expert._repeated_blocks:
+            module.forward = torch.compile(module.forward)
 
 
 @functools.cache
@@ -353,9 +366,12 @@ class WanMotion:
         key = "flow_shift" if "flow_shift" in self._scheduler_config else "shift"  # UniPC / FlowMatchEuler spelling
         return self._scheduler_class.from_config(self._scheduler_config, **{key: float(flow_shift)})
 
-    def render_clip(self, keyframe: "Image.Image", shot: dict[str, Any], plan: dict[str, Any], num_frames: int,
-                    seed: int, callback: Callable[[int, int], Any] | None = None) -> "np.ndarray":
-        """Frames (T, H, W, 3) float32 in [0, 1], T the next 4k+1 >= ``num_frames``; ``callback(step, total)`` per step."""
+    def render_clip(self, keyframe: Image.Image, shot: dict[str, Any], plan: dict[str, Any], num_frames: int,
+                    seed: int, callback: Callable[[int, int], Any] | None = None) -> np.ndarray:
+        """Frames (T, H, W, 3), float32 in [0, 1]; T is the next 4k+1 >= ``num_frames``.
+
+        ``callback(step, total)`` runs after every denoising step; an exception it raises cancels the render.
+        """
         import torch
 
         pipe = self._require_pipe()
@@ -412,7 +428,8 @@ class WanMotion:
         multiple = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
         width, height = int(plan["width"]), int(plan["height"])
         if width % multiple or height % multiple or width <= 0 or height <= 0:
-            raise ValueError(f"Wan2.2 renders sizes that are multiples of {multiple}; the plan asks for {width}x{height}")
+            raise ValueError(f"Wan2.2 renders sizes that are multiples of {multiple}; "
+                             f"the plan asks for {width}x{height}")
         return width, height
 
 

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from ..model_loaders.handles import DTYPES, ModelHandle
 from ..model_loaders.preview import PREVIEW_CHECKPOINT
 from .base import (CATEGORY, KEYFRAME_MODEL, LLM, MOTION_MODEL, MUSIC_MODEL, VOICE_MODEL, NotImplementedYet,
-                   choice, toggle)
+                   choice, integer, number, toggle)
 from .comfy import model_folders
 
 DEVICES = ("auto", "cuda", "cpu", "mps")
@@ -34,9 +34,44 @@ class StageLoader(NamedTuple):
     backends: tuple[Backend, ...]
     real_family: str  # family used for checkpoint folders found on disk
     real_issue: int
+    options: tuple[tuple[str, tuple], ...] = ()  # optional widgets passed to the real model as handle options
 
 
-STAGES = {
+# Attention kernels that need no download (diffusers also lists "*_hub" kernels fetched at run time).
+ATTENTION_BACKENDS = ("native", "_native_cudnn", "_native_efficient", "_native_flash", "_native_math", "flash",
+                      "flash_varlen", "_flash_3", "sage", "flex", "xformers")
+OFFLOAD = ("none", "model", "group")
+OFFLOAD_TIP = ("none: the whole model on the GPU (fastest). model: each component moves to the GPU while it runs "
+               "(diffusers model CPU offload). group: layers stream to the GPU in groups (least VRAM, slowest). "
+               "Both need a CUDA GPU.")
+CACHE_TIP = ("First-block cache threshold (diffusers FirstBlockCacheConfig): skip the rest of the network on steps "
+             "where the first block barely changes. 0 = off; 0.05 is the tested setting.")
+ATTENTION_TIP = "diffusers attention backend. native (PyTorch SDPA) works everywhere; flash/sage need their packages."
+KEYFRAME_OPTIONS = (
+    ("offload", choice(OFFLOAD, OFFLOAD_TIP)),
+    ("fp8_storage", toggle("Store the transformer's weights in FP8 and compute in the chosen dtype (diffusers "
+                           "layerwise casting): about half the weight memory, slightly lower quality.", False)),
+    ("first_block_cache", number(CACHE_TIP, 0.05, 0.0, 1.0, 0.01)),
+    ("attention_backend", choice(ATTENTION_BACKENDS, ATTENTION_TIP)),
+    ("steps", integer("Denoising steps. FLUX.2 klein is step-distilled: 4 is its model card's setting.", 4, 1, 100)),
+    ("guidance", number("Guidance scale. The distilled klein runs at 1.0.", 1.0, 0.0, 20.0, 0.1)),
+)
+MOTION_OPTIONS = (
+    ("offload", choice(OFFLOAD, OFFLOAD_TIP)),
+    ("first_block_cache", number(CACHE_TIP, 0.05, 0.0, 1.0, 0.01)),
+    ("compile_transformer_2", toggle("torch.compile the low-noise expert only (compiling both experts breaks "
+                                     "Dynamo tracing). Faster after a slow first shot; needs a GPU and a compiler.",
+                                     False)),
+    ("attention_backend", choice(ATTENTION_BACKENDS, ATTENTION_TIP)),
+    ("steps", integer("Denoising steps shared by both experts (Wan2.2 I2V default 40).", 40, 1, 200)),
+    ("guidance", number("Guidance scale of the high-noise expert (Wan2.2 default 3.5).", 3.5, 0.0, 20.0, 0.1)),
+    ("guidance_2", number("Guidance scale of the low-noise expert (Wan2.2 default 3.5). At 1.0 or less its "
+                          "unconditional pass is skipped, saving about a third of that expert's compute.",
+                          3.5, 0.0, 20.0, 0.1)),
+)
+
+
+STAGES: dict[str, StageLoader] = {
     "llm": StageLoader("director and critic", LLM, (
         Backend("preview (rules + technical critic)", "preview-llm", PREVIEW_CHECKPOINT),
         Backend("Qwen/Qwen3.5-35B-A3B", "qwen3.5", "Qwen/Qwen3.5-35B-A3B", issue=5, subprocess_by_default=True),
@@ -44,12 +79,12 @@ STAGES = {
     ), "qwen3.5", 5),
     "keyframes": StageLoader("keyframes", KEYFRAME_MODEL, (
         Backend("preview (storyboard frames)", "preview-keyframes", PREVIEW_CHECKPOINT),
-        Backend("black-forest-labs/FLUX.2-klein-4B", "flux2-klein", "black-forest-labs/FLUX.2-klein-4B", issue=4),
-    ), "flux2-klein", 4),
+        Backend("black-forest-labs/FLUX.2-klein-4B", "flux2-klein", "black-forest-labs/FLUX.2-klein-4B"),
+    ), "flux2-klein", 0, KEYFRAME_OPTIONS),
     "motion": StageLoader("motion", MOTION_MODEL, (
         Backend("preview (Ken Burns moves)", "preview-motion", PREVIEW_CHECKPOINT),
-        Backend("Wan-AI/Wan2.2-I2V-A14B-Diffusers", "wan2.2-i2v", "Wan-AI/Wan2.2-I2V-A14B-Diffusers", issue=4),
-    ), "wan2.2-i2v", 4),
+        Backend("Wan-AI/Wan2.2-I2V-A14B-Diffusers", "wan2.2-i2v", "Wan-AI/Wan2.2-I2V-A14B-Diffusers"),
+    ), "wan2.2-i2v", 0, MOTION_OPTIONS),
     "voice": StageLoader("narration", VOICE_MODEL, (
         Backend("preview (eSpeak NG)", "preview-voice", PREVIEW_CHECKPOINT),
         Backend("hexgrad/Kokoro-82M", "kokoro", "hexgrad/Kokoro-82M", issue=5),
@@ -94,6 +129,8 @@ def make_handle(stage: str, selected: str, dtype: str = "bfloat16", device: str 
                                 "Choose the preview backend in this loader to run the pipeline now.")
     if residency == "auto":
         residency = "subprocess" if backend.subprocess_by_default else "in_process"
+    if backend.family.startswith("preview-"):
+        options = {}  # the preview backends take no model options; keep their handle (and key) plain
     return ModelHandle(
         family=backend.family,
         checkpoint=backend.checkpoint,
@@ -117,7 +154,7 @@ def _loader_node(stage: str, class_name: str, display: str, description: str) ->
 
         @classmethod
         def INPUT_TYPES(cls) -> dict[str, Any]:
-            return {
+            spec: dict[str, Any] = {
                 "required": {
                     "backend": choice(backend_choices(stage), f"Which {loader.stage} model to use. 'preview' needs no weights "
                                       "and no GPU; the others load a checkpoint (hub id or a folder in "
@@ -131,9 +168,13 @@ def _loader_node(stage: str, class_name: str, display: str, description: str) ->
                                                   "(frees VRAM for CineReel's model).", True),
                 }
             }
+            if loader.options:
+                spec["optional"] = dict(loader.options)
+            return spec
 
-        def load(self, backend: str, dtype: str, device: str, residency: str, unload_comfy_models: bool) -> tuple:
-            return (make_handle(stage, backend, dtype, device, residency, unload_comfy_models),)
+        def load(self, backend: str, dtype: str, device: str, residency: str, unload_comfy_models: bool,
+                 **options: Any) -> tuple:
+            return (make_handle(stage, backend, dtype, device, residency, unload_comfy_models, **options),)
 
     LoaderNode.__name__ = LoaderNode.__qualname__ = class_name
     return LoaderNode

@@ -47,12 +47,12 @@ def test_display_names_are_unique():
 
 def test_real_backends_not_built_yet_fail_clearly_before_anything_loads():
     from cinereel.nodes.base import NotImplementedYet
-    from cinereel.nodes.loaders import KeyframeLoader
+    from cinereel.nodes.loaders import LLMLoader
     from cinereel.model_loaders.residency import RESIDENCY
 
     mark = RESIDENCY.mark()
-    with pytest.raises(NotImplementedYet, match="not implemented yet .*issue #4.*preview"):
-        KeyframeLoader().load("black-forest-labs/FLUX.2-klein-4B", "bfloat16", "auto", "auto", True)
+    with pytest.raises(NotImplementedYet, match="not implemented yet .*issue #5.*preview"):
+        LLMLoader().load("Qwen/Qwen3.5-35B-A3B", "bfloat16", "auto", "auto", True)
     assert RESIDENCY.log_since(mark) == []
 
 

@@ -77,7 +77,7 @@ def _save(folder: Path) -> None:
 def build_pipeline():
     """The tiny pipeline in memory (random weights, seeded)."""
     import torch
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline
     from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(0)
