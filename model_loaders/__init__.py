@@ -17,6 +17,10 @@ from .residency import RESIDENCY, ResidencyManager, register_family
 REAL_FAMILIES = {
     "flux2-klein": ("flux2", "load_flux2", "unload_flux2"),
     "wan2.2-i2v": ("wan", "load_wan", "unload_wan"),
+    "qwen3.5": ("qwen", "load_qwen", "unload_qwen"),
+    "openai-compatible": ("openai_compat", "load_openai", "unload_openai"),
+    "kokoro": ("kokoro_tts", "load_kokoro", "unload_kokoro"),
+    "acestep": ("acestep", "load_acestep", "unload_acestep"),
 }
 
 

@@ -93,7 +93,7 @@ class SynthMusic:
     engine = "synth"
 
     def compose(self, plan: dict[str, Any], duration_s: float, tempo_bpm: float | None, seed: int,
-                sample_rate: int = 48000) -> Any:
+                sample_rate: int = 48000, callback: Any = None) -> Any:
         from .synth import render_music_bed
 
         return render_music_bed(duration_s, plan["mood"], seed, tempo_bpm=tempo_bpm, sample_rate=sample_rate)

@@ -8,12 +8,13 @@ resident through the residency manager only when it has work to do.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..model_loaders.handles import DTYPES, ModelHandle
 from ..model_loaders.preview import PREVIEW_CHECKPOINT
 from .base import (CATEGORY, KEYFRAME_MODEL, LLM, MOTION_MODEL, MUSIC_MODEL, VOICE_MODEL, NotImplementedYet,
-                   choice, integer, number, toggle)
+                   choice, integer, number, text, toggle)
 from .comfy import model_folders
 
 DEVICES = ("auto", "cuda", "cpu", "mps")
@@ -35,6 +36,7 @@ class StageLoader(NamedTuple):
     real_family: str  # family used for checkpoint folders found on disk
     real_issue: int
     options: tuple[tuple[str, tuple], ...] = ()  # optional widgets passed to the real model as handle options
+    option_families: dict[str, tuple[str, ...]] = {}  # option -> the only families it applies to (default: all)
 
 
 # Attention kernels that need no download (diffusers also lists "*_hub" kernels fetched at run time).
@@ -56,6 +58,22 @@ KEYFRAME_OPTIONS = (
     ("steps", integer("Denoising steps. FLUX.2 klein is step-distilled: 4 is its model card's setting.", 4, 1, 100)),
     ("guidance", number("Guidance scale. The distilled klein runs at 1.0.", 1.0, 0.0, 20.0, 0.1)),
 )
+MUSIC_OPTIONS = (
+    ("steps", integer("Denoising steps (ACE-Step 1.5 turbo: 8).", 8, 1, 200)),
+    ("guidance", number("Guidance scale (the turbo checkpoints ignore it).", 1.0, 0.0, 20.0, 0.1)),
+)
+LLM_OPTIONS = (
+    ("base_url", text("OpenAI-compatible server only: its base URL (vLLM, Ollama, LM Studio, llama.cpp server).",
+                      "http://127.0.0.1:8000/v1")),
+    ("model", text("OpenAI-compatible server only: the model name it serves (blank: the first it lists).")),
+    ("api_key_env", text("OpenAI-compatible server only: the NAME of the environment variable that holds the API "
+                         "key. The key itself is never stored in the workflow.", "OPENAI_API_KEY")),
+    ("timeout_s", number("OpenAI-compatible server only: seconds to wait for an answer.", 120.0, 1.0, 3600.0, 1.0)),
+    ("director_prompt", text("Optional path of a text file that replaces the director's system prompt "
+                             "(model_loaders/prompts/director.txt).")),
+    ("critic_prompt", text("Optional path of a text file that replaces the critic's system prompt "
+                           "(model_loaders/prompts/critic.txt).")),
+)
 MOTION_OPTIONS = (
     ("offload", choice(OFFLOAD, OFFLOAD_TIP)),
     ("first_block_cache", number(CACHE_TIP, 0.05, 0.0, 1.0, 0.01)),
@@ -74,9 +92,10 @@ MOTION_OPTIONS = (
 STAGES: dict[str, StageLoader] = {
     "llm": StageLoader("director and critic", LLM, (
         Backend("preview (rules + technical critic)", "preview-llm", PREVIEW_CHECKPOINT),
-        Backend("Qwen/Qwen3.5-35B-A3B", "qwen3.5", "Qwen/Qwen3.5-35B-A3B", issue=5, subprocess_by_default=True),
-        Backend("OpenAI-compatible server", "openai-compatible", "server", issue=5),
-    ), "qwen3.5", 5),
+        Backend("Qwen/Qwen3.5-35B-A3B", "qwen3.5", "Qwen/Qwen3.5-35B-A3B", subprocess_by_default=True),
+        Backend("OpenAI-compatible server", "openai-compatible", ""),
+    ), "qwen3.5", 0, LLM_OPTIONS, {"base_url": ("openai-compatible",), "model": ("openai-compatible",),
+                                   "api_key_env": ("openai-compatible",), "timeout_s": ("openai-compatible",)}),
     "keyframes": StageLoader("keyframes", KEYFRAME_MODEL, (
         Backend("preview (storyboard frames)", "preview-keyframes", PREVIEW_CHECKPOINT),
         Backend("black-forest-labs/FLUX.2-klein-4B", "flux2-klein", "black-forest-labs/FLUX.2-klein-4B"),
@@ -87,12 +106,12 @@ STAGES: dict[str, StageLoader] = {
     ), "wan2.2-i2v", 0, MOTION_OPTIONS),
     "voice": StageLoader("narration", VOICE_MODEL, (
         Backend("preview (eSpeak NG)", "preview-voice", PREVIEW_CHECKPOINT),
-        Backend("hexgrad/Kokoro-82M", "kokoro", "hexgrad/Kokoro-82M", issue=5),
-    ), "kokoro", 5),
+        Backend("hexgrad/Kokoro-82M", "kokoro", "hexgrad/Kokoro-82M"),
+    ), "kokoro", 0),
     "music": StageLoader("music", MUSIC_MODEL, (
         Backend("preview (synth bed)", "preview-music", PREVIEW_CHECKPOINT),
-        Backend("ACE-Step/acestep-v15-xl-turbo-diffusers", "acestep", "ACE-Step/acestep-v15-xl-turbo-diffusers", issue=5),
-    ), "acestep", 5),
+        Backend("ACE-Step/acestep-v15-xl-turbo-diffusers", "acestep", "ACE-Step/acestep-v15-xl-turbo-diffusers"),
+    ), "acestep", 0, MUSIC_OPTIONS),
 }
 
 
@@ -120,10 +139,27 @@ def resolve_backend(stage: str, selected: str) -> Backend:
     raise ValueError(f"unknown {loader.stage} backend {selected!r}; choose one of: {', '.join(backend_choices(stage))}")
 
 
-def make_handle(stage: str, selected: str, dtype: str = "bfloat16", device: str = "auto",
+def backend_for_checkpoint(stage: str, checkpoint: str) -> Backend:
+    """Headless: ``preview``, a listed hub id, ``openai`` (the LLM stage), or a checkpoint folder path."""
+    loader = STAGES[stage]
+    if checkpoint == "preview":
+        return loader.backends[0]
+    for backend in loader.backends:
+        if checkpoint in (backend.checkpoint, backend.choice) or (checkpoint == "openai" and
+                                                                  backend.family == "openai-compatible"):
+            return backend
+    path = Path(checkpoint).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{loader.stage} checkpoint {checkpoint!r} is neither 'preview', a known hub id "
+                                f"({', '.join(b.checkpoint for b in loader.backends[1:] if b.checkpoint)}) "
+                                "nor a folder")
+    return Backend(str(path), loader.real_family, str(path.resolve()), issue=loader.real_issue)
+
+
+def make_handle(stage: str, selected: str | Backend, dtype: str = "bfloat16", device: str = "auto",
                 residency: str = "auto", unload_comfy_models: bool = True, **options: Any) -> ModelHandle:
     """The handle for ``selected``; raises before anything loads if that backend cannot run yet."""
-    backend = resolve_backend(stage, selected)
+    backend = selected if isinstance(selected, Backend) else resolve_backend(stage, selected)
     if backend.issue:
         raise NotImplementedYet(f"the {backend.choice} {STAGES[stage].stage} backend", backend.issue,
                                 "Choose the preview backend in this loader to run the pipeline now.")
@@ -131,6 +167,9 @@ def make_handle(stage: str, selected: str, dtype: str = "bfloat16", device: str 
         residency = "subprocess" if backend.subprocess_by_default else "in_process"
     if backend.family.startswith("preview-"):
         options = {}  # the preview backends take no model options; keep their handle (and key) plain
+    only = STAGES[stage].option_families
+    options = {name: value for name, value in options.items()
+               if backend.family in only.get(name, (backend.family,)) and value not in ("", None)}
     return ModelHandle(
         family=backend.family,
         checkpoint=backend.checkpoint,

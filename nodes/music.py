@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..model_loaders.handles import ModelHandle
 from .base import MUSIC_MODEL, ReelNode, number, reel_input, stage_done
 from .comfy import Progress
-from .stage import Job, StageTimer, run_jobs, write_report
+from .stage import Job, StageTimer, run_jobs, step_callback, write_report
 
 if TYPE_CHECKING:
     from .reel import Reel
@@ -25,7 +25,8 @@ def music_job(reel: Reel, handle: ModelHandle, tempo_bpm: float | None) -> Job:
     def make(model: Any, tmp: Path) -> None:
         import soundfile as sf
 
-        audio = model.compose(plan.model_dump(mode="json"), plan.duration_s, tempo_bpm, seed, SAMPLE_RATE)
+        audio = model.compose(plan.model_dump(mode="json"), plan.duration_s, tempo_bpm, seed, SAMPLE_RATE,
+                              callback=step_callback())
         sf.write(tmp, audio, SAMPLE_RATE, format="WAV", subtype="FLOAT")
 
     return Job("music", "audio/music.wav", inputs, make)
@@ -37,7 +38,7 @@ def score_music(reel: Reel, handle: ModelHandle, tempo_bpm: float | None = None,
     made, count = run_jobs(reel.run_dir, handle.as_role("music"), [music_job(reel, handle, tempo_bpm)],
                            progress or Progress(1))
     out = reel.evolve(artifacts=made)
-    engine = {"preview-music": "synth"}.get(handle.family, handle.family)
+    engine = {"preview-music": "synth"}.get(handle.family, handle.family)  # others are named by their family
     out = out.evolve(notes=timer.notes(out, music={"engine": engine, "tempo_bpm": tempo_bpm or "from mood"}))
     write_report(out)
     return out

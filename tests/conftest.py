@@ -163,9 +163,11 @@ def workflow_to_prompt(workflow: dict, node_classes: dict) -> dict:
         for section in ("required", "optional"):
             for name, decl in spec.get(section, {}).items():
                 if _is_widget(decl):
-                    value = next(values)
+                    # A workflow saved before an optional input was appended has fewer values:
+                    # the frontend fills the new widgets with their defaults, and so does this.
+                    value = next(values, decl[1].get("default"))
                     if len(decl) > 1 and decl[1].get("control_after_generate"):
-                        next(values)
+                        next(values, None)
                     if name not in linked:
                         inputs[name] = value
                 if name in linked:

@@ -92,15 +92,26 @@ def test_bad_inputs_are_refused_at_validation(comfy, inputs, message):
     assert message in json.dumps(node_errors), node_errors
 
 
-def test_a_placeholder_backend_fails_with_a_clear_message(comfy):
+def test_a_checkpoint_that_is_not_there_fails_with_a_clear_message(comfy, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    keyframes = loader("CineReelKeyframeLoader", "black-forest-labs/FLUX.2-klein-4B")
+    keyframes["inputs"]["residency"] = "in_process"
     prompt = {
-        "1": loader("CineReelLLMLoader", "Qwen/Qwen3.5-35B-A3B"),
-        "2": {"class_type": "CineReelUnloadModels", "inputs": {"value": ["1", 0], "also_comfy_models": False}},
+        "1": loader("CineReelLLMLoader", PREVIEW_LLM),
+        "2": director(run_id="executor-missing-checkpoint"),
+        "3": keyframes,
+        "4": {"class_type": "CineReelKeyframes", "inputs": {"reel": ["2", 0], "keyframe_model": ["3", 0]}},
+        "5": {"class_type": "CineReelUnloadModels", "inputs": {"value": ["4", 0], "also_comfy_models": False}},
     }
     executor = comfy.run(prompt)
     assert executor.success is False
     errors = [data for event, data in executor.status_messages if event == "execution_error"]
-    assert "not implemented yet" in errors[0]["exception_message"]
+    assert errors[0]["node_type"] == "CineReelKeyframes"
+    assert "black-forest-labs/FLUX.2-klein-4B" in errors[0]["exception_message"]
+    assert "HF_HUB_OFFLINE" in errors[0]["exception_message"] or "download" in errors[0]["exception_message"]
+    # the plan made before the failure is still on disk
+    assert (comfy.output_dir / "cinereel" / "executor-missing-checkpoint" / "plan.json").exists()
 
 
 def test_the_preview_workflow_runs_as_dropped_in(comfy, pack_root):

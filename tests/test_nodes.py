@@ -45,15 +45,26 @@ def test_display_names_are_unique():
     assert len(names) == len(set(names))
 
 
-def test_real_backends_not_built_yet_fail_clearly_before_anything_loads():
-    from cinereel.nodes.base import NotImplementedYet
-    from cinereel.nodes.loaders import LLMLoader
-    from cinereel.model_loaders.residency import RESIDENCY
+def test_every_backend_a_loader_offers_has_a_registered_family():
+    from cinereel.model_loaders.residency import family
+    from cinereel.nodes.loaders import STAGES
 
-    mark = RESIDENCY.mark()
-    with pytest.raises(NotImplementedYet, match="not implemented yet .*issue #5.*preview"):
-        LLMLoader().load("Qwen/Qwen3.5-35B-A3B", "bfloat16", "auto", "auto", True)
-    assert RESIDENCY.log_since(mark) == []
+    for stage in STAGES.values():
+        for backend in stage.backends:
+            assert family(backend.family).name == backend.family, backend
+            assert backend.issue == 0, f"{backend.choice} is still a placeholder"
+
+
+def test_loader_options_reach_only_the_families_they_belong_to():
+    from cinereel.nodes.loaders import make_handle
+
+    qwen = make_handle("llm", "Qwen/Qwen3.5-35B-A3B", base_url="http://127.0.0.1:9/v1", director_prompt="/p.txt")
+    assert qwen.option("base_url") is None and qwen.option("director_prompt") == "/p.txt"
+    assert qwen.residency == "subprocess"
+    server = make_handle("llm", "OpenAI-compatible server", base_url="http://127.0.0.1:9/v1", api_key_env="MY_KEY")
+    assert server.option("base_url") == "http://127.0.0.1:9/v1" and server.option("api_key_env") == "MY_KEY"
+    preview = make_handle("keyframes", "preview (storyboard frames)", steps=4, offload="model")
+    assert preview.options == (("unload_comfy_models", True),)
 
 
 def test_preview_loaders_return_handles_without_weights():

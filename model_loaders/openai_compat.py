@@ -1,0 +1,272 @@
+"""Director and critic on any OpenAI-compatible server (vLLM, SGLang, Ollama, LM Studio, llama.cpp...).
+
+Registers the model family ``openai-compatible``. ``load_openai(handle)``
+returns an object with the same ``plan`` and ``critique`` methods as the
+Qwen3.5 backend, built on the official ``openai`` client and the same
+prompts, generation schemas, post-processing and validation (``qwen.py``).
+
+Handle options:
+
+=============== ================ ==============================================================
+option          default          meaning
+=============== ================ ==============================================================
+base_url        (required)       the server's API root, e.g. ``http://127.0.0.1:8000/v1``
+model           checkpoint, else the server's first model (``GET /models``)
+api_key_env     ``OPENAI_API_KEY`` NAME of the environment variable holding the key; unset -> "EMPTY"
+timeout_s       120              seconds to wait for one answer
+max_retries     2                the client's retries on connection errors, 429 and 5xx
+temperature     0.0              sampling temperature
+seed            0                passed to servers that honour it
+max_tokens      4096             answer budget of a plan (critic: ``critic_max_tokens``, 768)
+structured      ``auto``         ``json_schema``, ``json_object`` or ``none``; ``auto`` tries them in
+                                 that order, falling back when the server rejects one
+director_prompt / critic_prompt  system prompt files, as for ``qwen3.5``
+critic_frame_size 448            longest side, in pixels, of the images sent
+=============== ================ ==============================================================
+
+The API key is read from the environment when the client is made; it is never
+stored in the handle, a plan, a critique, a report or a workflow.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from .handles import ModelHandle
+from .qwen import (
+    CRITIC_PROMPT,
+    DEFAULT_FRAME_SIZE,
+    DIRECTOR_PROMPT,
+    check_frames,
+    critic_user_text,
+    critique_from_answer,
+    critique_generation_schema,
+    director_request,
+    director_user_message,
+    parse_json_answer,
+    plan_from_answer,
+    plan_generation_schema,
+    read_prompt,
+    to_pil,
+)
+from .residency import register_family
+
+log = logging.getLogger("cinereel.openai")
+
+FAMILY = "openai-compatible"
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+DEFAULT_TIMEOUT_S = 120.0
+STRUCTURED_MODES = ("json_schema", "json_object", "none")
+
+
+class OpenAICompatError(RuntimeError):
+    """The server could not be reached, failed, or answered unusable output. The message names the cause."""
+
+
+class OpenAICompatLLM:
+    """Director and critic roles over the chat-completions API. Plain data in and out."""
+
+    def __init__(self, handle: ModelHandle):
+        from openai import OpenAI
+
+        base_url = handle.option("base_url")
+        if not base_url or not isinstance(base_url, str):
+            raise ValueError("the openai-compatible backend needs the option base_url "
+                             "(for example 'http://127.0.0.1:8000/v1')")
+        self.handle = handle
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = float(handle.option("timeout_s", DEFAULT_TIMEOUT_S))
+        key_env = handle.option("api_key_env") or DEFAULT_API_KEY_ENV
+        # The key lives only inside the client object; the handle holds the variable's name.
+        self._client = OpenAI(base_url=self.base_url, api_key=os.environ.get(key_env) or "EMPTY",
+                              timeout=self.timeout_s, max_retries=int(handle.option("max_retries", 2)))
+        structured = handle.option("structured", "auto")
+        if structured not in ("auto", *STRUCTURED_MODES):
+            raise ValueError(f"structured must be 'auto' or one of {', '.join(STRUCTURED_MODES)}, got {structured!r}")
+        self._modes = list(STRUCTURED_MODES) if structured == "auto" else [structured]
+        self._model = handle.option("model") or None
+        self.engine = f"openai-compatible:{self._model}" if self._model else "openai-compatible"
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"OpenAICompatLLM(base_url={self.base_url!r}, model={self._model!r})"
+
+    # -- roles --------------------------------------------------------------
+    def plan(self, request: dict[str, Any]) -> dict[str, Any]:
+        req = director_request(request)
+        system = read_prompt(self.handle.option("director_prompt"), DIRECTOR_PROMPT, "director")
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": director_user_message(req)}]
+        schema = plan_generation_schema(req.shots, req.language_override)
+        warnings: list[str] = []
+
+        def accept(text: str) -> dict[str, Any]:
+            attempt: list[str] = []
+            plan = plan_from_answer(text, req, attempt)
+            warnings.extend(attempt)
+            return plan
+
+        plan = self._ask_valid(messages, schema, "cinereel_plan", int(self.handle.option("max_tokens", 4096)),
+                               accept, "plan")
+        return {"plan": plan, "warnings": warnings, "engine": self.engine}
+
+    def critique(self, frames: Any, portraits: Sequence[Any], prompt: str) -> dict[str, Any]:
+        frames = check_frames(frames)
+        size = int(self.handle.option("critic_frame_size", DEFAULT_FRAME_SIZE))
+        who, shot, ask = critic_user_text(str(prompt or ""), len(portraits or []), len(frames))
+        content: list[dict[str, Any]] = [{"type": "text", "text": who}]
+        content += [_image_part(p, size) for p in portraits or []]
+        content.append({"type": "text", "text": shot})
+        content += [_image_part(f, size) for f in frames]
+        content.append({"type": "text", "text": ask})
+        system = read_prompt(self.handle.option("critic_prompt"), CRITIC_PROMPT, "critic")
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": content}]
+        return self._ask_valid(messages, critique_generation_schema(), "cinereel_critique",
+                               int(self.handle.option("critic_max_tokens", 768)), critique_from_answer, "critique")
+
+    # -- protocol -----------------------------------------------------------
+    def _ask_valid(self, messages: list[dict[str, Any]], schema: dict[str, Any], name: str, max_tokens: int,
+                   accept: Any, what: str) -> Any:
+        """One answer through ``accept``; one re-ask with the error; then a clear error."""
+        answer = self._complete(messages, schema, name, max_tokens)
+        try:
+            return accept(answer)
+        except ValueError as first:
+            log.warning("%s from %s rejected, asking again: %s", what, self.base_url, first)
+            retry = [*messages, {"role": "assistant", "content": answer},
+                     {"role": "user", "content": f"That answer was rejected: {first}. Answer again with one "
+                                                 "corrected JSON object that follows the schema, nothing else."}]
+            second_answer = self._complete(retry, schema, name, max_tokens)
+            try:
+                return accept(second_answer)
+            except ValueError as second:
+                malformed = [not _is_json(a) for a in (answer, second_answer)]
+                kind = "malformed JSON" if all(malformed) else f"an invalid {what}"
+                raise OpenAICompatError(
+                    f"the server at {self.base_url} (model {self._model!r}) answered {kind} twice: "
+                    f"first {first} ({_excerpt(answer)}); then {second} ({_excerpt(second_answer)})") from None
+
+    def _model_name(self) -> str:
+        if self._model is None:
+            models = self._call(lambda: self._client.models.list())
+            ids = [m.id for m in models.data]
+            if not ids:
+                raise OpenAICompatError(f"the server at {self.base_url} lists no models; set the option 'model'")
+            self._model = ids[0]
+            self.engine = f"openai-compatible:{self._model}"
+        return self._model
+
+    def _complete(self, messages: list[dict[str, Any]], schema: dict[str, Any], name: str, max_tokens: int) -> str:
+        model = self._model_name()
+        while True:
+            mode = self._modes[0]
+            kwargs: dict[str, Any] = {}
+            if mode == "json_schema":
+                kwargs["response_format"] = {"type": "json_schema",
+                                             "json_schema": {"name": name, "schema": schema, "strict": True}}
+            elif mode == "json_object":
+                kwargs["response_format"] = {"type": "json_object"}
+                messages = _with_schema_in_system(messages, schema)
+            else:
+                messages = _with_schema_in_system(messages, schema)
+            try:
+                response = self._call(lambda: self._client.chat.completions.create(
+                    model=model, messages=messages, max_tokens=max_tokens,
+                    temperature=float(self.handle.option("temperature", 0.0)),
+                    seed=int(self.handle.option("seed", 0)), **kwargs))
+            except _Unsupported as exc:
+                if len(self._modes) > 1:
+                    log.info("the server at %s rejected response_format %s (%s); falling back to %s",
+                             self.base_url, mode, exc, self._modes[1])
+                    self._modes.pop(0)
+                    continue
+                raise OpenAICompatError(f"the server at {self.base_url} rejected the request: {exc}") from None
+            if not response.choices:
+                raise OpenAICompatError(f"the server at {self.base_url} answered no choices")
+            choice = response.choices[0]
+            text = choice.message.content or ""
+            if choice.finish_reason == "length":
+                log.warning("the answer from %s hit max_tokens (%d)", self.base_url, max_tokens)
+            return text
+
+    def _call(self, fn: Any) -> Any:
+        import openai
+
+        try:
+            return fn()
+        except openai.APITimeoutError:
+            raise OpenAICompatError(f"the server at {self.base_url} did not answer within {self.timeout_s:g} s "
+                                    "(timeout; raise the option timeout_s for slow models)") from None
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            refused = "refused" in str(cause).lower() or isinstance(cause, ConnectionRefusedError)
+            reason = "connection refused — is the server running?" if refused else f"connection failed: {cause}"
+            raise OpenAICompatError(f"cannot reach the OpenAI-compatible server at {self.base_url}: {reason}") from None
+        except openai.AuthenticationError as exc:
+            key_env = self.handle.option("api_key_env") or DEFAULT_API_KEY_ENV
+            raise OpenAICompatError(f"the server at {self.base_url} refused the API key (HTTP 401); set the "
+                                    f"environment variable {key_env}: {_status_message(exc)}") from None
+        except openai.BadRequestError as exc:
+            if "response_format" in str(exc) or "json_schema" in str(exc) or "json_object" in str(exc):
+                raise _Unsupported(_status_message(exc)) from None
+            raise OpenAICompatError(f"the server at {self.base_url} rejected the request (HTTP 400): "
+                                    f"{_status_message(exc)}") from None
+        except openai.APIStatusError as exc:
+            raise OpenAICompatError(f"the server at {self.base_url} failed with HTTP {exc.status_code}: "
+                                    f"{_status_message(exc)}") from None
+
+
+class _Unsupported(Exception):
+    """The server rejected the structured-output mode."""
+
+
+def _status_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        message = error.get("message") if isinstance(error, dict) else error
+        if message:
+            return str(message)[:300]
+    return str(getattr(exc, "message", exc))[:300]
+
+
+def _with_schema_in_system(messages: list[dict[str, Any]], schema: dict[str, Any]) -> list[dict[str, Any]]:
+    note = "\n\nThe answer must be one JSON object valid against this JSON Schema:\n" + json.dumps(schema)
+    if messages and messages[0]["role"] == "system" and note not in messages[0]["content"]:
+        return [{**messages[0], "content": messages[0]["content"] + note}, *messages[1:]]
+    return messages
+
+
+def _is_json(text: str) -> bool:
+    try:
+        parse_json_answer(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _excerpt(text: str, limit: int = 120) -> str:
+    text = " ".join(str(text).split())
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def _image_part(image: Any, max_side: int) -> dict[str, Any]:
+    buffer = io.BytesIO()
+    to_pil(image, max_side).save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}
+
+
+def load_openai(handle: ModelHandle) -> OpenAICompatLLM:
+    return OpenAICompatLLM(handle)
+
+
+def unload_openai(model: OpenAICompatLLM) -> None:
+    model._client.close()
+
+
+register_family(FAMILY, load_openai, unload_openai)

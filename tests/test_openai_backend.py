@@ -1,0 +1,212 @@
+"""The OpenAI-compatible director/critic against a local server speaking the chat-completions protocol."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from cinereel.model_loaders import openai_compat  # noqa: F401  (registers the family)
+from cinereel.model_loaders.handles import ModelHandle
+from cinereel.model_loaders.preview import PreviewLLM
+from cinereel.model_loaders.residency import ResidencyManager
+from cinereel.nodes.critic import validate_critique
+from cinereel.nodes.plan import validate_plan
+
+REQUEST = {"sentence": "Two friends share street food at a Bangkok night market", "duration_s": 12.0, "shots": 3}
+SECRET = "sk-test-0123456789-never-stored"
+KEY_ENV = "CINEREEL_TEST_LLM_KEY"
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        if self.family == socket.AF_UNIX or (isinstance(address, tuple) and address[0] in ("127.0.0.1", "::1",
+                                                                                             "localhost")):
+            return real_connect(self, address)
+        raise AssertionError(f"network access attempted: {address!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+def model_draft() -> dict:
+    """What a good model writes: the rule director's plan without the fields the pipeline fixes."""
+    plan = PreviewLLM().plan(REQUEST)["plan"]
+    for key in ("version", "sentence", "duration_s", "fps", "width", "height"):
+        plan.pop(key)
+    for shot in plan["shots"]:
+        for key in ("id", "duration_s", "seed", "flow_shift", "ref_weight"):
+            shot.pop(key)
+    return plan
+
+
+CRITIQUE = {"scores": {"composition": 8, "motion_coherence": 6, "character_consistency": 9, "lighting_fidelity": 7},
+            "label": "OBJECT_MORPHING", "notes": "the lantern melts in frames 3 and 4"}
+
+
+class Server:
+    """A chat-completions server on 127.0.0.1 whose behaviour the test picks."""
+
+    def __init__(self, mode: str = "good"):
+        self.mode = mode
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                status, payload = outer.answer(body)
+                if status == "sleep":
+                    time.sleep(3)
+                    status = 200
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        class Quiet(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass  # the client hung up on the slow answer, as intended
+
+        self.httpd = Quiet(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def answer(self, body: dict):
+        if self.mode == "500":
+            return 500, {"error": {"message": "CUDA out of memory", "type": "server_error"}}
+        if self.mode == "no_json_schema" and body.get("response_format", {}).get("type") == "json_schema":
+            return 400, {"error": {"message": "response_format json_schema is not supported", "type": "invalid"}}
+        name = body.get("response_format", {}).get("json_schema", {}).get("name", "")
+        is_critique = name == "cinereel_critique" or "critic" in body["messages"][0]["content"][:40]
+        content = json.dumps(CRITIQUE if is_critique else model_draft(), ensure_ascii=False)
+        if self.mode == "malformed":
+            content = '{"title": "Night market", "shots": [ {"type": "hero", '
+        status = "sleep" if self.mode == "slow" else 200
+        return status, {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": content}}],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    servers = []
+
+    def start(mode="good"):
+        servers.append(Server(mode))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def handle_for(base_url: str, **options) -> ModelHandle:
+    return ModelHandle("openai-compatible", "qwen3.5-35b-a3b", options={
+        "base_url": base_url, "model": "qwen3.5-35b-a3b", "api_key_env": KEY_ENV, "timeout_s": 1.0,
+        "max_retries": 0, **options})
+
+
+def frames_and_portrait():
+    rng = np.random.default_rng(1)
+    return rng.integers(0, 256, (3, 36, 64, 3), dtype=np.uint8), rng.integers(0, 256, (40, 32, 3), dtype=np.uint8)
+
+
+def test_plan_and_critique_over_the_chat_completions_protocol(server, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    srv = server()
+    manager = ResidencyManager()
+    handle = handle_for(srv.base_url)
+    with manager.use(handle.as_role("director")) as llm:
+        result = llm.plan(REQUEST)
+    frames, portrait = frames_and_portrait()
+    with manager.use(handle.as_role("critic")) as llm:
+        critique = llm.critique(frames, [portrait], "two friends laugh over noodles")
+    assert manager.loads() == 1
+
+    plan = validate_plan(result["plan"])
+    assert plan.duration_s == 12.0 and len(plan.shots) == 3 and (plan.width, plan.height) == (1280, 720)
+    assert result["engine"] == "openai-compatible:qwen3.5-35b-a3b"
+    assert validate_critique(critique) == critique and critique["label"] == "OBJECT_MORPHING"
+
+    plan_request, critic_request = srv.requests
+    assert plan_request["path"] == "/v1/chat/completions"
+    assert plan_request["body"]["response_format"]["type"] == "json_schema"
+    assert plan_request["body"]["response_format"]["json_schema"]["schema"]["properties"]["shots"]["maxItems"] == 3
+    parts = critic_request["body"]["messages"][1]["content"]
+    images = [p["image_url"]["url"] for p in parts if p["type"] == "image_url"]
+    assert len(images) == 1 + 3 and all(u.startswith("data:image/png;base64,") for u in images)
+    # The key came from the environment, reached the server, and is stored nowhere.
+    assert all(r["headers"]["authorization"] == f"Bearer {SECRET}" for r in srv.requests)
+    for stored in (handle.to_dict(), handle.key, result, critique):
+        assert SECRET not in json.dumps(stored)
+
+
+def test_missing_key_sends_EMPTY(server, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    srv = server()
+    from cinereel.model_loaders.openai_compat import load_openai
+
+    load_openai(handle_for(srv.base_url)).critique(*frames_and_portrait()[:1], [], "an empty street")
+    assert srv.requests[0]["headers"]["authorization"] == "Bearer EMPTY"
+
+
+def test_falls_back_to_json_mode_when_json_schema_is_rejected(server):
+    srv = server("no_json_schema")
+    from cinereel.model_loaders.openai_compat import load_openai
+
+    validate_plan(load_openai(handle_for(srv.base_url)).plan(REQUEST)["plan"])
+    assert [r["body"]["response_format"]["type"] for r in srv.requests] == ["json_schema", "json_object"]
+
+
+def test_malformed_json_twice_is_a_clear_error(server):
+    srv = server("malformed")
+    from cinereel.model_loaders.openai_compat import OpenAICompatError, load_openai
+
+    with pytest.raises(OpenAICompatError, match="answered malformed JSON twice") as err:
+        load_openai(handle_for(srv.base_url)).plan(REQUEST)
+    assert srv.base_url in str(err.value) and len(srv.requests) == 2
+    assert "rejected" in srv.requests[1]["body"]["messages"][-1]["content"]  # the re-ask carried the error
+
+
+def test_server_down_timeout_and_http_500_name_the_cause(server):
+    from cinereel.model_loaders.openai_compat import OpenAICompatError, load_openai
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    with pytest.raises(OpenAICompatError, match="connection refused") as err:
+        load_openai(handle_for(down)).plan(REQUEST)
+    assert down in str(err.value)
+
+    slow = server("slow")
+    started = time.monotonic()
+    with pytest.raises(OpenAICompatError, match=r"did not answer within 0\.5 s") as err:
+        load_openai(handle_for(slow.base_url, timeout_s=0.5)).plan(REQUEST)
+    assert slow.base_url in str(err.value) and time.monotonic() - started < 3
+
+    broken = server("500")
+    with pytest.raises(OpenAICompatError, match="HTTP 500: CUDA out of memory") as err:
+        load_openai(handle_for(broken.base_url)).plan(REQUEST)
+    assert broken.base_url in str(err.value)

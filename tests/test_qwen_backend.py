@@ -1,0 +1,158 @@
+"""The Qwen3.5 director/critic on a tiny random-weight checkpoint of the exact classes.
+
+Random weights write nonsense, so these tests show what the code guarantees regardless of the
+model: schema-constrained decoding always yields a plan and a critique that parse and validate.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from cinereel.model_loaders import qwen
+from cinereel.model_loaders.handles import ModelHandle
+from cinereel.model_loaders.residency import ResidencyManager
+from cinereel.nodes.critic import FAILURE_LABELS, validate_critique
+from cinereel.nodes.languages import LANGUAGES
+from cinereel.nodes.plan import DEFAULT_FLOW_SHIFT, validate_plan
+
+HERE = Path(__file__).resolve().parent
+_spec = importlib.util.spec_from_file_location("tiny_qwen", HERE / "tiny_qwen.py")
+tiny_qwen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tiny_qwen)
+
+REQUEST = {"sentence": "A lone astronaut walks through a neon-lit Tokyo alley at dusk", "duration_s": 10.0,
+           "shots": 2, "aspect": "9:16", "seed": 7}
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Any connection outside loopback (or a Unix socket) fails the test."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        if self.family == socket.AF_UNIX or (isinstance(address, tuple) and address[0] in ("127.0.0.1", "::1",
+                                                                                             "localhost")):
+            return real_connect(self, address)
+        raise AssertionError(f"network access attempted: {address!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture(scope="module")
+def checkpoint() -> Path:
+    return tiny_qwen.tiny_qwen_checkpoint()
+
+
+def qwen_handle(checkpoint: Path, **kw) -> ModelHandle:
+    return ModelHandle("qwen3.5", str(checkpoint), dtype="float32", device="cpu",
+                       options={"max_new_tokens": 320, "critic_max_new_tokens": 128}, **kw)
+
+
+def clip_and_portrait():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (4, 72, 128, 3), dtype=np.uint8)
+    portrait = rng.integers(0, 256, (80, 64, 3), dtype=np.uint8)
+    return frames, portrait
+
+
+def check_plan(result: dict) -> None:
+    assert result["engine"] == "qwen3.5"
+    plan = validate_plan(result["plan"])
+    assert plan.sentence == REQUEST["sentence"] and plan.duration_s == 10.0 and plan.fps == 16
+    assert (plan.width, plan.height) == (720, 1280)
+    assert [s.id for s in plan.shots] == ["shot-01", "shot-02"]
+    assert sum(s.duration_s for s in plan.shots) == pytest.approx(10.0)
+    assert all(s.flow_shift == DEFAULT_FLOW_SHIFT[s.type] for s in plan.shots)
+    assert plan.language in LANGUAGES
+    json.dumps(result)  # plain data: it crosses a process boundary and lands in plan.json
+
+
+def check_critique(critique: dict) -> None:
+    assert validate_critique(critique) == critique
+    assert critique["label"] is None or critique["label"] in FAILURE_LABELS
+    assert all(1 <= v <= 10 for v in critique["scores"].values())
+
+
+def test_director_then_critic_in_process_is_one_load(checkpoint):
+    manager = ResidencyManager()
+    base = qwen_handle(checkpoint)
+    with manager.use(base.as_role("director")) as model:
+        result = model.plan(REQUEST)
+    check_plan(result)
+    frames, portrait = clip_and_portrait()
+    with manager.use(base.as_role("critic")) as model:
+        critique = model.critique(frames, [portrait], "the astronaut walks toward camera")
+        again = model.critique(frames[:1], [], "an empty alley")  # one frame, no portrait
+    check_critique(critique)
+    check_critique(again)
+    assert manager.loads() == 1 and manager.reuses == 1
+    with manager.use(base.as_role("director")) as model:  # greedy decoding: the same plan again
+        assert model.plan(REQUEST) == result
+    manager.evict("end of test")
+    assert [e["event"] for e in manager.log] == ["load", "evict"]
+
+
+def test_director_and_critic_in_a_worker_process_gone_after_eviction(checkpoint, monkeypatch):
+    monkeypatch.setenv("CINEREEL_WORKER_PLUGINS", str(HERE / "qwen_worker_plugin.py"))
+    manager = ResidencyManager()
+    base = qwen_handle(checkpoint, residency="subprocess")
+    with manager.use(base.as_role("director")) as worker:
+        pid = worker.pid
+        assert pid != os.getpid() and psutil.pid_exists(pid)
+        result = worker.plan(REQUEST)
+    check_plan(result)
+    frames, portrait = clip_and_portrait()
+    with manager.use(base.as_role("critic")) as worker:
+        assert worker.pid == pid
+        check_critique(worker.critique(frames, [portrait], "the astronaut walks toward camera"))
+    assert manager.loads() == 1
+    manager.evict("end of test")
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_generation_schema_is_the_plan_schema_minus_what_the_request_fixes():
+    schema = qwen.plan_generation_schema(3)
+    shot = schema["properties"]["shots"]
+    assert shot["minItems"] == shot["maxItems"] == 3
+    assert not {"duration_s", "fps", "width", "height", "sentence"} & set(schema["properties"])
+    assert not {"id", "duration_s", "seed", "flow_shift"} & set(shot["items"]["properties"])
+    assert shot["items"]["properties"]["camera"]["enum"] == ["static", "push_in", "pull_out", "pan_left",
+                                                             "pan_right", "tilt_up", "tilt_down"]
+    assert qwen.plan_generation_schema(2, "ja")["properties"]["language"] == {"enum": ["ja"]}
+    assert "$ref" not in json.dumps(schema)
+
+
+def test_incomplete_checkpoint_names_missing_files_and_where_it_looked(checkpoint, tmp_path):
+    (tmp_path / "config.json").write_bytes((checkpoint / "config.json").read_bytes())
+    (tmp_path / "model.safetensors.index.json").write_bytes((checkpoint / "model.safetensors.index.json").read_bytes())
+    with pytest.raises(FileNotFoundError) as err:
+        qwen.load_qwen(ModelHandle("qwen3.5", str(tmp_path), dtype="float32", device="cpu"))
+    message = str(err.value)
+    assert str(tmp_path) in message and "model-00001-of-00002.safetensors" in message
+    assert "tokenizer.json" in message and "preprocessor_config.json" in message
+    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE"):
+        qwen.load_qwen(ModelHandle("qwen3.5", "Qwen/Qwen3.5-35B-A3B", dtype="float32", device="cpu"))
+
+
+def test_importing_the_backend_does_not_import_torch_or_transformers(pack_root):
+    code = ("import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('cr', {str(pack_root / '__init__.py')!r}, "
+            f"submodule_search_locations=[{str(pack_root)!r}])\n"
+            "m = importlib.util.module_from_spec(spec); sys.modules['cr'] = m; spec.loader.exec_module(m)\n"
+            "import cr.model_loaders.qwen, cr.model_loaders.openai_compat\n"
+            "from cr.model_loaders.residency import family\n"
+            "family('qwen3.5'); family('openai-compatible')\n"
+            "heavy = [n for n in ('torch', 'transformers', 'openai', 'llguidance') if n in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
