@@ -37,6 +37,19 @@ def parser() -> argparse.ArgumentParser:
                    help="integrated loudness of the master (default -18; -14 social, -23 EBU R128)")
     p.add_argument("--plan-only", action="store_true", help="write and print the plan, render nothing")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the reel's path")
+    for stage, what in (("llm", "director and critic"), ("keyframes", "keyframe model"), ("motion", "motion model"),
+                        ("voice", "voice"), ("music", "music model")):
+        p.add_argument(f"--{stage}", default="preview", metavar="CHECKPOINT",
+                       help=f"{what}: 'preview' (default), a hub id or a checkpoint folder"
+                            + (", or 'openai' for an OpenAI-compatible server" if stage == "llm" else ""))
+    p.add_argument("--set", action="append", default=[], metavar="STAGE.OPTION=VALUE",
+                   help="a loader option, e.g. --set motion.steps=30 --set llm.base_url=http://127.0.0.1:8000/v1 "
+                        "(repeatable; values are JSON where they parse)")
+    p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"),
+                   help="weight precision of the real models (default bfloat16)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cuda, cpu or mps")
+    p.add_argument("--gate", action="store_true",
+                   help="run the critic gate after the motion stage (threshold 7, up to 3 retries per shot)")
     p.add_argument("--benchmark", action="store_true",
                    help="make the reel in a fresh temporary folder (nothing resumed) and print the wall time and "
                         "each stage's share")
@@ -47,6 +60,25 @@ def print_benchmark(stages: list[tuple[str, float]], wall_s: float, process_s: f
     print(f"preview reel: {wall_s:.2f} s wall for the pipeline, {process_s:.2f} s for the whole process")
     for name, seconds in stages:
         print(f"  {name:<10} {seconds:6.2f} s  {100 * seconds / wall_s:5.1f} %")
+
+
+def handles_from_args(args: argparse.Namespace) -> dict:
+    """The model handle of every stage from --llm ... --music and --set, checked before anything loads."""
+    from .loaders import STAGES, backend_for_checkpoint, make_handle
+
+    options: dict[str, dict] = {stage: {} for stage in STAGES}
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        stage, dot, name = key.partition(".")
+        if not sep or not dot or stage not in STAGES:
+            raise ValueError(f"--set {item!r} must look like STAGE.OPTION=VALUE with STAGE one of "
+                             f"{', '.join(STAGES)}")
+        try:
+            options[stage][name] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[stage][name] = raw
+    return {stage: make_handle(stage, backend_for_checkpoint(stage, getattr(args, stage)), args.dtype,
+                               args.device, "auto", True, **options[stage]) for stage in STAGES}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         request.validate()
         plan_override = args.plan.read_text(encoding="utf-8") if args.plan else None
+        options = PipelineOptions(handles=handles_from_args(args), target_lufs=args.target_lufs, gate=args.gate)
         if args.plan_only:
-            options = PipelineOptions()
             reel = direct(options.handles["llm"], request, args.out, args.run_id, plan_override)
             print(json.dumps(reel.plan.model_dump(mode="json"), indent=2, ensure_ascii=False))
             return 0
@@ -75,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
         out = tempfile.mkdtemp(prefix="cinereel-bench-") if args.benchmark else args.out
         started = time.perf_counter()
-        reel = make_reel(request, out, args.run_id, plan_override, PipelineOptions(target_lufs=args.target_lufs),
-                         on_stage=on_stage)
+        reel = make_reel(request, out, args.run_id, plan_override, options, on_stage=on_stage)
         if args.benchmark:
             import psutil
 

@@ -37,6 +37,9 @@ class PipelineOptions:
     crf: int = 18
     preset: str = "copy"
     clip_preset: str = "ultrafast"
+    gate: bool = False  # the critic gate between motion and narration
+    threshold: float = 7.0
+    max_retries: int = 3
 
 
 StageCallback = Callable[[str, float], None]
@@ -52,6 +55,7 @@ def make_reel(
 ) -> Reel:
     """Sentence to reel.mp4, phase-major: each stage renders every shot under one residency."""
     from .assemble import assemble_stage
+    from .gate import run_gate
     from .mix import mix_stage
 
     options = options or PipelineOptions()
@@ -59,6 +63,9 @@ def make_reel(
     stages: list[tuple[str, Callable[[Reel], Reel]]] = [
         ("keyframes", lambda r: render_keyframes(r, h["keyframes"])),
         ("motion", lambda r: animate(r, h["motion"], options.clip_preset)),
+        *([("gate", lambda r: run_gate(r, h["llm"], h["keyframes"], h["motion"], options.threshold,
+                                       options.max_retries, clip_preset=options.clip_preset))]
+          if options.gate else []),
         ("narration", lambda r: narrate(r, h["voice"], lead_in_s=options.lead_in_s)),
         ("music", lambda r: score_music(r, h["music"])),
         ("mix", lambda r: mix_stage(r, options.target_lufs, options.true_peak_dbtp)),

@@ -1,0 +1,83 @@
+"""workflows/cinereel_720p.json, every real backend on tiny checkpoints in a ComfyUI model folder, through
+the real executor: one load per model and stage, the critic on the director's checkpoint, a finished reel."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from cinereel_testkit import sample_plan_dict, workflow_to_prompt
+
+pytestmark = pytest.mark.comfy
+HERE = Path(__file__).resolve().parent
+
+TINY = {  # model-folder name (as a user would name the download) -> builder
+    "Qwen3.5-35B-A3B": ("tiny_qwen", "tiny_qwen_checkpoint"),
+    "FLUX.2-klein-4B": ("tiny_flux2", "tiny_flux2_checkpoint"),
+    "Wan2.2-I2V-A14B-Diffusers": ("tiny_wan", "tiny_wan_checkpoint"),
+    "Kokoro-82M": ("tiny_kokoro", "tiny_kokoro_checkpoint"),
+    "acestep-v15-xl-turbo-diffusers": ("tiny_acestep", "tiny_acestep_checkpoint"),
+}
+LOADER_FOLDER = {"CineReelLLMLoader": "Qwen3.5-35B-A3B", "CineReelKeyframeLoader": "FLUX.2-klein-4B",
+                 "CineReelMotionLoader": "Wan2.2-I2V-A14B-Diffusers", "CineReelVoiceLoader": "Kokoro-82M",
+                 "CineReelMusicLoader": "acestep-v15-xl-turbo-diffusers"}
+
+
+def _build(module: str, function: str) -> Path:
+    spec = importlib.util.spec_from_file_location(module, HERE / f"{module}.py")
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return getattr(loaded, function)()
+
+
+def small_plan() -> str:
+    plan = sample_plan_dict(width=256, height=256, duration_s=6.0, language="en-US", locale="Tokyo")
+    plan["shots"] = [{"id": f"shot_{i + 1:02d}", "type": "hero" if i == 1 else "broll", "duration_s": 2.0,
+                      "prompt": f"shot {i + 1}: the astronaut in a neon alley", "camera": "push_in",
+                      "characters": ["astronaut"] if i == 1 else [], "narration": "Hi." if i == 0 else "",
+                      "seed": 20 + i, "flow_shift": 5.0 if i == 1 else 8.0} for i in range(3)]
+    return json.dumps(plan)
+
+
+def test_the_720p_workflow_runs_every_real_backend_on_tiny_checkpoints(comfy, tmp_path, pack_root, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    models = tmp_path / "models-cinereel"
+    models.mkdir()
+    for name, (module, function) in TINY.items():
+        (models / name).symlink_to(_build(module, function), target_is_directory=True)
+    comfy.folder_paths.add_model_folder_path("cinereel", str(models))
+
+    workflow = json.loads((pack_root / "workflows" / "cinereel_720p.json").read_text(encoding="utf-8"))
+    prompt = workflow_to_prompt(workflow, comfy.nodes.NODE_CLASS_MAPPINGS)
+    by_type = {node["class_type"]: (node_id, node["inputs"]) for node_id, node in prompt.items()}
+    # The recommended GPU settings, as a CPU user changes them: real folders, float32, no offload, no compile.
+    for loader, folder in LOADER_FOLDER.items():
+        inputs = by_type[loader][1]
+        assert inputs["backend"] != "preview"
+        inputs.update(backend=f"folder: {folder}", dtype="float32", device="cpu")
+        for name, value in {"offload": "none", "compile_transformer_2": False, "first_block_cache": 0.0,
+                            "steps": 2}.items():
+            if name in inputs:
+                inputs[name] = value
+    by_type["CineReelDirector"][1].update(plan_override=small_plan(), run_id="tiny-720p-workflow")
+    by_type["CineReelCriticGate"][1].update(max_retries=0, threshold=1.0)
+
+    executor = comfy.run(prompt)
+    assert executor.success, [m for m in executor.status_messages if m[0] == "execution_error"]
+    run = comfy.output_dir / "cinereel" / "tiny-720p-workflow"
+    report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    loads = [(e["family"], e["stage"]) for e in report["residency"] if e["event"] == "load"]
+    # The critic model loads only if a clip passes the cheap technical check first; random tiny weights
+    # render clips it rejects (a flat frame), so the gate spends no critic call on them.
+    critic_needed = any(not shot["attempts"][0]["technical"] for shot in report["gate"]["shots"])
+    expected = [("flux2-klein", "keyframes"), ("wan2.2-i2v", "motion"),
+                *([("qwen3.5", "gate")] if critic_needed else []), ("kokoro", "narration"), ("acestep", "music")]
+    assert loads == expected, loads
+    assert report["narration"]["engine"] == "kokoro" and report["music"]["engine"] == "acestep"
+    assert all(shot["attempts"][0]["scores"] for shot in report["gate"]["shots"])
+    assert (run / "reel.mp4").stat().st_size > 0 and report["delivery"]["frames"] == 96
+    assert report["mix"]["integrated_lufs"] == pytest.approx(-18.0, abs=0.5)
+    unload_id = by_type["CineReelUnloadModels"][0]
+    assert executor.outputs_ui[unload_id]["text"][0].startswith("unloaded ")
