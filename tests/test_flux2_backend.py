@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import importlib.util
-import ipaddress
 import json
 import shutil
 import socket
@@ -36,7 +35,9 @@ from cinereel.model_loaders.flux2 import (
 )
 from cinereel.model_loaders.handles import ModelHandle
 from cinereel.model_loaders.residency import ResidencyManager, family
-from cinereel_testkit import PACK_ROOT, sample_plan_dict
+from cinereel_testkit import NetworkBlocked, PACK_ROOT, sample_plan_dict
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("tiny_flux2", HERE / "tiny_flux2.py")
@@ -49,46 +50,6 @@ WIDTH, HEIGHT = 320, 256
 
 # -- no network ------------------------------------------------------------------
 
-class NetworkBlocked(RuntimeError):
-    pass
-
-
-def _is_loopback(address: object) -> bool:
-    host = address[0] if isinstance(address, tuple) else address
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name other than localhost
-        return False
-
-
-@pytest.fixture(scope="module", autouse=True)
-def network_attempts():
-    """Make socket connections to anything but loopback raise, and record them."""
-    attempts: list[object] = []
-
-    def guarded(real):
-        def connect(self, address):
-            if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
-                attempts.append(address)
-                raise NetworkBlocked(f"a test tried to reach {address}")
-            return real(self, address)
-        return connect
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket.socket, "connect", guarded(socket.socket.connect))
-        patch.setattr(socket.socket, "connect_ex", guarded(socket.socket.connect_ex))
-        yield attempts
-
-
-@pytest.fixture(autouse=True)
-def offline(network_attempts):
-    """Fail a test that tried the network even if a library swallowed the error."""
-    yield
-    tried, network_attempts[:] = list(network_attempts), []
-    assert not tried, f"reached for the network: {tried}"
-
 
 def test_the_socket_guard_blocks_the_network(network_attempts):
     with pytest.raises(NetworkBlocked):
@@ -99,17 +60,8 @@ def test_the_socket_guard_blocks_the_network(network_attempts):
 
 # -- fixtures --------------------------------------------------------------------
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared machine spinning OpenMP threads cost a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def checkpoint(network_attempts) -> Path:
+def checkpoint() -> Path:
     return tiny_flux2.tiny_flux2_checkpoint()
 
 

@@ -8,9 +8,7 @@ that tries. Random weights speak very slowly, so tests pass a high speed.
 from __future__ import annotations
 
 import importlib.util
-import ipaddress
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +29,8 @@ from cinereel.model_loaders.kokoro_tts import (
 )
 from cinereel.model_loaders.residency import ResidencyManager, family
 from cinereel_testkit import PACK_ROOT
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("tiny_kokoro", HERE / "tiny_kokoro.py")
@@ -54,47 +54,7 @@ LINES = {
 
 # -- no network ------------------------------------------------------------------
 
-def _is_loopback(address: object) -> bool:
-    host = address[0] if isinstance(address, tuple) else address
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@pytest.fixture(scope="module", autouse=True)
-def network_attempts():
-    """Make socket connections to anything but loopback raise, and record them."""
-    attempts: list[object] = []
-    real = socket.socket.connect
-
-    def connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
-            attempts.append(address)
-            raise OSError(f"a test tried to reach {address}")
-        return real(self, address)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setattr(socket.socket, "connect", connect)
-        yield attempts
-    assert attempts == [], f"network connections were attempted: {attempts}"
-
-
 # -- fixtures ----------------------------------------------------------------------
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine, two threads spin against other processes (5x slower here)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def folder() -> Path:

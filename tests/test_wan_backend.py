@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import gc
 import importlib.util
-import ipaddress
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -42,41 +40,8 @@ STEPS = 4  # at flow shift 5.0: timesteps 999, 937 | 833, 625, so the 0.9 bounda
 
 # -- fixtures ------------------------------------------------------------------
 
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def network_attempts() -> Iterator[list]:
-    """Every non-loopback connect in this module raises, and is recorded."""
-    attempts: list = []
-    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
-
-    def check(sock: socket.socket, address) -> None:
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(str(address[0])):
-            attempts.append(address)
-            raise OSError(f"test tried to reach the network: {address}")
-
-    def connect(sock, address):
-        check(sock, address)
-        return real_connect(sock, address)
-
-    def connect_ex(sock, address):
-        check(sock, address)
-        return real_connect_ex(sock, address)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket.socket, "connect", connect)
-        patch.setattr(socket.socket, "connect_ex", connect_ex)
-        yield attempts
-    assert attempts == [], f"network connections were attempted: {attempts}"
-
-
 @pytest.fixture(scope="module")
-def checkpoint(network_attempts) -> Path:
+def checkpoint() -> Path:
     return tiny_wan.tiny_wan_checkpoint()
 
 

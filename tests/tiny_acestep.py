@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 ACOUSTIC_DIM = 8
@@ -111,19 +108,6 @@ def build(target: Path) -> None:
 
 def tiny_acestep_checkpoint() -> Path:
     """The cached tiny checkpoint folder, built on first use."""
-    root = Path(tempfile.gettempdir()) / "cinereel-tiny"
-    final = root / f"acestep-{_cache_key()}"
-    if final.is_dir():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-acestep-", dir=root))
-    try:
-        build(staging / "checkpoint")
-        try:
-            os.rename(staging / "checkpoint", final)
-        except OSError:
-            if not final.is_dir():  # not a concurrent builder winning the race
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
+    from cinereel_testkit import cached_build
+
+    return cached_build("acestep", _cache_key(), build)

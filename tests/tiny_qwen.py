@@ -20,9 +20,6 @@ folder renamed into place, so a crash never leaves a half-built cache.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 TEXT_HIDDEN = 32
@@ -174,19 +171,6 @@ def build(target: Path) -> None:
 
 def tiny_qwen_checkpoint() -> Path:
     """The cached tiny checkpoint folder, built on first use."""
-    root = Path(tempfile.gettempdir()) / "cinereel-tiny"
-    final = root / f"qwen3_5-{_cache_key()}"
-    if final.is_dir():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-qwen3_5-", dir=root))
-    try:
-        build(staging / "checkpoint")
-        try:
-            os.rename(staging / "checkpoint", final)
-        except OSError:
-            if not final.is_dir():  # not a concurrent builder winning the race
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
+    from cinereel_testkit import cached_build
+
+    return cached_build("qwen3_5", _cache_key(), build)

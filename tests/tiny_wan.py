@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 BOUNDARY_RATIO = 0.9
@@ -31,25 +29,9 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 def tiny_wan_checkpoint() -> Path:
     """The folder of the tiny checkpoint, built on first use (a few seconds) and reused after."""
-    folder = _cache_root() / f"wan-{_build_key()}"
-    if folder.is_dir():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
-    try:
-        _save(staging)
-        try:
-            staging.rename(folder)
-        except OSError:  # another process finished first; its copy is identical
-            if not folder.is_dir():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    from cinereel_testkit import cached_build
 
-
-def _cache_root() -> Path:
-    return Path(tempfile.gettempdir()) / "cinereel-tiny"
+    return cached_build("wan", _build_key(), _save)
 
 
 def _build_key() -> str:
