@@ -23,12 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .checkpoints import from_hub_cache as _from_hub_cache
+from .checkpoints import resolve_device
 from .handles import ModelHandle
 from .residency import register_family
 
 if TYPE_CHECKING:
     import numpy as np
-    import torch
 
 log = logging.getLogger("cinereel.acestep")
 
@@ -63,19 +64,6 @@ def resolve_checkpoint(checkpoint: str) -> Path:
         return validate_checkpoint(_from_hub_cache(checkpoint))
     raise FileNotFoundError(f"no ACE-Step checkpoint at {path.absolute()}: the folder does not exist (a diffusers "
                             f"folder with model_index.json, or a hub id such as {DEFAULT_CHECKPOINT})")
-
-
-def _from_hub_cache(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception as err:  # noqa: BLE001 - every hub-cache miss becomes the same clear message
-        raise FileNotFoundError(
-            f"{repo_id!r} is not a local folder ({Path(repo_id).absolute()}) and is not in the Hugging Face hub "
-            f"cache; CineReel never downloads weights while it runs. Download it first "
-            f"(hf download {repo_id}) or give the path of a local diffusers folder. Cause: {type(err).__name__}: {err}"
-        ) from err
 
 
 def validate_checkpoint(folder: Path) -> Path:
@@ -213,17 +201,6 @@ def fit_length(audio: "np.ndarray", n: int, sample_rate: int, fade_s: float = FA
     if fade:
         kept[len(kept) - fade:] *= (np.cos(np.linspace(0.0, np.pi / 2, fade)) ** 2)[:, None]
     return np.pad(kept, [(0, n - len(kept)), (0, 0)])
-
-
-def resolve_device(name: str) -> "torch.device":
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but CUDA is not available")
-    return device
 
 
 def load_acestep(handle: ModelHandle) -> AceStepMusic:

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .checkpoints import resolve_device
 from .handles import ModelHandle
 from .residency import register_family
 
@@ -218,17 +219,6 @@ def _missing_weights(folder: Path, single_file: str) -> list[str]:
 
 
 # -- loading -------------------------------------------------------------------
-
-def resolve_device(name: str) -> torch.device:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but CUDA is not available")
-    return device
-
 
 def load_flux2(handle: ModelHandle) -> Flux2KleinKeyframes:
     """Load FLUX.2 klein from ``handle.checkpoint`` with the handle's dtype, device and options."""

@@ -36,6 +36,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .checkpoints import from_hub_cache as _from_hub_cache
+from .checkpoints import resolve_device
 from .handles import ModelHandle
 from .residency import register_family
 
@@ -98,19 +100,6 @@ def resolve_checkpoint(checkpoint: str) -> Path:
         return validate_checkpoint(_from_hub_cache(checkpoint))
     raise FileNotFoundError(f"no Kokoro checkpoint at {path.absolute()}: the folder does not exist (give a folder "
                             f"laid out like {DEFAULT_CHECKPOINT}, or that hub id once it is downloaded)")
-
-
-def _from_hub_cache(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception as err:  # noqa: BLE001 - every hub-cache miss becomes the same clear message
-        raise FileNotFoundError(
-            f"{repo_id!r} is not a local folder ({Path(repo_id).absolute()}) and is not in the Hugging Face hub "
-            f"cache; CineReel never downloads weights while it runs. Download it first "
-            f"(hf download {repo_id}) or give the path of a local folder. Cause: {type(err).__name__}: {err}"
-        ) from err
 
 
 def validate_checkpoint(folder: Path) -> Path:
@@ -221,17 +210,6 @@ def _build_pipeline(code: str, model: Any) -> Any:
 
 
 # -- the backend -----------------------------------------------------------------
-
-def resolve_device(name: str) -> "torch.device":
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but CUDA is not available")
-    return device
-
 
 class KokoroVoice:
     """Kokoro-82M speaking the nine languages it was trained on; thread-safe, deterministic."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .checkpoints import resolve_device
 from .handles import ModelHandle
 from .residency import register_family
 
@@ -221,17 +222,6 @@ def load_wan(handle: ModelHandle) -> WanMotion:
     _place(pipe, settings.offload, device)
     log.info("loaded %s from %s (%s, %s, options %s)", FAMILY, folder, handle.dtype, device, settings)
     return WanMotion(pipe, settings)
-
-
-def resolve_device(name: str) -> torch.device:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was requested but torch sees no CUDA GPU; use device 'auto' or 'cpu'")
-    return device
 
 
 def _check_offload_device(offload: str, device: torch.device) -> None:
