@@ -18,12 +18,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .checkpoints import from_hub_cache as _from_hub_cache
+from .checkpoints import local_or_cached
 from .checkpoints import resolve_device
 from .handles import ModelHandle
 from .residency import register_family
@@ -48,7 +47,6 @@ MIN_MODEL_S, MAX_MODEL_S = 10.0, 600.0  # the durations ACE-Step 1.5 is made for
 FADE_S = 0.05
 GENERIC_OPTIONS = frozenset({"unload_comfy_models"})
 OPTIONS = frozenset({"steps", "guidance", "shift"})
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 StepCallback = Callable[[int, int], None]
 
@@ -57,13 +55,8 @@ StepCallback = Callable[[int, int], None]
 
 def resolve_checkpoint(checkpoint: str) -> Path:
     """A validated diffusers folder: ``checkpoint`` itself, or a hub id found in the local hub cache."""
-    path = Path(checkpoint).expanduser()
-    if path.is_dir():
-        return validate_checkpoint(path)
-    if _HUB_ID.match(checkpoint) and not checkpoint.startswith("."):
-        return validate_checkpoint(_from_hub_cache(checkpoint))
-    raise FileNotFoundError(f"no ACE-Step checkpoint at {path.absolute()}: the folder does not exist (a diffusers "
-                            f"folder with model_index.json, or a hub id such as {DEFAULT_CHECKPOINT})")
+    return local_or_cached(checkpoint, validate_checkpoint, "ACE-Step", "a diffusers folder with model_index.json, "
+                           f"or a hub id such as {DEFAULT_CHECKPOINT}")
 
 
 def validate_checkpoint(folder: Path) -> Path:

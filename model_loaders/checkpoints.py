@@ -5,6 +5,8 @@ Imported by the family modules when a model loads; nothing heavy at import.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +24,19 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was requested but torch sees no CUDA GPU; use device 'auto' or 'cpu'")
     return device
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def local_or_cached(checkpoint: str, validate: Callable[[Path], Path], what: str, hint: str) -> Path:
+    """A validated folder: ``checkpoint`` itself, or a hub id's snapshot in the local hub cache."""
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        return validate(path)
+    if HUB_ID.match(checkpoint) and not checkpoint.startswith("."):
+        return validate(from_hub_cache(checkpoint))
+    raise FileNotFoundError(f"no {what} checkpoint at {path.absolute()}: the folder does not exist ({hint})")
 
 
 def from_hub_cache(repo_id: str) -> Path:

@@ -36,7 +36,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .checkpoints import from_hub_cache as _from_hub_cache
+from .checkpoints import local_or_cached
 from .checkpoints import resolve_device
 from .handles import ModelHandle
 from .residency import register_family
@@ -82,7 +82,6 @@ G2P_PACKAGES = {
 }
 
 _VOICE_NAME = re.compile(r"^[a-z]{2}_[a-z0-9]+$")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class G2PUnavailable(RuntimeError):
@@ -93,13 +92,8 @@ class G2PUnavailable(RuntimeError):
 
 def resolve_checkpoint(checkpoint: str) -> Path:
     """A validated Kokoro-82M folder: ``checkpoint`` itself, or a hub id found in the local hub cache."""
-    path = Path(checkpoint).expanduser()
-    if path.is_dir():
-        return validate_checkpoint(path)
-    if _HUB_ID.match(checkpoint) and not checkpoint.startswith("."):
-        return validate_checkpoint(_from_hub_cache(checkpoint))
-    raise FileNotFoundError(f"no Kokoro checkpoint at {path.absolute()}: the folder does not exist (give a folder "
-                            f"laid out like {DEFAULT_CHECKPOINT}, or that hub id once it is downloaded)")
+    return local_or_cached(checkpoint, validate_checkpoint, "Kokoro", f"give a folder laid out like "
+                           f"{DEFAULT_CHECKPOINT}, or that hub id once it is downloaded")
 
 
 def validate_checkpoint(folder: Path) -> Path:
