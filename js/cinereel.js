@@ -24,7 +24,11 @@ function panel(node, name) {
   if (!widget) {
     const element = document.createElement("div");
     element.style.cssText = PANEL_STYLE;
-    widget = node.addDOMWidget(name, "cinereel_panel", element, { serialize: false, hideOnZoom: false });
+    // The frontend sizes DOM widgets from these: tall enough for the content, scrolling past 260 px.
+    const height = () => Math.min(260, Math.max(40, element.scrollHeight + 8));
+    widget = node.addDOMWidget(name, "cinereel_panel", element, {
+      serialize: false, hideOnZoom: false, getMinHeight: height, getMaxHeight: () => 260,
+    });
     widget.element = element;
   }
   return widget.element;
@@ -105,7 +109,10 @@ app.registerExtension({
       if (output?.cinereel_scores) showScores(this, output.cinereel_scores);
       if (output?.cinereel_video?.[0]) showVideo(this, output.cinereel_video[0]);
       if (output?.text) showText(this, output.text);
-      this.setSize?.([Math.max(this.size[0], 360), this.computeSize()[1]]);
+      requestAnimationFrame(() => {  // after the panel's text is laid out, so scrollHeight is known
+        this.setSize?.([Math.max(this.size[0], 360), this.computeSize()[1]]);
+        this.setDirtyCanvas?.(true, true);
+      });
     };
     if (nodeData.name.endsWith("Loader") || nodeData.name === "CineReelUnloadModels") {
       const onAdded = nodeType.prototype.onAdded;
