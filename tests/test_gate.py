@@ -223,3 +223,77 @@ def test_the_technical_check_catches_broken_clips_without_asking_the_critic(make
 def test_gate_settings_that_could_not_end_well_are_refused(threshold, retries, message):
     with pytest.raises(ValueError, match=message):
         check_gate_settings(threshold, retries)
+
+
+# -- the same routing, received by the real renderers on tiny checkpoints ------------------------
+
+class Recorder:
+    """Wraps a real backend and records the shot each render call receives, then renders it for real."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def render_portrait(self, *args, **kwargs):
+        return self._inner.render_portrait(*args, **kwargs)
+
+    def render_keyframe(self, shot, plan, portraits, seed, callback=None):
+        RecordingKeyframes.shots.append(dict(shot))
+        return self._inner.render_keyframe(shot, plan, portraits, seed, callback=callback)
+
+    def render_clip(self, keyframe, shot, plan, num_frames, seed, callback=None):
+        RecordingMotion.shots.append({**shot, "seed_arg": seed})
+        return self._inner.render_clip(keyframe, shot, plan, num_frames, seed, callback=callback)
+
+
+def _recording_real(family_name: str):
+    from cinereel.model_loaders.residency import load_model
+
+    def load(handle):
+        return Recorder(load_model(ModelHandle(family_name, handle.checkpoint, handle.dtype, handle.device,
+                                               handle.options)))
+
+    return load
+
+
+register_family("test-recording-flux2", _recording_real("flux2-klein"))
+register_family("test-recording-wan", _recording_real("wan2.2-i2v"))
+
+
+@pytest.fixture(scope="module")
+def tiny_real(tmp_path_factory):
+    from cinereel_testkit import load_test_module
+
+    options = {"steps": 2, "first_block_cache": 0.0}
+    keyframes = ModelHandle("test-recording-flux2", str(load_test_module("tiny_flux2").tiny_flux2_checkpoint()),
+                            "float32", "cpu", options)
+    motion = ModelHandle("test-recording-wan", str(load_test_module("tiny_wan").tiny_wan_checkpoint()),
+                         "float32", "cpu", options)
+    return keyframes, motion, tmp_path_factory.mktemp("tiny-real-gate")
+
+
+@pytest.mark.parametrize("label", FAILURE_LABELS)
+def test_each_label_reaches_the_tiny_real_renderers(tiny_real, label):
+    """The tiny real models' clips fail the technical check (random weights), so the critic's verdict is
+    set directly here: what is under test is that the revision reaches the real renderers."""
+    from cinereel.model_loaders.rules import DirectorRequest
+    from cinereel.nodes.gate import Attempt, ShotState, render_round, revise_failures
+
+    keyframes, motion, out = tiny_real
+    plan = json.loads(small_plan(1))
+    plan.update(width=256, height=256)
+    reel = direct(preview_handles()["llm"], DirectorRequest("test", duration_s=1.0, shots=1), out,
+                  run_id="tiny-real-labels", plan_override=json.dumps(plan))
+    reel = animate(render_keyframes(reel, keyframes), motion)  # made once, reused by every label
+    RecordingKeyframes.shots, RecordingMotion.shots = [], []
+    shot = reel.plan.shots[0]
+    state = ShotState(shot, [Attempt(1, shot, f"keyframe:{shot.id}", clip=f"clip:{shot.id}", critique=fail(label))])
+    revise_failures(reel, [state])
+    render_round(reel, [state], keyframes, motion, "ultrafast")
+    (motion_call,) = RecordingMotion.shots
+    assert EXPECTED[label](motion_call), motion_call
+    assert motion_call["seed_arg"] == attempt_seed(100, 2)
+    if label in IMAGE_LABELS:
+        (keyframe_call,) = RecordingKeyframes.shots
+        assert EXPECTED[label](keyframe_call)
+    else:
+        assert RecordingKeyframes.shots == []
