@@ -50,6 +50,7 @@ from .qwen import (
     director_request,
     director_user_message,
     parse_json_answer,
+    narration_char_limit,
     plan_from_answer,
     plan_generation_schema,
     read_prompt,
@@ -101,7 +102,7 @@ class OpenAICompatLLM:
         req = director_request(request)
         system = read_prompt(self.handle.option("director_prompt"), DIRECTOR_PROMPT, "director")
         messages = [{"role": "system", "content": system}, {"role": "user", "content": director_user_message(req)}]
-        schema = plan_generation_schema(req.shots, req.language_override)
+        schema = plan_generation_schema(req.shots, req.language_override, narration_char_limit(req))
         warnings: list[str] = []
 
         def accept(text: str) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -81,6 +82,11 @@ GENERATION_LIMITS: dict[str, int] = {
     "shot.prompt": 700, "shot.negative_prompt": 300, "shot.camera_detail": 160, "shot.narration": 500,
     "critique.notes": 400,
 }
+# Narration characters per second of a shot's voice window that the model may write: English and the
+# Romance languages at the director's 2.3 words a second take about 14, Japanese and Chinese 7 and 4.5.
+# The bound is checked while decoding, so even a model that ignores the budget in its prompt cannot
+# write a line its shot has no time to speak.
+NARRATION_CHARS_PER_SECOND = 16
 # Top-level and per-shot plan fields the request fixes; the model does not write them.
 REQUEST_FIXED_FIELDS = ("version", "sentence", "duration_s", "fps", "width", "height")
 PIPELINE_SHOT_FIELDS = ("id", "duration_s", "seed", "flow_shift", "ref_weight")
@@ -128,9 +134,9 @@ def director_request(request: dict[str, Any]):
 def director_user_message(req) -> str:
     """The user turn: the sentence and every number the plan must keep to."""
     from ..nodes.languages import LANGUAGES
-    from .rules import FRAME_SIZES, narration_budget, split_durations
+    from .rules import narration_budget, split_durations
 
-    width, height = FRAME_SIZES[req.aspect]
+    width, height = req.frame_size
     durations = split_durations(req.duration_s, req.shots, req.fps)
     override = req.language_override
     language_line = (f"Narration language: {override} ({LANGUAGES[override].name}), chosen by the user."
@@ -180,7 +186,17 @@ def _strip_annotations(node: Any) -> Any:
     return node
 
 
-def plan_generation_schema(shots: int, language: str | None = None) -> dict[str, Any]:
+def narration_char_limit(req) -> int:
+    """The most narration characters a shot of ``req`` may hold (``NARRATION_CHARS_PER_SECOND`` of the
+    longest shot's voice window, at most ``GENERATION_LIMITS['shot.narration']``)."""
+    from .rules import VOICE_START_S, VOICE_TAIL_S, split_durations
+
+    window = max(split_durations(req.duration_s, req.shots, req.fps)) - VOICE_START_S - VOICE_TAIL_S
+    return max(0, min(GENERATION_LIMITS["shot.narration"], math.floor(window * NARRATION_CHARS_PER_SECOND)))
+
+
+def plan_generation_schema(shots: int, language: str | None = None,
+                           narration_chars: int | None = None) -> dict[str, Any]:
     """The part of ``plan_json_schema()`` the model writes, for constrained decoding.
 
     Derived from the plan schema itself (so a new field or limit shows up here), then:
@@ -192,8 +208,9 @@ def plan_generation_schema(shots: int, language: str | None = None) -> dict[str,
     - ``shots`` has exactly ``shots`` items; ``characters`` at most ``MAX_PLAN_CHARACTERS``;
     - ``language`` is an enum of the known language codes (or the user's override alone): the
       plan schema checks it with a Python validator that JSON Schema cannot express;
-    - every string the model writes gets a ``maxLength`` (``GENERATION_LIMITS``) and every
-      field is required, so an answer is bounded and complete even from random weights.
+    - every string the model writes gets a ``maxLength`` (``GENERATION_LIMITS``; narration
+      ``narration_chars`` when given, see ``narration_char_limit``) and every field is required,
+      so an answer is bounded and complete even from random weights.
     """
     from ..nodes.languages import LANGUAGES
     from ..nodes.plan import plan_json_schema
@@ -221,6 +238,8 @@ def plan_generation_schema(shots: int, language: str | None = None) -> dict[str,
     for name in ("prompt", "negative_prompt", "camera_detail", "narration"):
         sprops[name] = {"type": "string", "maxLength": GENERATION_LIMITS[f"shot.{name}"],
                         **({"minLength": 1} if name == "prompt" else {})}
+    if narration_chars is not None:
+        sprops["narration"]["maxLength"] = min(narration_chars, GENERATION_LIMITS["shot.narration"])
     sprops["characters"] = {"type": "array", "maxItems": MAX_PLAN_CHARACTERS,
                             "items": {"type": "string", "pattern": cprops["id"]["pattern"]}}
     shot["required"] = list(sprops)
@@ -266,7 +285,7 @@ def finish_plan(draft: Any, req, warnings: list[str]) -> dict[str, Any]:
     Deterministic; does not validate (``validate_plan`` does).
     """
     from ..nodes.plan import DEFAULT_FLOW_SHIFT
-    from .rules import FRAME_SIZES, REF_WEIGHT, shot_seed, split_durations
+    from .rules import REF_WEIGHT, shot_seed, split_durations
 
     if not isinstance(draft, dict):
         raise ValueError(f"the answer must be a JSON object, got {type(draft).__name__}")
@@ -277,7 +296,7 @@ def finish_plan(draft: Any, req, warnings: list[str]) -> dict[str, Any]:
         warnings.append(f"the model wrote {len(shots)} shots for {req.shots} requested; "
                         f"{'the extra ones were dropped' if len(shots) > req.shots else 'the last one was repeated'}")
         shots = (shots + [shots[-1]] * req.shots)[: req.shots]
-    width, height = FRAME_SIZES[req.aspect]
+    width, height = req.frame_size
     durations = split_durations(req.duration_s, req.shots, req.fps)
 
     characters, renamed, used = [], {}, set()
@@ -510,7 +529,7 @@ class QwenDirectorCritic:
         system = read_prompt(self.handle.option("director_prompt"), DIRECTOR_PROMPT, "director")
         messages = [{"role": "system", "content": system},
                     {"role": "user", "content": director_user_message(req)}]
-        schema = plan_generation_schema(req.shots, req.language_override)
+        schema = plan_generation_schema(req.shots, req.language_override, narration_char_limit(req))
         budget = int(self.handle.option("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
         warnings: list[str] = []
 

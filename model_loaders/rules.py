@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from ..nodes.frames import ASPECTS, RESOLUTIONS, frame_size
 from ..nodes.languages import LANGUAGES, normalize_language
 from ..nodes.plan import DEFAULT_FLOW_SHIFT, MAX_REEL_SECONDS, MAX_SHOTS, Plan, validate_plan
 
@@ -40,6 +41,7 @@ __all__ = [
     "Place",
     "RuleDirector",
     "find_place",
+    "frame_size",
     "narration_budget",
     "narration_languages",
     "narration_length",
@@ -55,7 +57,6 @@ MAX_SENTENCE_CHARS = 2000
 MIN_SHOT_S = 1.0
 MAX_SHOT_S = 30.0  # the plan schema's limit on one shot
 MIN_FPS, MAX_FPS = 8, 60  # the plan schema's limits
-FRAME_SIZES: dict[str, tuple[int, int]] = {"16:9": (1280, 720), "9:16": (720, 1280)}
 AUTO_LANGUAGE = ("", "auto")  # language values that mean "no override"
 MAX_CHARACTERS = 4  # more recurring characters than this do not stay consistent across keyframes
 
@@ -88,6 +89,7 @@ class DirectorRequest:
     language: str | None = None  # narration language override; None, "" or "auto": from the place
     seed: int = 0
     fps: int = 16
+    resolution: str = "720p"  # or "480p"
 
     def validate(self) -> None:
         """Raise ``ValueError`` listing every problem with the request; return None when it is valid."""
@@ -99,6 +101,11 @@ class DirectorRequest:
     def text(self) -> str:
         """The sentence without surrounding whitespace."""
         return self.sentence.strip()
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(width, height) of the reel's frames."""
+        return frame_size(self.aspect, self.resolution)
 
     @property
     def language_override(self) -> str | None:
@@ -160,8 +167,14 @@ def _check_shots_fit_duration(r: DirectorRequest) -> str | None:
 
 
 def _check_aspect(r: DirectorRequest) -> str | None:
-    if not isinstance(r.aspect, str) or r.aspect not in FRAME_SIZES:
-        return f"aspect must be one of {', '.join(map(repr, FRAME_SIZES))}, got {r.aspect!r}"
+    if not isinstance(r.aspect, str) or r.aspect not in ASPECTS:
+        return f"aspect must be one of {', '.join(map(repr, ASPECTS))}, got {r.aspect!r}"
+    return None
+
+
+def _check_resolution(r: DirectorRequest) -> str | None:
+    if not isinstance(r.resolution, str) or r.resolution not in RESOLUTIONS:
+        return f"resolution must be one of {', '.join(map(repr, RESOLUTIONS))}, got {r.resolution!r}"
     return None
 
 
@@ -180,7 +193,7 @@ def _check_seed(r: DirectorRequest) -> str | None:
 
 
 _REQUEST_CHECKS = (_check_sentence, _check_duration, _check_shots, _check_fps, _check_shots_fit_duration,
-                   _check_aspect, _check_language, _check_seed)
+                   _check_aspect, _check_resolution, _check_language, _check_seed)
 
 
 # =============================================================================
@@ -1323,7 +1336,7 @@ class RuleDirector:
         if part_frame := _part_frame_warning(request):
             warnings.append(part_frame)
         narration = write_narration(scene, durations, language, request.seed)
-        width, height = FRAME_SIZES[request.aspect]
+        width, height = request.frame_size
         plan = validate_plan({
             "title": _title(sentence),
             "sentence": sentence,

@@ -25,7 +25,10 @@ def parser() -> argparse.ArgumentParser:
                                     "neon-lit Tokyo alley at dusk'")
     p.add_argument("--duration", type=float, default=30.0, help="reel length in seconds (default 30)")
     p.add_argument("--shots", type=int, default=6, help="number of shots (default 6)")
-    p.add_argument("--aspect", choices=("16:9", "9:16"), default="16:9", help="16:9 is 1280x720, 9:16 is 720x1280")
+    p.add_argument("--aspect", choices=("16:9", "9:16"), default="16:9", help="16:9 is 1280x720, 9:16 is 720x1280 "
+                   "(at 720p)")
+    p.add_argument("--resolution", choices=("720p", "480p"), default="720p",
+                   help="frame size: 720p (1280x720) or 480p (832x480, about 2.3x faster to render)")
     p.add_argument("--language", default=None,
                    help=f"narration language, overriding the place in the sentence ({', '.join(LANGUAGES)})")
     p.add_argument("--seed", type=int, default=0, help="seed for the plan and every render (default 0)")
@@ -49,7 +52,15 @@ def parser() -> argparse.ArgumentParser:
                    help="weight precision of the real models (default bfloat16)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cuda, cpu or mps")
     p.add_argument("--gate", action="store_true",
-                   help="run the critic gate after the motion stage (threshold 7, up to 3 retries per shot)")
+                   help="run the critic gate after the motion stage (see --threshold, --max-retries)")
+    p.add_argument("--threshold", type=float, default=7.0,
+                   help="with --gate: a clip passes when the mean of its four critic scores (1-10) reaches this "
+                        "(default 7)")
+    p.add_argument("--max-retries", type=int, default=3,
+                   help="with --gate: re-renders allowed per shot after the first attempt (default 3)")
+    p.add_argument("--no-technical-check", dest="technical_check", action="store_false",
+                   help="with --gate: let the critic judge black, blank, still or flickering clips too, instead of "
+                        "failing them at once (for deliberately dark or still shots)")
     p.add_argument("--benchmark", action="store_true",
                    help="make the reel in a fresh temporary folder (nothing resumed) and print the wall time and "
                         "each stage's share")
@@ -60,6 +71,10 @@ def print_benchmark(stages: list[tuple[str, float]], wall_s: float, process_s: f
     print(f"preview reel: {wall_s:.2f} s wall for the pipeline, {process_s:.2f} s for the whole process")
     for name, seconds in stages:
         print(f"  {name:<10} {seconds:6.2f} s  {100 * seconds / wall_s:5.1f} %")
+
+
+# Loader settings every stage has, with the loader node's defaults; --set overrides them per stage.
+HANDLE_SETTINGS = {"residency": "auto", "unload_comfy_models": True}
 
 
 def handles_from_args(args: argparse.Namespace) -> dict:
@@ -73,26 +88,39 @@ def handles_from_args(args: argparse.Namespace) -> dict:
         if not sep or not dot or stage not in STAGES:
             raise ValueError(f"--set {item!r} must look like STAGE.OPTION=VALUE with STAGE one of "
                              f"{', '.join(STAGES)}")
+        known = [option for option, _ in STAGES[stage].options] + list(HANDLE_SETTINGS)
+        if name not in known:
+            raise ValueError(f"--set {item!r}: {stage} has no option {name!r}; it has: {', '.join(known)}")
         try:
             options[stage][name] = json.loads(raw)
         except json.JSONDecodeError:
             options[stage][name] = raw
-    return {stage: make_handle(stage, backend_for_checkpoint(stage, getattr(args, stage)), args.dtype,
-                               args.device, "auto", True, **options[stage]) for stage in STAGES}
+    handles = {}
+    for stage in STAGES:
+        settings = {**HANDLE_SETTINGS, **{k: options[stage].pop(k) for k in HANDLE_SETTINGS if k in options[stage]}}
+        handles[stage] = make_handle(stage, backend_for_checkpoint(stage, getattr(args, stage)), args.dtype,
+                                     args.device, settings["residency"], bool(settings["unload_comfy_models"]),
+                                     **options[stage])
+    return handles
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from ..model_loaders.rules import DirectorRequest
     from .director import direct
+    from .gate import check_gate_settings
     from .pipeline import PipelineOptions, make_reel
 
     request = DirectorRequest(sentence=args.sentence, duration_s=args.duration, shots=args.shots,
-                              aspect=args.aspect, language=args.language, seed=args.seed)
+                              aspect=args.aspect, language=args.language, seed=args.seed,
+                              resolution=args.resolution)
     try:
         request.validate()
+        check_gate_settings(args.threshold, args.max_retries)  # before anything loads
         plan_override = args.plan.read_text(encoding="utf-8") if args.plan else None
-        options = PipelineOptions(handles=handles_from_args(args), target_lufs=args.target_lufs, gate=args.gate)
+        options = PipelineOptions(handles=handles_from_args(args), target_lufs=args.target_lufs, gate=args.gate,
+                                  technical_check=args.technical_check, threshold=args.threshold,
+                                  max_retries=args.max_retries)
         if args.plan_only:
             reel = direct(options.handles["llm"], request, args.out, args.run_id, plan_override)
             print(json.dumps(reel.plan.model_dump(mode="json"), indent=2, ensure_ascii=False))

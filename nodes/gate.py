@@ -150,15 +150,20 @@ def critique_job(reel: Reel, state: ShotState, critic: ModelHandle | None, frame
                f"critic/{attempt.shot.id}.attempt{attempt.number}.json", inputs, make)
 
 
-def score_round(reel: Reel, states: list[ShotState], critic: ModelHandle, frames: int) -> Reel:
-    """Critique the latest attempt of every state: technical check first, the critic only for clips it passes."""
+def score_round(reel: Reel, states: list[ShotState], critic: ModelHandle, frames: int,
+                technical_gate: bool = True) -> Reel:
+    """Critique the latest attempt of every state: technical check first, the critic only for clips it passes.
+
+    With ``technical_gate`` off the critic judges every clip whose frames are all finite: black, blank,
+    still or flickering frames may be what the shot asks for (a night scene, a locked-off camera).
+    """
     from .critic import technical_check
 
     technical_jobs, critic_jobs = [], []
     for state in states:
         result = technical_check(_frames(reel, state.latest.clip, TECHNICAL_CHECK_FRAMES),
                                  _render_findings(reel, state.latest.clip))
-        if result["technical"]:
+        if "nan_or_inf" in result["technical"] or (technical_gate and result["technical"]):
             technical_jobs.append(critique_job(reel, state, None, frames, result))
         else:
             critic_jobs.append(critique_job(reel, state, critic, frames, None))
@@ -238,7 +243,8 @@ def best_attempt(state: ShotState, threshold: float) -> Attempt:
 
 def run_gate(reel: Reel, critic: ModelHandle, keyframe_model: ModelHandle, motion_model: ModelHandle,
              threshold: float = DEFAULT_THRESHOLD, max_retries: int = 3, strict: bool = False,
-             frames: int = DEFAULT_CRITIC_FRAMES, clip_preset: str = "ultrafast") -> Reel:
+             frames: int = DEFAULT_CRITIC_FRAMES, clip_preset: str = "ultrafast",
+             technical_gate: bool = True) -> Reel:
     threshold, max_retries = check_gate_settings(threshold, max_retries)
     timer = StageTimer("gate")
     mark = RESIDENCY.mark()
@@ -252,18 +258,18 @@ def run_gate(reel: Reel, critic: ModelHandle, keyframe_model: ModelHandle, motio
     while pending:
         rounds += 1
         check_cancel()
-        reel = score_round(reel, pending, critic, frames)
+        reel = score_round(reel, pending, critic, frames, technical_gate)
         progress.update(len(pending))
         failed = [s for s in pending if not passed(s.latest, threshold)]
         pending = [s for s in failed if s.latest.number < 1 + max_retries]
         if pending:
             revise_failures(reel, pending)
             reel = render_round(reel, pending, keyframe_model, motion_model, clip_preset)
-    return _finish(reel, states, threshold, max_retries, strict, rounds, timer, mark)
+    return _finish(reel, states, threshold, max_retries, strict, rounds, timer, mark, technical_gate)
 
 
 def _finish(reel: Reel, states: list[ShotState], threshold: float, max_retries: int, strict: bool, rounds: int,
-            timer: StageTimer, mark: int) -> Reel:
+            timer: StageTimer, mark: int, technical_gate: bool = True) -> Reel:
     chosen: dict[str, str] = {}
     plan = reel.plan
     rows, flagged = [], []
@@ -279,7 +285,8 @@ def _finish(reel: Reel, states: list[ShotState], threshold: float, max_retries: 
     labels = Counter(a.critique.get("label") for s in states for a in s.attempts
                      if a.critique and a.critique.get("label"))
     loads = RESIDENCY.log_since(mark)
-    gate = {"threshold": threshold, "max_retries": max_retries, "rounds": rounds, "shots": rows,
+    gate = {"threshold": threshold, "max_retries": max_retries, "technical_check": technical_gate,
+            "rounds": rounds, "shots": rows,
             "flagged": flagged, "label_counts": dict(sorted(labels.items())),
             "model_loads": sum(1 for e in loads if e["event"] == "load"),
             "attempts_total": sum(len(s.attempts) for s in states)}
@@ -356,11 +363,17 @@ class CriticGateNode(ReelNode):
         }, "optional": {
             "critic_frames": integer("Frames sampled from each clip for the critic to look at.",
                                      DEFAULT_CRITIC_FRAMES, 2, 32),
+            "technical_check": toggle("On: clips with black, blank, frozen or flickering frames fail at once, "
+                                      "without a critic call. Off: the critic judges them too (turn off when a "
+                                      "deliberately dark or still shot keeps failing). Frames with NaN values "
+                                      "always fail.", True),
         }}
 
     def gate(self, reel: Reel, critic: ModelHandle, keyframe_model: ModelHandle, motion_model: ModelHandle,
-             threshold: float, max_retries: int, strict: bool, critic_frames: int = DEFAULT_CRITIC_FRAMES) -> dict:
-        out = run_gate(reel, critic, keyframe_model, motion_model, threshold, max_retries, strict, critic_frames)
+             threshold: float, max_retries: int, strict: bool, critic_frames: int = DEFAULT_CRITIC_FRAMES,
+             technical_check: bool = True) -> dict:
+        out = run_gate(reel, critic, keyframe_model, motion_model, threshold, max_retries, strict, critic_frames,
+                       technical_gate=technical_check)
         gate = out.notes["gate"]
         return {"ui": {"cinereel_scores": score_rows(gate), "text": summary_text(gate)}, "result": (out,)}
 

@@ -125,6 +125,15 @@ def backend_choices(stage: str) -> list[str]:
     return [b.choice for b in loader.backends] + folders
 
 
+def folder_backend(stage: str, shown_as: str, folder: Path) -> Backend:
+    """A checkpoint folder of the stage's real family, run as that family's hub checkpoint runs (a Qwen
+    folder in a worker subprocess by default, as the hub id is)."""
+    loader = STAGES[stage]
+    real = next(b for b in loader.backends if b.family == loader.real_family)
+    return Backend(shown_as, loader.real_family, str(folder), issue=loader.real_issue,
+                   subprocess_by_default=real.subprocess_by_default)
+
+
 def resolve_backend(stage: str, selected: str) -> Backend:
     loader = STAGES[stage]
     for backend in loader.backends:
@@ -134,7 +143,7 @@ def resolve_backend(stage: str, selected: str) -> Backend:
         name = selected[len("folder: "):]
         for root in model_folders():
             if (root / name).is_dir():
-                return Backend(selected, loader.real_family, str(root / name), issue=loader.real_issue)
+                return folder_backend(stage, selected, root / name)
         raise FileNotFoundError(f"checkpoint folder {name!r} is not in {', '.join(map(str, model_folders()))}")
     raise ValueError(f"unknown {loader.stage} backend {selected!r}; choose one of: {', '.join(backend_choices(stage))}")
 
@@ -153,7 +162,7 @@ def backend_for_checkpoint(stage: str, checkpoint: str) -> Backend:
         raise FileNotFoundError(f"{loader.stage} checkpoint {checkpoint!r} is neither 'preview', a known hub id "
                                 f"({', '.join(b.checkpoint for b in loader.backends[1:] if b.checkpoint)}) "
                                 "nor a folder")
-    return Backend(str(path), loader.real_family, str(path.resolve()), issue=loader.real_issue)
+    return folder_backend(stage, str(path), path.resolve())
 
 
 def make_handle(stage: str, selected: str | Backend, dtype: str = "bfloat16", device: str = "auto",

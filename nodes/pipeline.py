@@ -40,6 +40,7 @@ class PipelineOptions:
     gate: bool = False  # the critic gate between motion and narration
     threshold: float = 7.0
     max_retries: int = 3
+    technical_check: bool = True  # off: the critic also judges black, blank, still or flickering clips
 
 
 StageCallback = Callable[[str, float], None]
@@ -64,7 +65,8 @@ def make_reel(
         ("keyframes", lambda r: render_keyframes(r, h["keyframes"])),
         ("motion", lambda r: animate(r, h["motion"], options.clip_preset)),
         *([("gate", lambda r: run_gate(r, h["llm"], h["keyframes"], h["motion"], options.threshold,
-                                       options.max_retries, clip_preset=options.clip_preset))]
+                                       options.max_retries, clip_preset=options.clip_preset,
+                                       technical_gate=options.technical_check))]
           if options.gate else []),
         ("narration", lambda r: narrate(r, h["voice"], lead_in_s=options.lead_in_s)),
         ("music", lambda r: score_music(r, h["music"])),

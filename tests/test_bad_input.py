@@ -28,6 +28,11 @@ TOKYO = "A lone astronaut walks through a neon-lit Tokyo alley at dusk"
     ([TOKYO, "--run-id", "a/b"], "not a plain folder name"),
     ([TOKYO, "--run-id", "a\\b"], "not a plain folder name"),
     ([TOKYO, "--run-id", ".."], "not a plain folder name"),
+    ([TOKYO, "--set", "motion.stpes=30"], "motion has no option 'stpes'; it has: offload"),
+    ([TOKYO, "--set", "voice=1"], "must look like STAGE.OPTION=VALUE"),
+    ([TOKYO, "--set", "llm.residency=elsewhere"], "residency 'elsewhere' must be 'in_process' or 'subprocess'"),
+    ([TOKYO, "--gate", "--max-retries", "9"], "max_retries must be a whole number from 0 to 5"),
+    ([TOKYO, "--gate", "--threshold", "11"], "threshold must be a number from 1 to 10"),
 ])
 def test_bad_input_fails_before_any_work(tmp_path, capsys, args, message):
     out = tmp_path / "out"

@@ -378,9 +378,12 @@ def test_mood_and_time_of_day_come_from_keywords(sentence, mood, time_of_day):
 
 # -- frame, title, determinism, speed ---------------------------------------------------
 
-@pytest.mark.parametrize(("aspect", "size"), [("16:9", (1280, 720)), ("9:16", (720, 1280))])
-def test_aspect_sets_the_frame(aspect, size):
-    plan, _ = plan_for(TOKYO, aspect=aspect)
+@pytest.mark.parametrize(("aspect", "resolution", "size"), [
+    ("16:9", "720p", (1280, 720)), ("9:16", "720p", (720, 1280)),
+    ("16:9", "480p", (832, 480)), ("9:16", "480p", (480, 832)),
+])
+def test_aspect_and_resolution_set_the_frame(aspect, resolution, size):
+    plan, _ = plan_for(TOKYO, aspect=aspect, resolution=resolution)
     assert (plan.width, plan.height) == size
 
 
@@ -439,6 +442,7 @@ def test_planning_is_fast():
     ({"language": "klingon"}, "unknown language 'klingon'"),
     ({"aspect": "4:3"}, "aspect must be one of '16:9', '9:16', got '4:3'"),
     ({"aspect": ["16:9"]}, "aspect must be one of '16:9', '9:16'"),
+    ({"resolution": "1080p"}, "resolution must be one of '720p', '480p', got '1080p'"),
     ({"sentence": None}, "sentence must be text"),
     ({"language": 3}, "language must be a language code"),
     ({"fps": 4}, "fps must be a whole number from 8 to 60"),

@@ -212,6 +212,28 @@ def test_the_technical_check_catches_broken_clips_without_asking_the_critic(make
     assert all(s["passed"] for s in out.notes["gate"]["shots"])
 
 
+def test_with_the_technical_check_off_the_critic_judges_dark_and_still_clips_but_never_nan(make_reel):
+    reel = make_reel(4)
+    RecordingMotion.faults = {"shot_01": "black", "shot_02": "frozen", "shot_03": "nan"}
+    from cinereel.nodes.motion import clip_job
+    from cinereel.nodes.stage import run_jobs
+
+    jobs = [clip_job(reel, shot, MOTION, attempt=1) for shot in reel.plan.shots]
+    for job in jobs:
+        reel.run_dir.path(job.rel).unlink()
+    run_jobs(reel.run_dir, MOTION, jobs)
+    ScriptedCritic.script = staticmethod(lambda prompt, seen: PASS)
+    ScriptedCritic.calls = []
+    out = run_gate(reel, CRITIC, KEYFRAMES, MOTION, max_retries=0, technical_gate=False)
+    gate = out.notes["gate"]
+    assert gate["technical_check"] is False
+    # the dark and the still clip reach the critic (which passes them); the NaN clip never does
+    assert [p.split(":")[0] for p in ScriptedCritic.calls] == ["shot 1", "shot 2", "shot 4"]
+    shots = {s["shot"]: s for s in gate["shots"]}
+    assert shots["shot_01"]["passed"] and shots["shot_02"]["passed"] and shots["shot_04"]["passed"]
+    assert "nan_or_inf" in shots["shot_03"]["attempts"][0]["technical"] and not shots["shot_03"]["passed"]
+
+
 @pytest.mark.parametrize("threshold,retries,message", [
     (0.5, 3, "threshold must be a number from 1 to 10"),
     (10.5, 3, "threshold must be a number from 1 to 10"),

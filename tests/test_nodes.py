@@ -75,3 +75,14 @@ def test_preview_loaders_return_handles_without_weights():
     assert handle.option("unload_comfy_models") is True
     (worker,) = LLMLoader().load("preview (rules + technical critic)", "bfloat16", "cpu", "subprocess", False)
     assert worker.residency == "subprocess" and worker.key != handle.key
+
+
+def test_a_checkpoint_folder_runs_where_its_hub_checkpoint_runs(tmp_path):
+    from cinereel.nodes.loaders import STAGES, backend_for_checkpoint, make_handle
+
+    # A Qwen folder goes to a worker subprocess by default, as the hub id does; diffusion folders stay in-process.
+    for stage, residency in (("llm", "subprocess"), ("keyframes", "in_process"), ("motion", "in_process")):
+        by_folder = make_handle(stage, backend_for_checkpoint(stage, str(tmp_path)))
+        by_hub = make_handle(stage, backend_for_checkpoint(stage, STAGES[stage].backends[1].checkpoint))
+        assert by_folder.residency == by_hub.residency == residency, stage
+        assert by_folder.checkpoint == str(tmp_path.resolve())

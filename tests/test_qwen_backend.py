@@ -59,6 +59,8 @@ def check_plan(result: dict) -> None:
     assert sum(s.duration_s for s in plan.shots) == pytest.approx(10.0)
     assert all(s.flow_shift == DEFAULT_FLOW_SHIFT[s.type] for s in plan.shots)
     assert plan.language in LANGUAGES
+    # the decoding bound on narration: a 5 s shot's 4.5 s voice window holds at most 72 characters
+    assert all(len(s.narration) <= 72 for s in plan.shots)
     json.dumps(result)  # plain data: it crosses a process boundary and lands in plan.json
 
 
@@ -114,7 +116,18 @@ def test_generation_schema_is_the_plan_schema_minus_what_the_request_fixes():
     assert shot["items"]["properties"]["camera"]["enum"] == ["static", "push_in", "pull_out", "pan_left",
                                                              "pan_right", "tilt_up", "tilt_down"]
     assert qwen.plan_generation_schema(2, "ja")["properties"]["language"] == {"enum": ["ja"]}
+    assert shot["items"]["properties"]["narration"]["maxLength"] == qwen.GENERATION_LIMITS["shot.narration"]
+    narration = qwen.plan_generation_schema(2, None, 24)["properties"]["shots"]["items"]["properties"]["narration"]
+    assert narration["maxLength"] == 24
     assert "$ref" not in json.dumps(schema)
+
+
+@pytest.mark.parametrize("duration,shots,limit", [(10.0, 2, 72), (3.0, 2, 16), (2.0, 2, 8), (30.0, 1, 472)])
+def test_narration_is_bounded_by_the_longest_shot_s_voice_window(duration, shots, limit):
+    from cinereel.model_loaders.rules import DirectorRequest
+
+    request = DirectorRequest("x", duration_s=duration, shots=shots)
+    assert qwen.narration_char_limit(request) == limit
 
 
 def test_incomplete_checkpoint_names_missing_files_and_where_it_looked(checkpoint, tmp_path):

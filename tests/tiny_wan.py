@@ -91,7 +91,7 @@ def _expert():
     return WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36, out_channels=16,
         text_dim=TEXT_DIM, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", image_dim=None, rope_max_seq_len=32,
+        qk_norm="rms_norm_across_heads", image_dim=None, rope_max_seq_len=1024,  # the A14B's
     ).eval()
 
 

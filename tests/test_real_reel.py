@@ -1,0 +1,91 @@
+"""A whole reel from the command line with every real backend on tiny checkpoints: the Qwen3.5 director
+plans it, FLUX.2 klein and Wan2.2 render it, the same Qwen checkpoint critiques every clip, Kokoro
+narrates, ACE-Step scores, and the sound is mastered and muxed. One load per model and phase."""
+
+from __future__ import annotations
+
+import io
+import json
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import psutil
+import pytest
+from cinereel_testkit import load_test_module
+
+from cinereel.nodes.cli import main
+from cinereel.nodes.critic import FAILURE_LABELS, SCORE_AXES
+
+SENTENCE = "A lone astronaut walks through a neon-lit Tokyo alley at dusk"
+CHECKPOINTS = {  # CLI flag -> (builder module, function)
+    "--llm": ("tiny_qwen", "tiny_qwen_checkpoint"),
+    "--keyframes": ("tiny_flux2", "tiny_flux2_checkpoint"),
+    "--motion": ("tiny_wan", "tiny_wan_checkpoint"),
+    "--voice": ("tiny_kokoro", "tiny_kokoro_checkpoint"),
+    "--music": ("tiny_acestep", "tiny_acestep_checkpoint"),
+}
+# What a CPU user changes from the GPU defaults: float32, two steps, no first-block cache.
+CPU_SETTINGS = ["--dtype", "float32", "--device", "cpu", "--set", "keyframes.steps=2", "--set", "motion.steps=2",
+                "--set", "keyframes.first_block_cache=0", "--set", "motion.first_block_cache=0",
+                "--set", "music.steps=2"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint_flags() -> list[str]:
+    flags = []
+    for flag, (module, function) in CHECKPOINTS.items():
+        flags += [flag, str(getattr(load_test_module(module), function)())]
+    return flags
+
+
+def test_the_command_line_makes_a_reel_with_every_real_backend(tmp_path, checkpoint_flags, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Two 1.5 s shots: the narration the random director writes (as long as the decoding bound lets it)
+    # fits once the voice stage compresses and spills it; Kokoro speaks English offline.
+    argv = [SENTENCE, "--duration", "3", "--shots", "2", "--resolution", "480p", "--language", "en-US",
+            "--out", str(tmp_path), "--run-id", "tiny-real", "--json",
+            # No retry round, so each model loads once per phase (retries are tested in test_gate.py).
+            "--gate", "--max-retries", "0",
+            # Random tiny decoders draw nearly flat frames that the technical check rightly fails; off,
+            # every clip goes to the language-model critic.
+            "--no-technical-check",
+            *checkpoint_flags, *CPU_SETTINGS]
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(argv) == 0
+    summary = json.loads(out.getvalue())
+    run = Path(summary["run_dir"])
+    report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    plan = json.loads((run / "plan.json").read_text(encoding="utf-8"))
+
+    # The language model planned it (constrained decoding: a valid plan from random weights).
+    assert report["director_engine"] == "qwen3.5"
+    assert (plan["width"], plan["height"], len(plan["shots"])) == (832, 480, 2) and plan["language"] == "en-US"
+
+    # Phase-major, one model at a time; the critic is the director's checkpoint in its vision role, loaded
+    # once for both clips. Its worker process (the Qwen default) is gone after each eviction.
+    log = report["residency"]
+    loads = [(e["family"], e["stage"]) for e in log if e["event"] == "load"]
+    assert loads == [("qwen3.5", "director"), ("flux2-klein", "keyframes"), ("wan2.2-i2v", "motion"),
+                     ("qwen3.5", "gate"), ("kokoro", "narration"), ("acestep", "music")]
+    assert [e["event"] for e in log] == ["load", "evict"] * 5 + ["load"]
+    workers = [e["worker_pid"] for e in log if e["event"] == "load" and e["family"] == "qwen3.5"]
+    assert all(workers) and len(set(workers)) == 2
+    for pid in workers:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+    # Every clip was judged by the critic model, not the technical check: valid scores and label.
+    gate = report["gate"]
+    assert gate["technical_check"] is False and gate["model_loads"] == 1 and len(gate["shots"]) == 2
+    for shot in gate["shots"]:
+        (attempt,) = shot["attempts"]
+        assert attempt["technical"] == [] and attempt["critic_s"] > 0
+        assert set(attempt["scores"]) == set(SCORE_AXES) and all(1 <= v <= 10 for v in attempt["scores"].values())
+        assert attempt["label"] is None or attempt["label"] in FAILURE_LABELS
+
+    assert report["narration"]["engine"] == "kokoro" and report["music"]["engine"] == "acestep"
+    assert report["mix"]["integrated_lufs"] == pytest.approx(-18.0, abs=0.5)
+    delivery = report["delivery"]
+    assert (delivery["width"], delivery["height"], delivery["frames"]) == (832, 480, 48)
+    assert delivery["duration"] == pytest.approx(3.0, abs=1 / 16)
+    assert Path(summary["reel"]).stat().st_size > 0 and (run / "reel.srt").exists()
