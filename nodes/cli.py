@@ -9,6 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .frames import ASPECTS, RESOLUTIONS
 from .languages import LANGUAGES
 
 EXIT_BAD_INPUT = 2
@@ -25,9 +26,9 @@ def parser() -> argparse.ArgumentParser:
                                     "neon-lit Tokyo alley at dusk'")
     p.add_argument("--duration", type=float, default=30.0, help="reel length in seconds (default 30)")
     p.add_argument("--shots", type=int, default=6, help="number of shots (default 6)")
-    p.add_argument("--aspect", choices=("16:9", "9:16"), default="16:9", help="16:9 is 1280x720, 9:16 is 720x1280 "
+    p.add_argument("--aspect", choices=ASPECTS, default="16:9", help="16:9 is 1280x720, 9:16 is 720x1280 "
                    "(at 720p)")
-    p.add_argument("--resolution", choices=("720p", "480p"), default="720p",
+    p.add_argument("--resolution", choices=tuple(RESOLUTIONS), default="720p",
                    help="frame size: 720p (1280x720) or 480p (832x480, about 2.3x faster to render)")
     p.add_argument("--language", default=None,
                    help=f"narration language, overriding the place in the sentence ({', '.join(LANGUAGES)})")

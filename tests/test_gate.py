@@ -188,20 +188,24 @@ def test_strict_mode_stops_naming_the_shots_and_keeps_the_attempts(make_reel):
     assert report["gate"]["flagged"] == ["shot_02"]
 
 
-def test_the_technical_check_catches_broken_clips_without_asking_the_critic(make_reel):
-    reel = make_reel(4)
-    RecordingMotion.faults = {"shot_01": "black", "shot_02": "frozen", "shot_03": "nan"}
-    # re-render attempt 1 with the faults in place
+def broken_clips(make_reel):
+    """A 4-shot reel whose first clips are black, frozen and NaN-filled, the fourth clean; a critic that passes."""
     from cinereel.nodes.motion import clip_job
     from cinereel.nodes.stage import run_jobs
 
-    jobs = [clip_job(reel, shot, MOTION, attempt=1) for shot in reel.plan.shots]
+    reel = make_reel(4)
+    RecordingMotion.faults = {"shot_01": "black", "shot_02": "frozen", "shot_03": "nan"}
+    jobs = [clip_job(reel, shot, MOTION, attempt=1) for shot in reel.plan.shots]  # attempt 1 again, with faults
     for job in jobs:
         reel.run_dir.path(job.rel).unlink()
     run_jobs(reel.run_dir, MOTION, jobs)
     ScriptedCritic.script = staticmethod(lambda prompt, seen: PASS)
     ScriptedCritic.calls = []
-    out = run_gate(reel, CRITIC, KEYFRAMES, MOTION, max_retries=1)
+    return reel
+
+
+def test_the_technical_check_catches_broken_clips_without_asking_the_critic(make_reel):
+    out = run_gate(broken_clips(make_reel), CRITIC, KEYFRAMES, MOTION, max_retries=1)
     first_round = [s["attempts"][0] for s in out.notes["gate"]["shots"]]
     assert "black_frames" in first_round[0]["technical"]
     assert "frozen" in first_round[1]["technical"]
@@ -213,18 +217,7 @@ def test_the_technical_check_catches_broken_clips_without_asking_the_critic(make
 
 
 def test_with_the_technical_check_off_the_critic_judges_dark_and_still_clips_but_never_nan(make_reel):
-    reel = make_reel(4)
-    RecordingMotion.faults = {"shot_01": "black", "shot_02": "frozen", "shot_03": "nan"}
-    from cinereel.nodes.motion import clip_job
-    from cinereel.nodes.stage import run_jobs
-
-    jobs = [clip_job(reel, shot, MOTION, attempt=1) for shot in reel.plan.shots]
-    for job in jobs:
-        reel.run_dir.path(job.rel).unlink()
-    run_jobs(reel.run_dir, MOTION, jobs)
-    ScriptedCritic.script = staticmethod(lambda prompt, seen: PASS)
-    ScriptedCritic.calls = []
-    out = run_gate(reel, CRITIC, KEYFRAMES, MOTION, max_retries=0, technical_gate=False)
+    out = run_gate(broken_clips(make_reel), CRITIC, KEYFRAMES, MOTION, max_retries=0, technical_gate=False)
     gate = out.notes["gate"]
     assert gate["technical_check"] is False
     # the dark and the still clip reach the critic (which passes them); the NaN clip never does

@@ -68,7 +68,10 @@ def test_the_command_line_makes_a_reel_with_every_real_backend(tmp_path, checkpo
     loads = [(e["family"], e["stage"]) for e in log if e["event"] == "load"]
     assert loads == [("qwen3.5", "director"), ("flux2-klein", "keyframes"), ("wan2.2-i2v", "motion"),
                      ("qwen3.5", "gate"), ("kokoro", "narration"), ("acestep", "music")]
-    assert [e["event"] for e in log] == ["load", "evict"] * 5 + ["load"]
+    events = [e["event"] for e in log]
+    first_load = events.index("load")  # before it, at most the eviction of a model an earlier run left resident
+    assert events[:first_load] in ([], ["evict"])
+    assert events[first_load:] == ["load", "evict"] * 5 + ["load"]
     workers = [e["worker_pid"] for e in log if e["event"] == "load" and e["family"] == "qwen3.5"]
     assert all(workers) and len(set(workers)) == 2
     for pid in workers:

@@ -70,7 +70,10 @@ def test_the_720p_workflow_runs_every_real_backend_on_tiny_checkpoints(comfy, tm
     # The critic is the director's checkpoint in its vision role: one load scores every clip.
     assert loads == [("qwen3.5", "director"), ("flux2-klein", "keyframes"), ("wan2.2-i2v", "motion"),
                      ("qwen3.5", "gate"), ("kokoro", "narration"), ("acestep", "music")], loads
-    assert [e["event"] for e in log] == ["load", "evict"] * 5 + ["load"]
+    events = [e["event"] for e in log]
+    first_load = events.index("load")  # before it, at most the eviction of a model an earlier run left resident
+    assert events[:first_load] in ([], ["evict"])
+    assert events[first_load:] == ["load", "evict"] * 5 + ["load"]
     for shot in report["gate"]["shots"]:
         (attempt,) = shot["attempts"]
         assert attempt["technical"] == [] and attempt["critic_s"] > 0 and len(attempt["scores"]) == 4
