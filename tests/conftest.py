@@ -36,6 +36,26 @@ def import_pack(alias: str = ALIAS, root: Path = PACK_ROOT):
 import_pack()
 
 
+class RootIsADirectory:
+    """Collect the repository root as a plain directory, not as a test package.
+
+    The root holds the pack's ``__init__.py``, so pytest would treat it as a package and import it
+    under the checkout folder's name: that fails when the name is not a Python identifier (a clone into
+    ``ComfyUI-CineReel`` or ``ci-clone``), and otherwise imports the whole pack a second time.
+    """
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_directory(self, path: Path, parent):
+        if path == PACK_ROOT:
+            return pytest.Dir.from_parent(parent, path=path)
+        return None
+
+
+def pytest_configure(config) -> None:
+    # A plugin, not a hook in this file: conftest hooks only see paths below tests/.
+    config.pluginmanager.register(RootIsADirectory(), "cinereel-root-is-a-directory")
+
+
 @pytest.fixture
 def pack_root() -> Path:
     return PACK_ROOT
