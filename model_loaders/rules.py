@@ -41,7 +41,6 @@ __all__ = [
     "Place",
     "RuleDirector",
     "find_place",
-    "frame_size",
     "narration_budget",
     "narration_languages",
     "narration_length",
