@@ -74,8 +74,8 @@ def print_benchmark(stages: list[tuple[str, float]], wall_s: float, process_s: f
         print(f"  {name:<10} {seconds:6.2f} s  {100 * seconds / wall_s:5.1f} %")
 
 
-# Loader settings every stage has, with the loader node's defaults; --set overrides them per stage.
-HANDLE_SETTINGS = {"residency": "auto", "unload_comfy_models": True}
+# Loader settings every stage has (keyword arguments of make_handle, which holds their defaults).
+HANDLE_SETTINGS = ("residency", "unload_comfy_models")
 
 
 def handles_from_args(args: argparse.Namespace) -> dict:
@@ -89,20 +89,15 @@ def handles_from_args(args: argparse.Namespace) -> dict:
         if not sep or not dot or stage not in STAGES:
             raise ValueError(f"--set {item!r} must look like STAGE.OPTION=VALUE with STAGE one of "
                              f"{', '.join(STAGES)}")
-        known = [option for option, _ in STAGES[stage].options] + list(HANDLE_SETTINGS)
+        known = [option for option, _ in STAGES[stage].options] + [*HANDLE_SETTINGS]
         if name not in known:
             raise ValueError(f"--set {item!r}: {stage} has no option {name!r}; it has: {', '.join(known)}")
         try:
             options[stage][name] = json.loads(raw)
         except json.JSONDecodeError:
             options[stage][name] = raw
-    handles = {}
-    for stage in STAGES:
-        settings = {**HANDLE_SETTINGS, **{k: options[stage].pop(k) for k in HANDLE_SETTINGS if k in options[stage]}}
-        handles[stage] = make_handle(stage, backend_for_checkpoint(stage, getattr(args, stage)), args.dtype,
-                                     args.device, settings["residency"], bool(settings["unload_comfy_models"]),
-                                     **options[stage])
-    return handles
+    return {stage: make_handle(stage, backend_for_checkpoint(stage, getattr(args, stage)), args.dtype,
+                               args.device, **options[stage]) for stage in STAGES}
 
 
 def main(argv: list[str] | None = None) -> int:

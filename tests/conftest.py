@@ -250,6 +250,35 @@ def load_test_module(name: str):
     return module
 
 
+def check_full_real_reel(report: dict, shots: int, width: int, height: int, frames: int) -> None:
+    """What a whole reel made with every real backend on tiny checkpoints must show in its report.json:
+    the Qwen director planned it; phase-major loads, one model at a time, the critic on the director's
+    checkpoint loaded once for every clip; every clip judged by that critic; narration, music, master, MP4."""
+    from cinereel.nodes.critic import FAILURE_LABELS, SCORE_AXES
+
+    assert report["director_engine"] == "qwen3.5"
+    log = report["residency"]
+    loads = [(e["family"], e["stage"]) for e in log if e["event"] == "load"]
+    assert loads == [("qwen3.5", "director"), ("flux2-klein", "keyframes"), ("wan2.2-i2v", "motion"),
+                     ("qwen3.5", "gate"), ("kokoro", "narration"), ("acestep", "music")], loads
+    events = [e["event"] for e in log]
+    first_load = events.index("load")  # before it, at most the eviction of a model an earlier run left resident
+    assert events[:first_load] in ([], ["evict"])
+    assert events[first_load:] == ["load", "evict"] * 5 + ["load"]
+    gate = report["gate"]
+    assert gate["technical_check"] is False and gate["model_loads"] == 1 and len(gate["shots"]) == shots
+    for shot in gate["shots"]:
+        (attempt,) = shot["attempts"]
+        assert attempt["technical"] == [] and attempt["critic_s"] > 0
+        assert set(attempt["scores"]) == set(SCORE_AXES) and all(1 <= v <= 10 for v in attempt["scores"].values())
+        assert attempt["label"] is None or attempt["label"] in FAILURE_LABELS
+    assert report["narration"]["engine"] == "kokoro" and report["music"]["engine"] == "acestep"
+    assert report["mix"]["integrated_lufs"] == pytest.approx(-18.0, abs=0.5)
+    delivery = report["delivery"]
+    assert (delivery["width"], delivery["height"], delivery["frames"]) == (width, height, frames)
+    assert delivery["duration"] == pytest.approx(frames / delivery["fps"], abs=1 / delivery["fps"])
+
+
 # Test modules import shared helpers as `from cinereel_testkit import ...`
 # (with --import-mode=importlib, conftest is not importable by its own name).
 sys.modules.setdefault("cinereel_testkit", sys.modules[__name__])
