@@ -1,8 +1,8 @@
-"""``python -m cinereel``: the headless pipeline (see nodes/cli.py)."""
+"""``python -m cinereel``: the headless pipeline (see nodes/pipeline/cli.py)."""
 
 import sys
 
-from .nodes.cli import main
+from .nodes.pipeline.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

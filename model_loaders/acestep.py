@@ -22,8 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .checkpoints import local_or_cached
-from .checkpoints import resolve_device
+from .checkpoints import local_or_cached, resolve_device
 from .handles import ModelHandle
 from .residency import register_family
 
@@ -147,7 +146,7 @@ class AceStepMusic:
             raise ValueError(f"tempo must be between 30 and 300 BPM, got {tempo_bpm}")
         audio = self._generate(music_prompt(plan, tempo), max(float(duration_s), MIN_MODEL_S), tempo, seed, callback)
         if self.native_sample_rate != sample_rate:
-            from ..nodes.audio import resample
+            from .sampling import resample
 
             audio = resample(audio, self.native_sample_rate, sample_rate)
         return fit_length(audio, n, sample_rate)

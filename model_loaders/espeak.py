@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..nodes.languages import LANGUAGES, normalize_language
+from .vocabulary.languages import LANGUAGES, normalize_language
 
 # Values from espeak-ng's speak_lib.h.
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -247,7 +247,7 @@ def _rate_wpm(speed: float) -> int:
 
 
 class EspeakVoice:
-    """Speak text with eSpeak NG in any CineReel language (see ``nodes/languages.py``)."""
+    """Speak text with eSpeak NG in any CineReel language (see ``vocabulary/languages.py``)."""
 
     @property
     def sample_rate(self) -> int:

@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from ..nodes.plan import CAMERA_MOVES, MAX_FLOW_SHIFT, MIN_FLOW_SHIFT
+from .vocabulary.plan import CAMERA_MOVES, MAX_FLOW_SHIFT, MIN_FLOW_SHIFT
 
 TRAVEL_PER_FLOW_SHIFT = 0.02
 BREATHING_SHARE = 1 / 6

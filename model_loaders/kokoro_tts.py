@@ -36,8 +36,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .checkpoints import local_or_cached
-from .checkpoints import resolve_device
+from .checkpoints import local_or_cached, resolve_device
 from .handles import ModelHandle
 from .residency import register_family
 
@@ -111,7 +110,7 @@ def validate_checkpoint(folder: Path) -> Path:
 
 def kokoro_code(language: str) -> str | None:
     """Kokoro's one-letter code for a CineReel language, None when Kokoro cannot speak it."""
-    from ..nodes.languages import LANGUAGES, normalize_language
+    from .vocabulary.languages import LANGUAGES, normalize_language
 
     return LANGUAGES[normalize_language(language)].kokoro
 
@@ -228,7 +227,7 @@ class KokoroVoice:
             return False
 
     def default_voice(self, language: str) -> str:
-        from ..nodes.languages import normalize_language
+        from .vocabulary.languages import normalize_language
 
         self._code(language)
         return DEFAULT_VOICES[normalize_language(language)]

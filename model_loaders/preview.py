@@ -35,7 +35,7 @@ class PreviewLLM:
         return {"plan": plan.model_dump(mode="json"), "warnings": list(warnings), "engine": self.engine}
 
     def critique(self, frames: Any, portraits: list[Any], prompt: str) -> dict[str, Any]:
-        from ..nodes.critic import technical_check
+        from .technical import technical_check
 
         return technical_check(frames)
 
@@ -44,15 +44,15 @@ class StoryboardKeyframes:
     engine = "storyboard"
 
     def render_portrait(self, character: dict[str, Any], plan: dict[str, Any], seed: int, callback: Any = None) -> Any:
-        from ..nodes.plan import Character, validate_plan
         from .storyboard import render_portrait
+        from .vocabulary.plan import Character, validate_plan
 
         return render_portrait(Character.model_validate(character), validate_plan(plan), seed)
 
     def render_keyframe(self, shot: dict[str, Any], plan: dict[str, Any], portraits: dict[str, Any], seed: int,
                         callback: Any = None) -> Any:
-        from ..nodes.plan import Shot, validate_plan
         from .storyboard import render_keyframe
+        from .vocabulary.plan import Shot, validate_plan
 
         return render_keyframe(Shot.model_validate(shot), validate_plan(plan), portraits, seed)
 
@@ -81,7 +81,7 @@ class EspeakVoiceBackend:
         self._voice = EspeakVoice()
 
     def default_voice(self, language: str) -> str:
-        from ..nodes.languages import LANGUAGES
+        from .vocabulary.languages import LANGUAGES
 
         return LANGUAGES[language].espeak
 

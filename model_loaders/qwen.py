@@ -133,8 +133,8 @@ def director_request(request: dict[str, Any]):
 
 def director_user_message(req) -> str:
     """The user turn: the sentence and every number the plan must keep to."""
-    from ..nodes.languages import LANGUAGES
     from .rules import narration_budget, split_durations
+    from .vocabulary.languages import LANGUAGES
 
     width, height = req.frame_size
     durations = split_durations(req.duration_s, req.shots, req.fps)
@@ -212,8 +212,8 @@ def plan_generation_schema(shots: int, language: str | None = None,
       ``narration_chars`` when given, see ``narration_char_limit``) and every field is required,
       so an answer is bounded and complete even from random weights.
     """
-    from ..nodes.languages import LANGUAGES
-    from ..nodes.plan import plan_json_schema
+    from .vocabulary.languages import LANGUAGES
+    from .vocabulary.plan import plan_json_schema
 
     schema = _strip_annotations(_resolve_refs(plan_json_schema()))
     props = schema["properties"]
@@ -252,7 +252,7 @@ def plan_generation_schema(shots: int, language: str | None = None,
 
 def critique_generation_schema() -> dict[str, Any]:
     """``critique_json_schema()`` closed (no extra keys) with ``notes`` required and bounded."""
-    from ..nodes.critic import critique_json_schema
+    from .vocabulary.critique import critique_json_schema
 
     schema = copy.deepcopy(critique_json_schema())
     schema["properties"]["notes"] = {"type": "string", "maxLength": GENERATION_LIMITS["critique.notes"]}
@@ -284,8 +284,8 @@ def finish_plan(draft: Any, req, warnings: list[str]) -> dict[str, Any]:
 
     Deterministic; does not validate (``validate_plan`` does).
     """
-    from ..nodes.plan import DEFAULT_FLOW_SHIFT
     from .rules import REF_WEIGHT, shot_seed, split_durations
+    from .vocabulary.plan import DEFAULT_FLOW_SHIFT
 
     if not isinstance(draft, dict):
         raise ValueError(f"the answer must be a JSON object, got {type(draft).__name__}")
@@ -366,7 +366,7 @@ def parse_json_answer(text: str) -> Any:
 
 def plan_from_answer(text: str, req, warnings: list[str]) -> dict[str, Any]:
     """Parse, finish and validate one answer; raise ValueError naming what is wrong."""
-    from ..nodes.plan import validate_plan
+    from .vocabulary.plan import validate_plan
 
     try:
         draft = parse_json_answer(text)
@@ -376,7 +376,7 @@ def plan_from_answer(text: str, req, warnings: list[str]) -> dict[str, Any]:
 
 
 def critique_from_answer(text: str) -> dict[str, Any]:
-    from ..nodes.critic import validate_critique
+    from .vocabulary.critique import validate_critique
 
     try:
         data = parse_json_answer(text)

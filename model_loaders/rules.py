@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from ..nodes.frames import ASPECTS, RESOLUTIONS, frame_size
-from ..nodes.languages import LANGUAGES, normalize_language
-from ..nodes.plan import DEFAULT_FLOW_SHIFT, MAX_REEL_SECONDS, MAX_SHOTS, Plan, validate_plan
+from .vocabulary.frames import ASPECTS, RESOLUTIONS, frame_size
+from .vocabulary.languages import LANGUAGES, normalize_language
+from .vocabulary.plan import DEFAULT_FLOW_SHIFT, MAX_REEL_SECONDS, MAX_SHOTS, Plan, validate_plan
 
 __all__ = [
     "DirectorRequest",

@@ -22,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
-from ..nodes.plan import Character, Plan, Shot
+from .vocabulary.plan import Character, Plan, Shot
 
 RGB = tuple[int, int, int]
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont

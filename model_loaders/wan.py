@@ -329,7 +329,7 @@ def wan_frame_count(num_frames: int, temporal_factor: int = 4) -> int:
 
 
 def check_flow_shift(flow_shift: float) -> float:
-    from ..nodes.plan import MAX_FLOW_SHIFT
+    from .vocabulary.plan import MAX_FLOW_SHIFT
 
     if not math.isfinite(flow_shift) or flow_shift <= 0:
         raise ValueError(f"flow_shift must be a positive number, got {flow_shift}")

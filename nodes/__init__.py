@@ -14,7 +14,7 @@ for _module in _MODULES:
 
 
 def _show_resident(entry: dict, resident) -> None:
-    from .comfy import send_ui_event
+    from .pipeline.comfy import send_ui_event
 
     send_ui_event("cinereel.residency", {"event": entry["event"], "model": f"{entry['family']}:{entry['checkpoint']}",
                                          "resident": resident.label if resident else None,

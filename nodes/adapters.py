@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .base import CATEGORY, choice, integer, reel_input
 
 if TYPE_CHECKING:
-    from .reel import Reel
+    from .pipeline.reel import Reel
 
 IMAGE_KINDS = ("keyframe", "portrait", "clip frames")
 AUDIO_KINDS = ("mix", "music", "narration")
@@ -38,7 +38,7 @@ def image_arrays(reel: Reel, kind: str, index: int) -> Any:
 
     shot_id = _shot_id(reel, index)
     if kind == "clip frames":
-        from .video import read_clip
+        from .pipeline.video import read_clip
 
         return read_clip(latest_clip(reel, shot_id))
     if kind == "portrait":

@@ -1,88 +1,16 @@
-"""Director stage: one sentence in, a validated plan and a run directory out.
-
-The director model (rules in preview, a language model for real) writes the
-plan; a user may instead paste a plan as JSON (``plan_override``), which is
-validated like any plan. The plan is an artifact like any other: re-running
-with the same inputs and run id reuses it.
-"""
+"""The Director node: one sentence in, the plan and its run folder out (``pipeline/director.py``)."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..model_loaders.handles import ModelHandle
+from ..model_loaders.vocabulary.frames import ASPECTS, RESOLUTIONS
+from ..model_loaders.vocabulary.languages import LANGUAGES
 from .base import LLM, ReelNode, choice, integer, number, seed_input, text
-from .comfy import Progress, output_root, send_ui_event
-from .frames import ASPECTS, RESOLUTIONS
-from .languages import LANGUAGES
-from .rundir import RunDir, check_run_id, derive_run_id
-from .stage import Job, StageTimer, run_jobs, write_report
-
-if TYPE_CHECKING:
-    from ..model_loaders.rules import DirectorRequest
-    from .plan import Plan
-    from .reel import Reel
-
-LANGUAGE_AUTO = "auto (from the place in the sentence)"
-
-
-def run_id_for(request: DirectorRequest, run_id: str | None, plan_override: str | None) -> str:
-    if run_id and run_id.strip():
-        return check_run_id(run_id.strip())
-    return derive_run_id(request.sentence, request=dataclasses.asdict(request), plan_override=plan_override or "")
-
-
-def direct(
-    llm: ModelHandle,
-    request: DirectorRequest,
-    out_root: Path | str,
-    run_id: str | None = None,
-    plan_override: str | None = None,
-) -> Reel:
-    """Plan the reel for ``request`` (or validate ``plan_override``) in its run directory."""
-    from .plan import validate_plan
-    from .reel import Reel
-
-    timer = StageTimer("director")
-    request.validate()
-    override = validate_plan(plan_override) if plan_override and plan_override.strip() else None
-    run = RunDir.create(out_root, run_id_for(request, run_id, plan_override))
-
-    def make(model: Any, tmp: Path) -> None:
-        if override is not None:
-            planned = {"plan": override.model_dump(mode="json"), "warnings": [], "engine": "plan_override"}
-        else:
-            planned = model.plan(dataclasses.asdict(request))
-        plan = validate_plan(planned["plan"])
-        tmp.write_text(json.dumps({**planned, "plan": plan.model_dump(mode="json")}, indent=2, ensure_ascii=False),
-                       encoding="utf-8")
-
-    inputs = {"request": dataclasses.asdict(request), "llm": llm.key, "override": override}
-    job = Job("director", "director.json", inputs, make)
-    run_jobs(run, None if override is not None else llm.as_role("director"), [job], Progress(1))
-    result = run.read_json("director.json")
-    plan = validate_plan(result["plan"])
-    run.write_json("plan.json", plan.model_dump(mode="json"))
-    reel = Reel(plan, run.root, {"plan": "plan.json", "director": "director.json"})
-    reel = reel.evolve(notes=timer.notes(reel, warnings=list(result.get("warnings", [])),
-                                         director_engine=result.get("engine", llm.family)))
-    write_report(reel)
-    return reel
-
-
-def shot_list(plan: Plan) -> list[dict[str, Any]]:
-    """What the UI shows on the director node: one row per shot."""
-    start = 0.0
-    rows = []
-    for shot in plan.shots:
-        rows.append({"id": shot.id, "type": shot.type, "start_s": round(start, 3), "duration_s": shot.duration_s,
-                     "camera": shot.camera, "characters": list(shot.characters), "narration": shot.narration,
-                     "prompt": shot.prompt})
-        start += shot.duration_s
-    return rows
+from .pipeline.comfy import output_root, send_ui_event
+from .pipeline.director import LANGUAGE_AUTO, direct, shot_list
+from .pipeline.rundir import check_run_id
 
 
 class DirectorNode(ReelNode):
@@ -123,7 +51,7 @@ class DirectorNode(ReelNode):
 
     @classmethod
     def VALIDATE_INPUTS(cls, sentence: str = "", run_id: str = "", plan_override: str = "") -> bool | str:
-        from .plan import validate_plan
+        from ..model_loaders.vocabulary.plan import validate_plan
 
         if isinstance(sentence, str) and not sentence.strip():
             return "sentence is empty: describe the reel in one sentence"

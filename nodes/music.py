@@ -1,47 +1,15 @@
-"""Music stage: an instrumental bed for the whole reel from the plan's mood and pacing."""
+"""The Score Music node: an instrumental bed as long as the reel (``pipeline/music.py``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..model_loaders.handles import ModelHandle
 from .base import MUSIC_MODEL, ReelNode, number, reel_input, stage_done
-from .comfy import Progress
-from .stage import Job, StageTimer, run_jobs, step_callback, write_report
+from .pipeline.music import score_music
 
 if TYPE_CHECKING:
-    from .reel import Reel
-
-SAMPLE_RATE = 48000
-
-
-def music_job(reel: Reel, handle: ModelHandle, tempo_bpm: float | None) -> Job:
-    plan = reel.plan
-    seed = plan.shots[0].seed
-    inputs = {"mood": plan.mood, "locale": plan.locale, "time_of_day": plan.time_of_day,
-              "duration_s": plan.duration_s, "tempo": tempo_bpm, "seed": seed, "model": handle.key}
-
-    def make(model: Any, tmp: Path) -> None:
-        import soundfile as sf
-
-        audio = model.compose(plan.model_dump(mode="json"), plan.duration_s, tempo_bpm, seed, SAMPLE_RATE,
-                              callback=step_callback())
-        sf.write(tmp, audio, SAMPLE_RATE, format="WAV", subtype="FLOAT")
-
-    return Job("music", "audio/music.wav", inputs, make)
-
-
-def score_music(reel: Reel, handle: ModelHandle, tempo_bpm: float | None = None,
-                progress: Progress | None = None) -> Reel:
-    timer = StageTimer("music")
-    made, count = run_jobs(reel.run_dir, handle.as_role("music"), [music_job(reel, handle, tempo_bpm)],
-                           progress or Progress(1))
-    out = reel.evolve(artifacts=made)
-    engine = {"preview-music": "synth"}.get(handle.family, handle.family)  # others are named by their family
-    out = out.evolve(notes=timer.notes(out, music={"engine": engine, "tempo_bpm": tempo_bpm or "from mood"}))
-    write_report(out)
-    return out
+    from .pipeline.reel import Reel
 
 
 class ScoreMusicNode(ReelNode):

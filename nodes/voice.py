@@ -1,113 +1,15 @@
-"""Narration stage: each shot's line spoken in the plan's language, placed at its shot's start.
-
-Lines are synthesised under one residency of the voice engine, then placed
-sample-accurately at shot start + lead-in on one 48 kHz track. A line that
-would overrun its shot is spoken faster (up to 1.25x), spilled into silence,
-or pushes the next line; never cut mid-word. The placement report says which.
-"""
+"""The Narrate node: each shot's line in the plan's language, placed at its shot's start (``pipeline/voice.py``)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..model_loaders.handles import ModelHandle
 from .base import VOICE_MODEL, ReelNode, number, reel_input, stage_done, text
-from .comfy import Progress
-from .stage import Job, StageTimer, add_warning, run_jobs, write_report
+from .pipeline.voice import narrate
 
 if TYPE_CHECKING:
-    from .plan import Shot
-    from .reel import Reel
-
-SAMPLE_RATE = 48000
-
-
-def _read_wav(path: Path) -> tuple[Any, int]:
-    import soundfile as sf
-
-    audio, sr = sf.read(path, dtype="float32", always_2d=False)
-    return audio, sr
-
-
-def _write_wav(path: Path, audio: Any, sr: int) -> None:
-    import soundfile as sf
-
-    sf.write(path, audio, sr, format="WAV", subtype="FLOAT")
-
-
-def line_job(shot: Shot, language: str, voice: str, handle: ModelHandle) -> Job:
-    inputs = {"text": shot.narration, "language": language, "voice": voice, "model": handle.key}
-
-    def make(model: Any, tmp: Path) -> None:
-        audio, sr = model.synthesize(shot.narration, language, voice or None, 1.0)
-        _write_wav(tmp, audio, sr)
-
-    return Job(f"narration:{shot.id}", f"audio/narration_{shot.id}.wav", inputs, make)
-
-
-def track_job(reel: Reel, lines: dict[str, Job], language: str, voice: str, lead_in_s: float,
-              handle: ModelHandle) -> Job:
-    from .audio import NarrationLine, place_narration
-
-    plan, root = reel.plan, reel.run_dir.root
-    inputs = {"lines": {k: j.key for k, j in lines.items()}, "lead_in_s": lead_in_s, "sr": SAMPLE_RATE,
-              "spans": [[s.id, s.duration_s] for s in plan.shots]}
-
-    def make(model: Any, tmp: Path) -> None:
-        def resynthesize(line: NarrationLine, speed: float) -> NarrationLine:
-            audio, sr = model.synthesize(line.text, language, voice or None, speed)
-            return NarrationLine(line.shot_id, line.start_s, line.end_s, audio, sr, line.text)
-
-        narration = []
-        for shot in plan.shots:
-            if shot.id in lines:
-                audio, sr = _read_wav(root / lines[shot.id].rel)
-                start = plan.shot_start_s(shot.id)
-                narration.append(NarrationLine(shot.id, start, start + shot.duration_s, audio, sr, shot.narration))
-        track, placements = place_narration(narration, plan.duration_s, SAMPLE_RATE, lead_in_s, resynthesize)
-        _write_wav(tmp, track, SAMPLE_RATE)
-        (root / "audio" / "narration.json").write_text(json.dumps(placements, indent=2, ensure_ascii=False),
-                                                       encoding="utf-8")
-
-    return Job("narration", "audio/narration.wav", inputs, make)
-
-
-ENGINES = {"preview-voice": "espeak-ng", "kokoro": "kokoro"}
-
-
-def voice_engine_for(handle: ModelHandle, language: str) -> tuple[ModelHandle, str | None]:
-    """The handle that can speak ``language``: Kokoro's nine languages, else eSpeak NG with a warning."""
-    from .languages import LANGUAGES
-    from .loaders import PREVIEW_CHOICES, make_handle
-
-    if handle.family == "kokoro" and LANGUAGES[language].kokoro is None:
-        fallback = make_handle("voice", PREVIEW_CHOICES["voice"], device=handle.device)
-        return fallback, (f"Kokoro does not speak {LANGUAGES[language].name}; the narration is spoken by "
-                          f"eSpeak NG instead")
-    return handle, None
-
-
-def narrate(reel: Reel, handle: ModelHandle, voice: str = "", lead_in_s: float = 0.25,
-            progress: Progress | None = None) -> Reel:
-    timer = StageTimer("narration")
-    plan = reel.plan
-    handle, warning = voice_engine_for(handle, plan.language)
-    if warning:
-        voice = ""  # a voice name chosen for Kokoro means nothing to eSpeak
-    lines = {s.id: line_job(s, plan.language, voice, handle) for s in plan.shots if s.narration.strip()}
-    jobs = [*lines.values(), track_job(reel, lines, plan.language, voice, lead_in_s, handle)]
-    made, count = run_jobs(reel.run_dir, handle.as_role("voice"), jobs, progress or Progress(len(jobs)))
-    placements = json.loads((reel.run_dir.root / "audio" / "narration.json").read_text(encoding="utf-8"))
-    out = reel.evolve(artifacts=made)
-    notes = {"narration": {"language": plan.language, "engine": ENGINES.get(handle.family, handle.family),
-                           "voice": voice or "default", "lines": placements}}
-    if warning:
-        notes["warnings"] = add_warning(out, warning)
-    out = out.evolve(notes=timer.notes(out, **notes))
-    write_report(out)
-    return out
+    from .pipeline.reel import Reel
 
 
 class NarrateNode(ReelNode):

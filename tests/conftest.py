@@ -7,6 +7,7 @@ ever be imported the way ComfyUI imports it (by folder path, relative imports).
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import ipaddress
 import os
@@ -108,6 +109,21 @@ def network_attempts():
     assert not tried, f"reached for the network: {tried}"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _cheap_garbage_collection():
+    """Every eviction runs a full ``gc.collect()``, whose cost grows with every object alive in the
+    process; in this suite that is torch, diffusers, transformers and hypothesis, half a second a call.
+    Objects still alive when a test module starts are moved out of the collector's sight
+    (``gc.freeze``), so an eviction scans only what the module made; what is asserted is unchanged.
+    A model an earlier module left resident is evicted first, so no model is frozen."""
+    from cinereel.model_loaders.residency import RESIDENCY
+
+    RESIDENCY.evict()
+    gc.collect()
+    gc.freeze()
+    yield
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for tiny models: on a shared 2-core machine extra OpenMP threads only spin."""
@@ -134,6 +150,7 @@ class ComfyHarness:
             comfy.options.enable_args_parsing()
             import execution
             import folder_paths
+
             import nodes as comfy_nodes
         finally:
             sys.argv = saved_argv
@@ -254,7 +271,7 @@ def check_full_real_reel(report: dict, shots: int, width: int, height: int, fram
     """What a whole reel made with every real backend on tiny checkpoints must show in its report.json:
     the Qwen director planned it; phase-major loads, one model at a time, the critic on the director's
     checkpoint loaded once for every clip; every clip judged by that critic; narration, music, master, MP4."""
-    from cinereel.nodes.critic import FAILURE_LABELS, SCORE_AXES
+    from cinereel.model_loaders.vocabulary.critique import FAILURE_LABELS, SCORE_AXES
 
     assert report["director_engine"] == "qwen3.5"
     log = report["residency"]

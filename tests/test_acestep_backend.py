@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cinereel.model_loaders.acestep import (
     INSTRUMENTAL_LYRICS,
     AceStepMusic,

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from cinereel.model_loaders.handles import ModelHandle
 from cinereel.model_loaders.preview import KenBurnsMotion
 from cinereel.model_loaders.residency import register_family
-from cinereel.nodes.cli import main
-from cinereel.nodes.comfy import Cancelled, clear_cancel, request_cancel
+from cinereel.nodes.pipeline.cli import main
+from cinereel.nodes.pipeline.comfy import Cancelled, clear_cancel, request_cancel
 
 TOKYO = "A lone astronaut walks through a neon-lit Tokyo alley at dusk"
 
@@ -61,9 +60,9 @@ def test_emoji_and_right_to_left_sentences_plan_and_speak(tmp_path, capsys, sent
     if language:
         assert plan["language"] == language
     from cinereel.model_loaders.rules import DirectorRequest
-    from cinereel.nodes.director import direct
-    from cinereel.nodes.pipeline import preview_handles
-    from cinereel.nodes.voice import narrate
+    from cinereel.nodes.pipeline.director import direct
+    from cinereel.nodes.pipeline.headless import preview_handles
+    from cinereel.nodes.pipeline.voice import narrate
 
     handles = preview_handles()
     reel = narrate(direct(handles["llm"], DirectorRequest(sentence, duration_s=6, shots=2), tmp_path / "v"),
@@ -89,10 +88,10 @@ register_family("test-cancelling-motion", lambda h: CancellingMotion())
 
 def test_cancel_mid_clip_leaves_no_half_written_file_and_the_rerun_resumes(tmp_path):
     from cinereel.model_loaders.rules import DirectorRequest
-    from cinereel.nodes.director import direct
-    from cinereel.nodes.keyframes import render_keyframes
-    from cinereel.nodes.motion import animate
-    from cinereel.nodes.pipeline import preview_handles
+    from cinereel.nodes.pipeline.director import direct
+    from cinereel.nodes.pipeline.headless import preview_handles
+    from cinereel.nodes.pipeline.keyframes import render_keyframes
+    from cinereel.nodes.pipeline.motion import animate
 
     handles = preview_handles()
     reel = render_keyframes(direct(handles["llm"], DirectorRequest(TOKYO, duration_s=6, shots=3), tmp_path),

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import cinereel
+import pytest
 
 pytestmark = pytest.mark.comfy
 
@@ -115,9 +114,8 @@ def test_a_checkpoint_that_is_not_there_fails_with_a_clear_message(comfy, monkey
 
 
 def test_the_preview_workflow_runs_as_dropped_in(comfy, pack_root):
+    from cinereel.nodes.pipeline.video import probe
     from cinereel_testkit import workflow_to_prompt
-
-    from cinereel.nodes.video import probe
 
     workflow = json.loads((pack_root / "workflows" / "cinereel_preview.json").read_text(encoding="utf-8"))
     prompt = workflow_to_prompt(workflow, comfy.nodes.NODE_CLASS_MAPPINGS)

@@ -6,18 +6,15 @@ import itertools
 import json
 import math
 import re
-import statistics
 import string
-import time
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
-
 from cinereel.model_loaders import rules
 from cinereel.model_loaders.rules import DirectorRequest, RuleDirector
-from cinereel.nodes.languages import LANGUAGES
-from cinereel.nodes.plan import CAMERA_MOVES, DEFAULT_FLOW_SHIFT, SLUG_PATTERN, Plan, validate_plan
+from cinereel.model_loaders.vocabulary.languages import LANGUAGES
+from cinereel.model_loaders.vocabulary.plan import CAMERA_MOVES, DEFAULT_FLOW_SHIFT, SLUG_PATTERN, Plan, validate_plan
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 TOKYO = "A lone astronaut walks through a neon-lit Tokyo alley at dusk"
 KANA = re.compile(r"[\u3040-\u30ff]")
@@ -408,17 +405,6 @@ def test_seed_changes_shot_seeds_and_shot_seeds_differ():
     assert [s.seed for s in a.shots] != [s.seed for s in b.shots]
     assert len({s.seed for s in a.shots}) == len(a.shots)
     assert a.shots[0].seed == rules.shot_seed(1, 0)
-
-
-def test_planning_is_fast():
-    director = RuleDirector()
-    director.plan(DirectorRequest(TOKYO))  # data files load once
-    timings = []
-    for duration, shots in [(30, 6), (120, 24), (60, 12), (30, 6), (120, 4)]:
-        started = time.perf_counter()
-        director.plan(DirectorRequest(TOKYO, duration_s=duration, shots=shots))
-        timings.append(time.perf_counter() - started)
-    assert statistics.median(timings) < 0.050 and max(timings) < 0.2
 
 
 # -- bad requests ---------------------------------------------------------------------

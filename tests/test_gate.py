@@ -6,18 +6,17 @@ import json
 
 import numpy as np
 import pytest
-from cinereel_testkit import sample_plan_dict
-
 from cinereel.model_loaders.handles import ModelHandle
 from cinereel.model_loaders.preview import KenBurnsMotion, StoryboardKeyframes
 from cinereel.model_loaders.residency import RESIDENCY, register_family
-from cinereel.nodes.critic import FAILURE_LABELS, IMAGE_LABELS, MOTION_LABELS
-from cinereel.nodes.director import direct
-from cinereel.nodes.gate import GateFailed, check_gate_settings, run_gate
-from cinereel.nodes.keyframes import render_keyframes
-from cinereel.nodes.motion import animate
-from cinereel.nodes.pipeline import preview_handles
-from cinereel.nodes.retry import attempt_seed
+from cinereel.model_loaders.vocabulary.critique import FAILURE_LABELS, IMAGE_LABELS, MOTION_LABELS
+from cinereel.nodes.pipeline.director import direct
+from cinereel.nodes.pipeline.gate import GateFailed, check_gate_settings, run_gate
+from cinereel.nodes.pipeline.headless import preview_handles
+from cinereel.nodes.pipeline.keyframes import render_keyframes
+from cinereel.nodes.pipeline.motion import animate
+from cinereel.nodes.pipeline.retry import attempt_seed
+from cinereel_testkit import sample_plan_dict
 
 PASS = {"scores": dict.fromkeys(("composition", "motion_coherence", "character_consistency",
                                  "lighting_fidelity"), 9), "label": None}
@@ -190,8 +189,8 @@ def test_strict_mode_stops_naming_the_shots_and_keeps_the_attempts(make_reel):
 
 def broken_clips(make_reel):
     """A 4-shot reel whose first clips are black, frozen and NaN-filled, the fourth clean; a critic that passes."""
-    from cinereel.nodes.motion import clip_job
-    from cinereel.nodes.stage import run_jobs
+    from cinereel.nodes.pipeline.motion import clip_job
+    from cinereel.nodes.pipeline.stage import run_jobs
 
     reel = make_reel(4)
     RecordingMotion.faults = {"shot_01": "black", "shot_02": "frozen", "shot_03": "nan"}
@@ -291,7 +290,7 @@ def test_each_label_reaches_the_tiny_real_renderers(tiny_real, label):
     """The tiny real models' clips fail the technical check (random weights), so the critic's verdict is
     set directly here: what is under test is that the revision reaches the real renderers."""
     from cinereel.model_loaders.rules import DirectorRequest
-    from cinereel.nodes.gate import Attempt, ShotState, render_round, revise_failures
+    from cinereel.nodes.pipeline.gate import Attempt, ShotState, render_round, revise_failures
 
     keyframes, motion, out = tiny_real
     plan = json.loads(small_plan(1))

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cinereel.model_loaders.handles import ModelHandle
 from cinereel.model_loaders.kokoro_tts import (
     DEFAULT_VOICES,

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 import cinereel
+import pytest
 
 NODES = sorted(cinereel.NODE_CLASS_MAPPINGS.items())
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
@@ -47,7 +46,7 @@ def test_display_names_are_unique():
 
 def test_every_backend_a_loader_offers_has_a_registered_family():
     from cinereel.model_loaders.residency import family
-    from cinereel.nodes.loaders import STAGES
+    from cinereel.nodes.pipeline.backends import STAGES
 
     for stage in STAGES.values():
         for backend in stage.backends:
@@ -56,7 +55,7 @@ def test_every_backend_a_loader_offers_has_a_registered_family():
 
 
 def test_loader_options_reach_only_the_families_they_belong_to():
-    from cinereel.nodes.loaders import make_handle
+    from cinereel.nodes.pipeline.backends import make_handle
 
     qwen = make_handle("llm", "Qwen/Qwen3.5-35B-A3B", base_url="http://127.0.0.1:9/v1", director_prompt="/p.txt")
     assert qwen.option("base_url") is None and qwen.option("director_prompt") == "/p.txt"
@@ -78,7 +77,7 @@ def test_preview_loaders_return_handles_without_weights():
 
 
 def test_a_checkpoint_folder_runs_where_its_hub_checkpoint_runs(tmp_path):
-    from cinereel.nodes.loaders import STAGES, backend_for_checkpoint, make_handle
+    from cinereel.nodes.pipeline.backends import STAGES, backend_for_checkpoint, make_handle
 
     # A Qwen folder goes to a worker subprocess by default, as the hub id does; diffusion folders stay in-process.
     for stage, residency in (("llm", "subprocess"), ("keyframes", "in_process"), ("motion", "in_process")):

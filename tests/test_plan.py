@@ -6,9 +6,8 @@ import copy
 import json
 
 import pytest
+from cinereel.model_loaders.vocabulary.plan import PlanError, plan_json_schema, validate_plan
 from cinereel_testkit import sample_plan_dict
-
-from cinereel.nodes.plan import PlanError, plan_json_schema, validate_plan
 
 
 def test_valid_plan_round_trips_through_json():

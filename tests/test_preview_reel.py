@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cinereel.nodes.pipeline.audio import integrated_lufs, true_peak_dbtp
+from cinereel.nodes.pipeline.video import probe, read_audio
 
-from cinereel.nodes.video import probe, read_audio
-from cinereel.nodes.audio import integrated_lufs, true_peak_dbtp
+pytestmark = pytest.mark.reel
 
 SENTENCE = "A lone astronaut walks through a neon-lit Tokyo alley at dusk"
 JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
@@ -146,9 +147,9 @@ def test_rerunning_the_same_command_resumes_without_redoing_anything(tokyo):
 ])
 def test_the_place_sets_the_narration_language_and_the_report_says_who_spoke(tmp_path, city, language, script):
     from cinereel.model_loaders.rules import DirectorRequest
-    from cinereel.nodes.director import direct
-    from cinereel.nodes.pipeline import preview_handles
-    from cinereel.nodes.voice import narrate
+    from cinereel.nodes.pipeline.director import direct
+    from cinereel.nodes.pipeline.headless import preview_handles
+    from cinereel.nodes.pipeline.voice import narrate
 
     handles = preview_handles()
     reel = direct(handles["llm"], DirectorRequest(f"A street musician plays at night in {city}", duration_s=10,
@@ -166,7 +167,7 @@ def test_the_place_sets_the_narration_language_and_the_report_says_who_spoke(tmp
 
 def test_adapters_hand_core_nodes_comfy_types(tokyo):
     from cinereel.nodes.adapters import ReelToAudioNode, ReelToImageNode
-    from cinereel.nodes.reel import Reel
+    from cinereel.nodes.pipeline.reel import Reel
 
     report = tokyo["report"]
     reel = Reel.from_json({"cinereel_reel": 1, "run_dir": str(tokyo["run"]), "plan": tokyo["plan"],

@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-
 from cinereel.model_loaders import qwen
 from cinereel.model_loaders.handles import ModelHandle
 from cinereel.model_loaders.residency import ResidencyManager
-from cinereel.nodes.critic import FAILURE_LABELS, validate_critique
-from cinereel.nodes.languages import LANGUAGES
-from cinereel.nodes.plan import DEFAULT_FLOW_SHIFT, validate_plan
+from cinereel.model_loaders.vocabulary.critique import FAILURE_LABELS, validate_critique
+from cinereel.model_loaders.vocabulary.languages import LANGUAGES
+from cinereel.model_loaders.vocabulary.plan import DEFAULT_FLOW_SHIFT, validate_plan
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("tiny_qwen", HERE / "tiny_qwen.py")

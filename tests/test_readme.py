@@ -6,8 +6,9 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
-from cinereel_testkit import PACK_ROOT
+from cinereel_testkit import PACK_ROOT, load_test_module
 
 
 def _first_command(section: str) -> str:
@@ -41,3 +42,18 @@ def test_the_pack_is_imported_once_under_its_test_alias():
     init = str(PACK_ROOT / "__init__.py")
     copies = sorted(name for name, module in list(sys.modules.items()) if getattr(module, "__file__", None) == init)
     assert copies == ["cinereel"]
+
+
+def test_the_map_of_the_layers_matches_the_folders():
+    """README's layer map lists every package folder of the pack, bottom to top, and nothing else."""
+    layers = load_test_module("test_layers")
+
+    readme = (PACK_ROOT / "README.md").read_text(encoding="utf-8")
+    body = readme.split("## How it fits together", 1)[1]
+    block = re.search(r"```\n(.+?)\n```", body, re.S).group(1)
+    listed = [line.split()[0] for line in block.splitlines() if line.strip()]
+    folders = {p.parent.relative_to(PACK_ROOT).as_posix() + "/" for p in PACK_ROOT.glob("*/**/__init__.py")
+               if not {"tests", ".venv", ".git"} & set(p.relative_to(PACK_ROOT).parts)}
+    assert sorted(listed) == sorted(folders), f"README lists {listed}; the pack's package folders are {folders}"
+    order = [layers.LAYERS.index(layers.layer_of(Path(folder, "x.py"))) for folder in listed]
+    assert order == sorted(order) and len(set(order)) == len(order), f"not bottom to top: {listed}"

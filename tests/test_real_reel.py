@@ -11,9 +11,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from cinereel.nodes.pipeline.cli import main
 from cinereel_testkit import check_full_real_reel, load_test_module
 
-from cinereel.nodes.cli import main
+pytestmark = pytest.mark.reel
 
 SENTENCE = "A lone astronaut walks through a neon-lit Tokyo alley at dusk"
 CHECKPOINTS = {  # CLI flag -> (builder module, function)

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch  # noqa: F401  (imported before any load, as in ComfyUI, so load memory is the model's own)
-from cinereel_testkit import sample_plan_dict
-
 from cinereel.model_loaders.handles import ModelHandle
 from cinereel.model_loaders.residency import RESIDENCY
-from cinereel.nodes.director import direct
-from cinereel.nodes.keyframes import render_keyframes
-from cinereel.nodes.motion import animate
-from cinereel.nodes.pipeline import preview_handles
+from cinereel.nodes.pipeline.director import direct
+from cinereel.nodes.pipeline.headless import preview_handles
+from cinereel.nodes.pipeline.keyframes import render_keyframes
+from cinereel.nodes.pipeline.motion import animate
+from cinereel_testkit import sample_plan_dict
+
+pytestmark = pytest.mark.reel
 
 HERE = Path(__file__).resolve().parent
 MB = 2**20

@@ -9,7 +9,7 @@ import json
 import pytest
 from cinereel_testkit import check_full_real_reel, load_test_module, workflow_to_prompt
 
-pytestmark = pytest.mark.comfy
+pytestmark = [pytest.mark.comfy, pytest.mark.reel]
 
 TINY = {  # model-folder name (as a user would name the download) -> builder
     "Qwen3.5-35B-A3B": ("tiny_qwen", "tiny_qwen_checkpoint"),

@@ -7,15 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-from cinereel_testkit import sample_plan_dict
-from PIL import Image
-
 from cinereel.model_loaders.handles import ModelHandle
 from cinereel.model_loaders.residency import RESIDENCY, register_family
-from cinereel.nodes.keyframes import KeyframesNode, render_keyframes
-from cinereel.nodes.plan import validate_plan
-from cinereel.nodes.reel import Reel, RunDir, RunIdError, atomic_write, check_run_id
-from cinereel.nodes.stage import Job, run_jobs
+from cinereel.model_loaders.vocabulary.plan import validate_plan
+from cinereel.nodes.keyframes import KeyframesNode
+from cinereel.nodes.pipeline.keyframes import render_keyframes
+from cinereel.nodes.pipeline.reel import Reel, RunDir, RunIdError, atomic_write, check_run_id
+from cinereel.nodes.pipeline.stage import Job, run_jobs
+from cinereel_testkit import sample_plan_dict
+from PIL import Image
 
 
 @pytest.fixture

@@ -8,11 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
-from cinereel.nodes.plan import CAMERA_MOVES, MAX_FLOW_SHIFT, Shot, validate_plan
-from cinereel.nodes.retry import (
-    FAILURE_LABELS,
-    IMAGE_LABELS,
-    MOTION_LABELS,
+from cinereel.model_loaders.vocabulary.critique import FAILURE_LABELS, IMAGE_LABELS, MOTION_LABELS
+from cinereel.model_loaders.vocabulary.plan import CAMERA_MOVES, MAX_FLOW_SHIFT, Shot, validate_plan
+from cinereel.nodes.pipeline.retry import (
     PLAIN_CAMERA,
     PROMPT_MAX_CHARS,
     REMEDIES,
@@ -94,7 +92,7 @@ def test_labels_in_design_order_and_partitioned():
 
 
 def test_policy_imports_nothing_heavy(pack_root: Path):
-    tree = ast.parse((pack_root / "nodes" / "retry.py").read_text())
+    tree = ast.parse((pack_root / "nodes" / "pipeline" / "retry.py").read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import weakref
 from collections import Counter
 from collections.abc import Iterator
@@ -21,13 +20,19 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from cinereel.model_loaders.handles import ModelHandle
 from cinereel.model_loaders.residency import ResidencyManager, family
-from cinereel.model_loaders.wan import (FAMILY, WanMotion, WanSettings, load_wan, missing_files, unload_wan,
-                                        wan_frame_count)
+from cinereel.model_loaders.wan import (
+    FAMILY,
+    WanMotion,
+    WanSettings,
+    load_wan,
+    missing_files,
+    unload_wan,
+    wan_frame_count,
+)
 from cinereel_testkit import PACK_ROOT, sample_plan_dict
+from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("tiny_wan", HERE / "tiny_wan.py")
@@ -400,16 +405,14 @@ def test_not_a_two_expert_checkpoint_is_refused(checkpoint, tmp_path):
         load_wan(handle(single))
 
 
-def test_uncached_hub_id_fails_fast_offline(monkeypatch, tmp_path, network_attempts):
+def test_uncached_hub_id_fails_offline_without_reaching_for_the_network(monkeypatch, tmp_path, network_attempts):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    started = time.perf_counter()
     with pytest.raises(FileNotFoundError, match="Wan-AI/Wan2.2-I2V-A14B-Diffusers is not fully in the local "
                                                 "Hugging Face cache while HF_HUB_OFFLINE=1"):
         load_wan(handle("Wan-AI/Wan2.2-I2V-A14B-Diffusers"))
-    assert time.perf_counter() - started < 2.0
     assert network_attempts == []
 
 

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 MANIFEST = "manifest.json"
 PRODUCER_VERSION = "1"  # bump to invalidate every cached artifact when a producer changes output

@@ -15,8 +15,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..model_loaders.handles import ModelHandle
-from ..model_loaders.residency import RESIDENCY
+from ...model_loaders.handles import ModelHandle
+from ...model_loaders.residency import RESIDENCY
 from .comfy import Progress, check_cancel
 from .rundir import RunDir, input_key
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ...model_loaders.sampling import checked_sample_rate, resample
 from .rundir import atomic_write
 
 # scipy.signal, scipy.ndimage, pyloudnorm and soundfile are imported where used:
@@ -34,24 +35,6 @@ SILENCE_LUFS = -70.0  # BS.1770's absolute gate: anything quieter measures as si
 MAX_SPEECH_SPEED = 1.25  # gentlest time compression that still sounds natural
 LINE_TAIL_S = 0.15  # silence kept between a line's end and its shot's end, and before the reel's end
 LINE_GAP_S = 0.2  # the least silence between two lines when one pushes the next
-
-
-def resample(audio: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
-    """Resample along the time axis (axis 0) by the exact ratio ``sr_to / sr_from`` with a polyphase filter."""
-    sr_from, sr_to = _sample_rate(sr_from), _sample_rate(sr_to)
-    audio = np.asarray(audio, dtype=np.float32)
-    if sr_from == sr_to or audio.shape[0] == 0:
-        return audio.copy()
-    from scipy import signal
-
-    common = math.gcd(sr_from, sr_to)
-    return signal.resample_poly(audio, sr_to // common, sr_from // common, axis=0).astype(np.float32, copy=False)
-
-
-def _sample_rate(rate: int) -> int:
-    if isinstance(rate, bool) or int(rate) != rate or rate <= 0:
-        raise ValueError(f"sample rate must be a positive whole number of Hz, got {rate!r}")
-    return int(rate)
 
 
 def _db_to_gain(db: float | np.ndarray) -> float | np.ndarray:
@@ -77,7 +60,7 @@ def integrated_lufs(audio: np.ndarray, sample_rate: int) -> float:
     import pyloudnorm
 
     audio = _checked_audio(audio)
-    sample_rate = _sample_rate(sample_rate)
+    sample_rate = checked_sample_rate(sample_rate)
     meter = pyloudnorm.Meter(sample_rate)
     if audio.shape[0] < meter.block_size * sample_rate:
         raise ValueError(f"loudness needs at least {meter.block_size} s of audio, got {audio.shape[0] / sample_rate:.3f} s")
@@ -86,7 +69,7 @@ def integrated_lufs(audio: np.ndarray, sample_rate: int) -> float:
 
 def true_peak_dbtp(audio: np.ndarray, sample_rate: int) -> float:
     """True peak in dBTP: the highest magnitude of the signal oversampled 4x (and of the samples themselves)."""
-    _sample_rate(sample_rate)
+    checked_sample_rate(sample_rate)
     return _peak_db(_true_peak_envelope(_checked_audio(audio)))
 
 
@@ -132,7 +115,7 @@ class NarrationLine:
             raise ValueError(f"narration for shot {self.shot_id!r} must be mono (samples,), got shape {self.audio.shape}")
         if not np.all(np.isfinite(self.audio)):
             raise ValueError(f"narration for shot {self.shot_id!r} contains NaN or infinite samples")
-        self.sample_rate = _sample_rate(self.sample_rate)
+        self.sample_rate = checked_sample_rate(self.sample_rate)
         if not (math.isfinite(self.start_s) and math.isfinite(self.end_s) and 0 <= self.start_s < self.end_s):
             raise ValueError(f"shot {self.shot_id!r} window must satisfy 0 <= start < end, got {self.start_s}..{self.end_s}")
 
@@ -182,7 +165,7 @@ def place_narration(
     ``speed`` and ``action``. Raises ``ValueError`` when the lines cannot all fit
     in the reel even back to back.
     """
-    sample_rate = _sample_rate(sample_rate)
+    sample_rate = checked_sample_rate(sample_rate)
     if not (math.isfinite(total_s) and total_s > 0):
         raise ValueError(f"reel length must be a positive number of seconds, got {total_s}")
     if not (math.isfinite(lead_in_s) and lead_in_s >= 0):
@@ -312,7 +295,7 @@ def speech_envelope(
     speech = _checked_audio(speech, "speech")
     if speech.ndim != 1:
         raise ValueError(f"speech must be mono (samples,), got shape {speech.shape}")
-    sample_rate = _sample_rate(sample_rate)
+    sample_rate = checked_sample_rate(sample_rate)
     if attack_s <= 0 or release_s <= 0 or hold_s < 0:
         raise ValueError("attack and release must be positive and hold zero or more seconds")
     active = _speech_activity(speech, sample_rate, hold_s, threshold_db)
@@ -402,7 +385,7 @@ def limit_true_peak(
     audio = _checked_audio(audio)
     with np.errstate(divide="ignore"):
         envelope_db = 20.0 * np.log10(_true_peak_envelope(audio))
-    gain_db = _limiter_gain_db(envelope_db, _sample_rate(sample_rate), threshold_dbtp, lookahead_s, release_s)
+    gain_db = _limiter_gain_db(envelope_db, checked_sample_rate(sample_rate), threshold_dbtp, lookahead_s, release_s)
     return _apply_gain_db(audio, gain_db), float(-gain_db.min())
 
 
@@ -455,7 +438,7 @@ def master(
     """
     _check_master_targets(target_lufs, true_peak_dbtp)
     source = _checked_audio(audio).astype(np.float32)
-    sample_rate = _sample_rate(sample_rate)
+    sample_rate = checked_sample_rate(sample_rate)
     loudness = integrated_lufs(source, sample_rate)
     if not loudness > SILENCE_LUFS:
         raise ValueError(f"cannot master silent audio (integrated loudness {loudness} LUFS, below {SILENCE_LUFS})")
@@ -518,7 +501,7 @@ def write_wav(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int,
     import soundfile
 
     audio = _checked_audio(audio)
-    sample_rate = _sample_rate(sample_rate)
+    sample_rate = checked_sample_rate(sample_rate)
     if subtype not in WAV_SUBTYPES:
         raise ValueError(f"WAV subtype must be one of {', '.join(WAV_SUBTYPES)}, got {subtype!r}")
     if subtype != "FLOAT":
@@ -543,7 +526,7 @@ def mix_reel(
     with silence). Returns the mastered ``(samples, 2)`` mix and the master report
     plus ``speech_lufs``, ``music_lufs`` and ``music_gain_db``.
     """
-    sample_rate = _sample_rate(sample_rate)
+    sample_rate = checked_sample_rate(sample_rate)
     speech = _checked_audio(speech, "speech")
     if speech.ndim != 1:
         raise ValueError(f"speech must be mono (samples,), got shape {speech.shape}")

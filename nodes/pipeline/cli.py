@@ -9,8 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .frames import ASPECTS, RESOLUTIONS
-from .languages import LANGUAGES
+from ...model_loaders.vocabulary.frames import ASPECTS, RESOLUTIONS
+from ...model_loaders.vocabulary.languages import LANGUAGES
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
@@ -80,7 +80,7 @@ HANDLE_SETTINGS = ("residency", "unload_comfy_models")
 
 def handles_from_args(args: argparse.Namespace) -> dict:
     """The model handle of every stage from --llm ... --music and --set, checked before anything loads."""
-    from .loaders import STAGES, backend_for_checkpoint, make_handle
+    from .backends import STAGES, backend_for_checkpoint, make_handle
 
     options: dict[str, dict] = {stage: {} for stage in STAGES}
     for item in args.set:
@@ -102,10 +102,10 @@ def handles_from_args(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from ..model_loaders.rules import DirectorRequest
+    from ...model_loaders.rules import DirectorRequest
     from .director import direct
     from .gate import check_gate_settings
-    from .pipeline import PipelineOptions, make_reel
+    from .headless import PipelineOptions, make_reel
 
     request = DirectorRequest(sentence=args.sentence, duration_s=args.duration, shots=args.shots,
                               aspect=args.aspect, language=args.language, seed=args.seed,

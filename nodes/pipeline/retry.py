@@ -20,23 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .plan import MAX_FLOW_SHIFT, Plan, Shot
-
-FAILURE_LABELS: tuple[str, ...] = (
-    "CHARACTER_DRIFT",
-    "EXTRAS_INVADE_FRAME",
-    "CAMERA_IGNORED",
-    "WALKING_BACKWARDS",
-    "OBJECT_MORPHING",
-    "HAND_FINGER_ARTIFACT",
-    "WARDROBE_DRIFT",
-    "NEON_GLOW_LEAK",
-    "STYLIZED_AI_LOOK",
-    "RANDOM_INTIMACY",
-)
-# Motion labels re-render only the clip; image labels re-render the keyframe and the clip.
-MOTION_LABELS: frozenset[str] = frozenset({"OBJECT_MORPHING", "CAMERA_IGNORED", "WALKING_BACKWARDS"})
-IMAGE_LABELS: frozenset[str] = frozenset(FAILURE_LABELS) - MOTION_LABELS
+from ...model_loaders.vocabulary.critique import FAILURE_LABELS, IMAGE_LABELS
+from ...model_loaders.vocabulary.plan import MAX_FLOW_SHIFT, Plan, Shot
 
 REF_WEIGHT_STEP = 0.15
 REF_WEIGHT_CAP = 1.0

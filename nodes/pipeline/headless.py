@@ -12,17 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..model_loaders.handles import ModelHandle
+from ...model_loaders.handles import ModelHandle
+from .backends import PREVIEW_CHOICES, make_handle
 from .director import direct
 from .keyframes import render_keyframes
-from .loaders import PREVIEW_CHOICES, make_handle
 from .motion import animate
 from .music import score_music
 from .reel import Reel
 from .voice import narrate
 
 if TYPE_CHECKING:
-    from ..model_loaders.rules import DirectorRequest
+    from ...model_loaders.rules import DirectorRequest
 
 def preview_handles() -> dict[str, ModelHandle]:
     return {stage: make_handle(stage, selected) for stage, selected in PREVIEW_CHOICES.items()}

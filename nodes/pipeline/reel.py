@@ -14,7 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .plan import Plan, validate_plan
+from ...model_loaders.vocabulary.plan import Plan, validate_plan
 from .rundir import RunDir, RunIdError, atomic_write, atomic_write_text, check_run_id, derive_run_id, input_key
 
 __all__ = ["Reel", "RunDir", "RunIdError", "atomic_write", "atomic_write_text", "check_run_id", "derive_run_id",

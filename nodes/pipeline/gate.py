@@ -1,0 +1,338 @@
+"""The critic gate: score every clip, re-render the failures with a concrete fix, repeat.
+
+Rounds are phase-major. In each round every clip not yet passed is scored
+(the cheap technical check first, then the critic with its model resident
+once), every failed shot is revised by its failure label (``retry.py``), the
+keyframes of image-label failures are re-drawn (keyframe model resident once),
+and the clips of all failures re-animated (motion model resident once). A
+shot gets at most ``1 + max_retries`` attempts, so the gate always ends.
+
+Every attempt's clip stays on disk with its critique. A shot that never
+passes keeps its best attempt and is flagged in the report, or, with
+``strict``, the run stops with an error naming those shots.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ...model_loaders.handles import ModelHandle
+from ...model_loaders.residency import RESIDENCY
+from .comfy import Progress, check_cancel, send_ui_event
+from .stage import Job, StageTimer, artifact_key, run_jobs, write_report
+
+if TYPE_CHECKING:
+    from ...model_loaders.vocabulary.plan import Shot
+    from .reel import Reel
+
+MAX_RETRIES = 5
+DEFAULT_THRESHOLD = 7.0
+DEFAULT_CRITIC_FRAMES = 8
+TECHNICAL_CHECK_FRAMES = 81  # the whole 5 s clip: flicker shows only between neighbouring frames
+
+
+class GateFailed(RuntimeError):
+    """Strict mode: some shots never passed the gate (their attempts are all kept on disk)."""
+
+
+@dataclass
+class Attempt:
+    number: int
+    shot: Shot
+    keyframe: str  # artifact name of the keyframe the clip was made from
+    clip: str = ""  # artifact name of the clip
+    changes: dict[str, Any] = field(default_factory=dict)
+    label_fixed: str | None = None  # the failure label this attempt's changes answer
+    render_s: float = 0.0
+    critique: dict[str, Any] | None = None
+    critic_s: float = 0.0
+
+    @property
+    def mean(self) -> float:
+        from ...model_loaders.vocabulary.critique import mean_score
+
+        return mean_score(self.critique) if self.critique and self.critique.get("scores") else 0.0
+
+
+@dataclass
+class ShotState:
+    original: Shot
+    attempts: list[Attempt]
+
+    @property
+    def latest(self) -> Attempt:
+        return self.attempts[-1]
+
+
+def check_gate_settings(threshold: float, max_retries: int) -> tuple[float, int]:
+    """Refuse settings that make no sense; every accepted combination ends after at most 1 + max_retries rounds."""
+    threshold = float(threshold)
+    if math.isnan(threshold) or not 1.0 <= threshold <= 10.0:
+        raise ValueError(f"threshold must be a number from 1 to 10 (scores are 1-10), got {threshold}")
+    if isinstance(max_retries, bool) or int(max_retries) != max_retries or not 0 <= max_retries <= MAX_RETRIES:
+        raise ValueError(f"max_retries must be a whole number from 0 to {MAX_RETRIES}, got {max_retries}")
+    return threshold, int(max_retries)
+
+
+def passed(attempt: Attempt, threshold: float) -> bool:
+    critique = attempt.critique or {}
+    return not critique.get("technical") and not critique.get("malformed") and attempt.mean >= threshold
+
+
+# -- scoring ------------------------------------------------------------------
+
+def _frames(reel: Reel, clip: str, count: int) -> Any:
+    from .video import sample_frames
+
+    return sample_frames(reel.artifact_path(clip), count)
+
+
+def _portraits(reel: Reel, shot: Shot) -> list[Any]:
+    import numpy as np
+    from PIL import Image
+
+    images = []
+    for char_id in shot.characters:
+        name = f"portrait:{char_id}"
+        if name in reel.artifacts:
+            with Image.open(reel.artifact_path(name)) as img:
+                images.append(np.asarray(img.convert("RGB")))
+    return images
+
+
+def _ask_critic(model: Any, frames: Any, portraits: list[Any], prompt: str) -> dict[str, Any]:
+    """The critic's answer, validated; a malformed answer is asked again once, then counted as a failed score."""
+    from ...model_loaders.vocabulary.critique import validate_critique
+
+    problems = []
+    for _ in range(2):
+        try:
+            return validate_critique(model.critique(frames, portraits, prompt))
+        except ValueError as exc:
+            problems.append(str(exc))
+    return {"scores": None, "label": None, "technical": [], "malformed": True,
+            "notes": "the critic answered malformed JSON twice: " + " | ".join(problems)}
+
+
+def _render_findings(reel: Reel, clip: str) -> list[str]:
+    """What the motion stage saw while encoding that the MP4 cannot show (NaN frames become black)."""
+    from .motion import qc_rel
+
+    rel = qc_rel(reel.artifacts[clip])
+    return reel.run_dir.read_json(rel).get("technical", []) if reel.run_dir.path(rel).exists() else []
+
+
+def critique_job(reel: Reel, state: ShotState, critic: ModelHandle | None, frames: int,
+                 technical: dict[str, Any] | None) -> Job:
+    attempt = state.latest
+    inputs = {"clip": artifact_key(reel, attempt.clip), "critic": critic.key if critic else "technical",
+              "frames": frames, "prompt": attempt.shot.prompt, "characters": attempt.shot.characters}
+
+    def make(model: Any, tmp: Path) -> None:
+        import json
+
+        started = time.perf_counter()
+        if technical is not None:
+            critique = technical
+        else:
+            critique = _ask_critic(model, _frames(reel, attempt.clip, frames), _portraits(reel, attempt.shot),
+                                   attempt.shot.prompt)
+        critique["seconds"] = round(time.perf_counter() - started, 3)
+        tmp.write_text(json.dumps(critique, indent=2), encoding="utf-8")
+
+    return Job(f"critique:{attempt.shot.id}@{attempt.number}",
+               f"critic/{attempt.shot.id}.attempt{attempt.number}.json", inputs, make)
+
+
+def score_round(reel: Reel, states: list[ShotState], critic: ModelHandle, frames: int,
+                technical_gate: bool = True) -> Reel:
+    """Critique the latest attempt of every state: technical check first, the critic only for clips it passes.
+
+    With ``technical_gate`` off the critic judges every clip whose frames are all finite: black, blank,
+    still or flickering frames may be what the shot asks for (a night scene, a locked-off camera).
+    """
+    from ...model_loaders.technical import technical_check
+
+    technical_jobs, critic_jobs = [], []
+    for state in states:
+        result = technical_check(_frames(reel, state.latest.clip, TECHNICAL_CHECK_FRAMES),
+                                 _render_findings(reel, state.latest.clip))
+        if "nan_or_inf" in result["technical"] or (technical_gate and result["technical"]):
+            technical_jobs.append(critique_job(reel, state, None, frames, result))
+        else:
+            critic_jobs.append(critique_job(reel, state, critic, frames, None))
+    made_t, _ = run_jobs(reel.run_dir, None, technical_jobs)
+    made_c, _ = run_jobs(reel.run_dir, critic.as_role("critic"), critic_jobs)
+    reel = reel.evolve(artifacts={**made_t, **made_c})
+    for state in states:
+        data = reel.run_dir.read_json(reel.artifacts[f"critique:{state.latest.shot.id}@{state.latest.number}"])
+        state.latest.critique = data
+        state.latest.critic_s = float(data.get("seconds", 0.0))
+    return reel
+
+
+# -- re-rendering ----------------------------------------------------------------
+
+def _timed(job: Job, timings: dict[str, float]) -> Job:
+    def make(model: Any, tmp: Path) -> None:
+        started = time.perf_counter()
+        job.make(model, tmp)
+        timings[job.name] = time.perf_counter() - started
+
+    return Job(job.name, job.rel, job.inputs, make)
+
+
+def revise_failures(reel: Reel, failed: list[ShotState]) -> None:
+    """Append the next attempt to each failed shot, its parameters changed by the failure label."""
+    from .retry import revise
+
+    for state in failed:
+        previous = state.latest
+        label = (previous.critique or {}).get("label")
+        revision = revise(previous.shot, reel.plan, label, previous.number + 1, state.original.seed)
+        keyframe = f"keyframe:{revision.shot.id}@{previous.number + 1}" if revision.rerender_keyframe \
+            else previous.keyframe
+        state.attempts.append(Attempt(previous.number + 1, revision.shot, keyframe, label_fixed=label,
+                                      changes={k: list(v) for k, v in revision.changes.items()}))
+
+
+def render_round(reel: Reel, states: list[ShotState], keyframe_model: ModelHandle,
+                 motion_model: ModelHandle, clip_preset: str) -> Reel:
+    """Re-draw the keyframes that need it (one residency), then re-animate every clip (one residency)."""
+    from .keyframes import cast, keyframe_job, portrait_job
+    from .motion import clip_job
+
+    timings: dict[str, float] = {}
+    portraits = {c: portrait_job(reel.plan, c, keyframe_model) for c in cast(reel.plan)}
+    keyframe_jobs = []
+    for state in states:
+        attempt = state.latest
+        if attempt.keyframe not in reel.artifacts:
+            plan = reel.plan.with_shot(attempt.shot)
+            job = keyframe_job(plan, attempt.shot, portraits, reel.run_dir.root, keyframe_model, attempt.number)
+            keyframe_jobs.append(_timed(Job(attempt.keyframe, job.rel, job.inputs, job.make), timings))
+    made, _ = run_jobs(reel.run_dir, keyframe_model.as_role("keyframes"), keyframe_jobs)
+    reel = reel.evolve(artifacts=made)
+    clip_jobs = []
+    for state in states:
+        attempt = state.latest
+        job = clip_job(reel, attempt.shot, motion_model, attempt.number, clip_preset, attempt.keyframe)
+        attempt.clip = f"clip:{attempt.shot.id}@{attempt.number}"
+        clip_jobs.append(_timed(Job(attempt.clip, job.rel, job.inputs, job.make), timings))
+    made, _ = run_jobs(reel.run_dir, motion_model.as_role("motion"), clip_jobs)
+    for state in states:
+        attempt = state.latest
+        attempt.render_s = timings.get(attempt.clip, 0.0) + timings.get(attempt.keyframe, 0.0)
+    return reel.evolve(artifacts=made)
+
+
+# -- the gate -------------------------------------------------------------------
+
+def best_attempt(state: ShotState, threshold: float) -> Attempt:
+    passing = [a for a in state.attempts if passed(a, threshold)]
+    if passing:
+        return passing[-1]
+    return max(state.attempts, key=lambda a: (a.mean, -a.number))
+
+
+def run_gate(reel: Reel, critic: ModelHandle, keyframe_model: ModelHandle, motion_model: ModelHandle,
+             threshold: float = DEFAULT_THRESHOLD, max_retries: int = 3, strict: bool = False,
+             frames: int = DEFAULT_CRITIC_FRAMES, clip_preset: str = "ultrafast",
+             technical_gate: bool = True) -> Reel:
+    threshold, max_retries = check_gate_settings(threshold, max_retries)
+    timer = StageTimer("gate")
+    mark = RESIDENCY.mark()
+    states = [ShotState(shot, [Attempt(1, shot, f"keyframe:{shot.id}", clip=f"clip:{shot.id}")])
+              for shot in reel.plan.shots]
+    for state in states:
+        reel.artifact_path(state.latest.clip)  # a clear error now if Animate has not run
+    progress = Progress(len(states) * (1 + max_retries))
+    pending = list(states)
+    rounds = 0
+    while pending:
+        rounds += 1
+        check_cancel()
+        reel = score_round(reel, pending, critic, frames, technical_gate)
+        progress.update(len(pending))
+        failed = [s for s in pending if not passed(s.latest, threshold)]
+        pending = [s for s in failed if s.latest.number < 1 + max_retries]
+        if pending:
+            revise_failures(reel, pending)
+            reel = render_round(reel, pending, keyframe_model, motion_model, clip_preset)
+    return _finish(reel, states, threshold, max_retries, strict, rounds, timer, mark, technical_gate)
+
+
+def _finish(reel: Reel, states: list[ShotState], threshold: float, max_retries: int, strict: bool, rounds: int,
+            timer: StageTimer, mark: int, technical_gate: bool = True) -> Reel:
+    chosen: dict[str, str] = {}
+    plan = reel.plan
+    rows, flagged = [], []
+    for state in states:
+        best = best_attempt(state, threshold)
+        shot_passed = passed(best, threshold)
+        if not shot_passed:
+            flagged.append(best.shot.id)
+        chosen[f"clip:{best.shot.id}"] = reel.artifacts[best.clip]
+        chosen[f"keyframe:{best.shot.id}"] = reel.artifacts[best.keyframe]
+        plan = plan.with_shot(best.shot)
+        rows.append(_shot_report(reel, state, best, shot_passed, threshold))
+    labels = Counter(a.critique.get("label") for s in states for a in s.attempts
+                     if a.critique and a.critique.get("label"))
+    loads = RESIDENCY.log_since(mark)
+    gate = {"threshold": threshold, "max_retries": max_retries, "technical_check": technical_gate,
+            "rounds": rounds, "shots": rows,
+            "flagged": flagged, "label_counts": dict(sorted(labels.items())),
+            "model_loads": sum(1 for e in loads if e["event"] == "load"),
+            "attempts_total": sum(len(s.attempts) for s in states)}
+    out = reel.evolve(plan=plan, artifacts=chosen)
+    out = out.evolve(notes=timer.notes(out, gate=gate))
+    write_report(out)
+    send_ui_event("cinereel.gate", {"run_id": out.run_id, "rows": score_rows(gate)})
+    if strict and flagged:
+        raise GateFailed(f"shots {', '.join(flagged)} did not reach the threshold {threshold:g} after "
+                         f"{1 + max_retries} attempts each; every attempt is kept in {reel.run_dir.root / 'clips'}")
+    return out
+
+
+def _shot_report(reel: Reel, state: ShotState, best: Attempt, shot_passed: bool, threshold: float) -> dict[str, Any]:
+    attempts = []
+    for a in state.attempts:
+        critique = a.critique or {}
+        attempts.append({
+            "attempt": a.number, "clip": reel.artifacts.get(a.clip), "keyframe": reel.artifacts.get(a.keyframe),
+            "scores": critique.get("scores"), "mean": round(a.mean, 3), "label": critique.get("label"),
+            "technical": critique.get("technical", []), "notes": critique.get("notes", ""),
+            "passed": passed(a, threshold), "fixes_label": a.label_fixed, "changes": a.changes,
+            "render_s": round(a.render_s, 3), "critic_s": round(a.critic_s, 3),
+            "parameters": {"seed": a.shot.seed, "flow_shift": a.shot.flow_shift, "ref_weight": a.shot.ref_weight,
+                           "camera": a.shot.camera, "camera_detail": a.shot.camera_detail},
+        })
+    return {"shot": state.original.id, "passed": shot_passed, "flagged": not shot_passed,
+            "chosen_attempt": best.number, "attempts": attempts}
+
+
+def score_rows(gate: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per shot for the node's UI: the chosen attempt's scores."""
+    rows = []
+    for shot in gate["shots"]:
+        chosen = shot["attempts"][shot["chosen_attempt"] - 1]
+        rows.append({"shot": shot["shot"], "attempt": chosen["attempt"], "of": len(shot["attempts"]),
+                     "mean": chosen["mean"], "scores": chosen["scores"], "label": chosen["label"],
+                     "passed": shot["passed"], "flagged": shot["flagged"]})
+    return rows
+
+
+def summary_text(gate: dict[str, Any]) -> list[str]:
+    lines = [f"{gate['rounds']} round(s), {gate['attempts_total']} attempt(s), {gate['model_loads']} model load(s)"]
+    for row in score_rows(gate):
+        mark = "passed" if row["passed"] else "FLAGGED (best attempt kept)"
+        lines.append(f"{row['shot']}: attempt {row['attempt']}/{row['of']} mean {row['mean']:.1f} {mark}"
+                     + (f" [{row['label']}]" if row["label"] else ""))
+    if gate["label_counts"]:
+        lines.append("labels: " + ", ".join(f"{k} x{v}" for k, v in gate["label_counts"].items()))
+    return lines

@@ -1,0 +1,78 @@
+"""Keyframes stage: a master portrait per character, then one keyframe per shot.
+
+Phase-major: every portrait and keyframe is drawn under one residency of the
+keyframe model. Each keyframe is conditioned on the portraits of the
+characters in its shot, so characters stay the same person across shots.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ...model_loaders.handles import ModelHandle
+from .comfy import Progress
+from .stage import Job, StageTimer, run_jobs, step_callback, write_report
+
+if TYPE_CHECKING:
+    from ...model_loaders.vocabulary.plan import Plan, Shot
+    from .reel import Reel
+
+
+def _save_png(image: Any, tmp: Path) -> None:
+    image.save(tmp, format="PNG")
+
+
+def _load_image(path: Path) -> Any:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
+def cast(plan: Plan) -> list[str]:
+    """Characters that appear in at least one shot, in plan order."""
+    in_frame = {c for shot in plan.shots for c in shot.characters}
+    return [c.id for c in plan.characters if c.id in in_frame]
+
+
+def portrait_job(plan: Plan, char_id: str, handle: ModelHandle) -> Job:
+    character = plan.character(char_id)
+    seed = (plan.shots[0].seed + sum(map(ord, char_id))) % 2**63
+    inputs = {"character": character, "mood": plan.mood, "time_of_day": plan.time_of_day, "seed": seed,
+              "model": handle.key, "size": [plan.width, plan.height]}
+
+    def make(model: Any, tmp: Path) -> None:
+        _save_png(model.render_portrait(character.model_dump(mode="json"), plan.model_dump(mode="json"), seed,
+                                        callback=step_callback()), tmp)
+
+    return Job(f"portrait:{char_id}", f"portraits/{char_id}.png", inputs, make)
+
+
+def keyframe_job(plan: Plan, shot: Shot, portraits: dict[str, Job], run_root: Path, handle: ModelHandle,
+                 attempt: int = 1) -> Job:
+    refs = {c: portraits[c] for c in shot.characters}
+    inputs = {"shot": shot, "plan_look": [plan.mood, plan.time_of_day, plan.locale, plan.width, plan.height],
+              "references": {c: job.key for c, job in refs.items()}, "model": handle.key}
+    suffix = "" if attempt == 1 else f".attempt{attempt}"
+
+    def make(model: Any, tmp: Path) -> None:
+        images = {c: _load_image(run_root / job.rel) for c, job in refs.items()}
+        _save_png(model.render_keyframe(shot.model_dump(mode="json"), plan.model_dump(mode="json"), images,
+                                        shot.seed, callback=step_callback()), tmp)
+
+    return Job(f"keyframe:{shot.id}", f"keyframes/{shot.id}{suffix}.png", inputs, make)
+
+
+def render_keyframes(reel: Reel, handle: ModelHandle, progress: Progress | None = None) -> Reel:
+    timer = StageTimer("keyframes")
+    plan = reel.plan
+    portraits = {c: portrait_job(plan, c, handle) for c in cast(plan)}
+    shots = [keyframe_job(plan, shot, portraits, reel.run_dir.root, handle) for shot in plan.shots]
+    jobs = [*portraits.values(), *shots]
+    progress = progress or Progress(len(jobs))
+    made, count = run_jobs(reel.run_dir, handle.as_role("keyframes"), jobs, progress)
+    out = reel.evolve(artifacts=made)
+    out = out.evolve(notes=timer.notes(out, keyframes_made=count))
+    write_report(out)
+    return out
