@@ -32,13 +32,39 @@ TOKYO = "A lone astronaut walks through a neon-lit Tokyo alley at dusk"
     ([TOKYO, "--set", "llm.residency=elsewhere"], "residency 'elsewhere' must be 'in_process' or 'subprocess'"),
     ([TOKYO, "--gate", "--max-retries", "9"], "max_retries must be a whole number from 0 to 5"),
     ([TOKYO, "--gate", "--threshold", "11"], "threshold must be a number from 1 to 10"),
+    ([TOKYO, "--target-lufs", "0"], "target loudness 0 LUFS is outside -40 to -5"),
+    ([TOKYO, "--target-lufs", "nan"], "target loudness nan LUFS is outside -40 to -5"),
+    ([TOKYO, "--set", "motion.steps=0"], "motion.steps=0 is outside 1 to 200"),
+    ([TOKYO, "--set", "motion.steps=2.5"], "motion.steps=2.5 must be a whole number from 1 to 200"),
+    ([TOKYO, "--set", "keyframes.offload=cpu"], "keyframes.offload='cpu' is not one of none, model, group"),
+    ([TOKYO, "--set", "keyframes.fp8_storage=1"], "keyframes.fp8_storage=1 must be true or false"),
+    ([TOKYO, "--motion", "/no/such/folder"], "motion checkpoint '/no/such/folder' is neither 'preview'"),
+    ([TOKYO, "--plan", "."], "--plan . is a folder; give the plan's JSON file"),
+    ([TOKYO, "--plan", "/no/such/plan.json"], "--plan /no/such/plan.json cannot be read (No such file or directory)"),
 ])
 def test_bad_input_fails_before_any_work(tmp_path, capsys, args, message):
     out = tmp_path / "out"
     assert main([*args, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("cinereel: error:") and message in err, err
+    assert err.count("\n") == 1, f"one line, not {err!r}"
     assert not out.exists(), "an error in the input must not leave a run folder behind"
+
+
+def test_every_problem_is_named_in_one_line_before_anything_loads(tmp_path, capsys):
+    from cinereel.model_loaders.residency import RESIDENCY
+
+    mark = RESIDENCY.mark()
+    args = [TOKYO, "--duration", "0", "--target-lufs", "0", "--gate", "--threshold", "11", "--set",
+            "motion.steps=0", "--set", "motion.stpes=3", "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cinereel: error: 5 problems: ") and err.count("\n") == 1, err
+    for part in ("motion has no option 'stpes'", "duration_s must be more than 0", "threshold must be a number",
+                 "target loudness 0 LUFS", "motion.steps=0 is outside 1 to 200"):
+        assert part in err, (part, err)
+    assert [e for e in RESIDENCY.log_since(mark) if e["event"] == "load"] == []
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_plan_file_that_is_not_a_plan_names_the_field(tmp_path, capsys):

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,3 +199,40 @@ def test_server_down_timeout_and_http_500_name_the_cause(server):
     with pytest.raises(OpenAICompatError, match="HTTP 500: CUDA out of memory") as err:
         load_openai(handle_for(broken.base_url)).plan(REQUEST)
     assert broken.base_url in str(err.value)
+
+
+@pytest.mark.parametrize("mode, cause", [("malformed", "malformed JSON twice"), ("500", "HTTP 500"),
+                                         ("slow", "did not answer within 1 s")])
+def test_a_reel_whose_critic_cannot_answer_finishes_with_its_clips_flagged(server, tmp_path, capsys, mode, cause):
+    """Garbage, a server error or a timeout from the critic after the client's own retries: the gate counts a
+    failed critique with the reason critic_unavailable, re-renders nothing, keeps the clip and the reel ends."""
+    from cinereel.nodes.pipeline.cli import main
+    from cinereel_testkit import sample_plan_dict
+
+    plan = sample_plan_dict(width=448, height=256, duration_s=2.0)
+    for shot in plan["shots"]:
+        shot.update(duration_s=1.0, narration="")  # what is under test is the gate, not the voice
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plan), encoding="utf-8")
+    critic = server(mode)
+    out = tmp_path / "out"
+    code = main([REQUEST["sentence"], "--plan", str(plan_file), "--gate", "--max-retries", "2", "--llm", "openai",
+                 "--set", f"llm.base_url={critic.base_url}", "--set", "llm.model=qwen3.5-35b-a3b",
+                 "--set", "llm.timeout_s=1", "--out", str(out), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.loads(captured.out)
+    report = json.loads((Path(summary["run_dir"]) / "report.json").read_text(encoding="utf-8"))
+    shots = report["gate"]["shots"]
+    assert [s["shot"] for s in shots] == ["shot_01", "shot_02"]
+    for shot in shots:
+        (attempt,) = shot["attempts"]  # a new render cannot make the critic answer
+        assert shot["flagged"] and shot["reason"] == "critic_unavailable" and shot["chosen_attempt"] == 1
+        assert attempt["reason"] == "critic_unavailable" and cause in attempt["notes"]
+    assert report["gate"]["flagged"] == ["shot_01", "shot_02"]
+    assert sorted(p.name for p in (Path(summary["run_dir"]) / "clips").glob("*.mp4")) == [
+        "shot_01.attempt1.mp4", "shot_02.attempt1.mp4"]
+    assert Path(summary["reel"]).stat().st_size > 0
+    warnings = [line for line in captured.err.splitlines() if line.startswith("cinereel: warning: ")]
+    assert len(warnings) == 2 and all("critic_unavailable" in w and cause in w for w in warnings), captured.err
+    assert report["warnings"] == [w[len("cinereel: warning: "):] for w in warnings]

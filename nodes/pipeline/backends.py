@@ -8,12 +8,14 @@ resident through the residency manager only when it has work to do.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from ...model_loaders.handles import ModelHandle
 from ...model_loaders.preview import PREVIEW_CHECKPOINT
 from .comfy import model_folders
+from .preflight import PreflightError
 from .widgets import KEYFRAME_MODEL, LLM, MOTION_MODEL, MUSIC_MODEL, VOICE_MODEL, choice, integer, number, text, toggle
 
 DEVICES = ("auto", "cuda", "cpu", "mps")
@@ -171,9 +173,33 @@ def backend_for_checkpoint(stage: str, checkpoint: str) -> Backend:
     return folder_backend(stage, str(path), path.resolve())
 
 
+def option_problem(stage: str, name: str, value: Any, declaration: tuple) -> str | None:
+    """Why ``value`` cannot be the loader option ``stage.name`` declared as ``declaration``, or None."""
+    kind, spec = declaration[0], declaration[1]
+    where = f"{stage}.{name}={value!r}"
+    if isinstance(kind, list):
+        return None if value in kind else f"{where} is not one of {', '.join(map(str, kind))}"
+    if kind == "BOOLEAN":
+        return None if isinstance(value, bool) else f"{where} must be true or false"
+    if kind == "STRING":
+        return None if isinstance(value, str) else f"{where} must be text"
+    whole = kind == "INT"
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not is_number or (whole and int(value) != value):
+        return f"{where} must be a {'whole number' if whole else 'number'} from {spec['min']} to {spec['max']}"
+    if not spec["min"] <= value <= spec["max"]:
+        return f"{where} is outside {spec['min']} to {spec['max']}"
+    return None
+
+
 def make_handle(stage: str, selected: str | Backend, dtype: str = "bfloat16", device: str = "auto",
                 residency: str = "auto", unload_comfy_models: bool = True, **options: Any) -> ModelHandle:
     """The handle for ``selected``; raises before anything loads if that backend cannot run yet."""
+    declared = dict(STAGES[stage].options)
+    problems = [problem for name, value in options.items()
+                if name in declared and (problem := option_problem(stage, name, value, declared[name]))]
+    if problems:
+        raise PreflightError(problems)
     backend = selected if isinstance(selected, Backend) else resolve_backend(stage, selected)
     if backend.issue:
         raise NotImplementedYet(f"the {backend.choice} {STAGES[stage].stage} backend", backend.issue,

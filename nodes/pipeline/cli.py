@@ -8,9 +8,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...model_loaders.vocabulary.frames import ASPECTS, RESOLUTIONS
 from ...model_loaders.vocabulary.languages import LANGUAGES
+
+if TYPE_CHECKING:
+    from .headless import PipelineOptions
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
@@ -74,52 +78,107 @@ def print_benchmark(stages: list[tuple[str, float]], wall_s: float, process_s: f
         print(f"  {name:<10} {seconds:6.2f} s  {100 * seconds / wall_s:5.1f} %")
 
 
+def print_warnings(reel) -> None:
+    """What the run degraded on (a language fallback, an unjudged clip...), on standard error as well as in
+    report.json."""
+    for warning in reel.notes.get("warnings", []):
+        print(f"cinereel: warning: {warning}", file=sys.stderr)
+
+
 # Loader settings every stage has (keyword arguments of make_handle, which holds their defaults).
 HANDLE_SETTINGS = ("residency", "unload_comfy_models")
 
 
 def handles_from_args(args: argparse.Namespace) -> dict:
-    """The model handle of every stage from --llm ... --music and --set, checked before anything loads."""
+    """The model handle of every stage from --llm ... --music and --set; raises ``PreflightError`` naming
+    every problem (an unknown option, a checkpoint that is neither a hub id nor a folder) at once."""
     from .backends import STAGES, backend_for_checkpoint, make_handle
+    from .preflight import PreflightError
 
+    problems: list[str] = []
     options: dict[str, dict] = {stage: {} for stage in STAGES}
     for item in args.set:
         key, sep, raw = item.partition("=")
         stage, dot, name = key.partition(".")
         if not sep or not dot or stage not in STAGES:
-            raise ValueError(f"--set {item!r} must look like STAGE.OPTION=VALUE with STAGE one of "
-                             f"{', '.join(STAGES)}")
+            problems.append(f"--set {item!r} must look like STAGE.OPTION=VALUE with STAGE one of "
+                            f"{', '.join(STAGES)}")
+            continue
         known = [option for option, _ in STAGES[stage].options] + [*HANDLE_SETTINGS]
         if name not in known:
-            raise ValueError(f"--set {item!r}: {stage} has no option {name!r}; it has: {', '.join(known)}")
+            problems.append(f"--set {item!r}: {stage} has no option {name!r}; it has: {', '.join(known)}")
+            continue
         try:
             options[stage][name] = json.loads(raw)
         except json.JSONDecodeError:
             options[stage][name] = raw
-    return {stage: make_handle(stage, backend_for_checkpoint(stage, getattr(args, stage)), args.dtype,
-                               args.device, **options[stage]) for stage in STAGES}
+    handles = {}
+    for stage in STAGES:
+        try:
+            handles[stage] = make_handle(stage, backend_for_checkpoint(stage, getattr(args, stage)), args.dtype,
+                                         args.device, **options[stage])
+        except PreflightError as exc:
+            problems += exc.problems
+        except (ValueError, FileNotFoundError, NotImplementedError) as exc:
+            problems.append(str(exc))
+    if problems:
+        raise PreflightError(problems)
+    return handles
+
+
+def read_plan(path: Path | None) -> str | None:
+    """The text of --plan; a path that is not a readable UTF-8 file is a one-line error."""
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise ValueError(f"--plan {path} is a folder; give the plan's JSON file (for example its plan.json)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ValueError(f"--plan {path} cannot be read ({reason})") from None
+
+
+def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str | None]:
+    """Everything the run needs, checked before any model loads: all problems in one ``PreflightError``."""
+    from .headless import PipelineOptions
+    from .preflight import PreflightError, settings_problems
+
+    problems: list[str] = []
+    handles: dict = {}
+    try:
+        handles = handles_from_args(args)
+    except PreflightError as exc:
+        problems += exc.problems
+    plan_override = None
+    try:
+        plan_override = read_plan(args.plan)
+    except ValueError as exc:
+        problems.append(str(exc))
+    options = PipelineOptions(handles=handles, target_lufs=args.target_lufs, gate=args.gate,
+                              technical_check=args.technical_check, threshold=args.threshold,
+                              max_retries=args.max_retries)
+    problems += settings_problems(request, options)
+    if problems:
+        raise PreflightError(problems)
+    return options, plan_override
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from ...model_loaders.rules import DirectorRequest
     from .director import direct
-    from .gate import check_gate_settings
-    from .headless import PipelineOptions, make_reel
+    from .headless import make_reel
 
     request = DirectorRequest(sentence=args.sentence, duration_s=args.duration, shots=args.shots,
                               aspect=args.aspect, language=args.language, seed=args.seed,
                               resolution=args.resolution)
     try:
-        request.validate()
-        check_gate_settings(args.threshold, args.max_retries)  # before anything loads
-        plan_override = args.plan.read_text(encoding="utf-8") if args.plan else None
-        options = PipelineOptions(handles=handles_from_args(args), target_lufs=args.target_lufs, gate=args.gate,
-                                  technical_check=args.technical_check, threshold=args.threshold,
-                                  max_retries=args.max_retries)
+        options, plan_override = preflight(args, request)  # every setting, before anything loads
         if args.plan_only:
             reel = direct(options.handles["llm"], request, args.out, args.run_id, plan_override)
             print(json.dumps(reel.plan.model_dump(mode="json"), indent=2, ensure_ascii=False))
+            print_warnings(reel)
             return 0
 
         stages: list[tuple[str, float]] = []
@@ -142,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cinereel: cancelled; run the same command again to resume where it stopped", file=sys.stderr)
         return EXIT_CANCELLED
+    print_warnings(reel)
     path = reel.artifact_path("reel")
     if args.json:
         print(json.dumps({"reel": str(path), "run_dir": str(reel.run_dir.root), "run_id": reel.run_id,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ...model_loaders.handles import ModelHandle
 from ...model_loaders.residency import RESIDENCY
 from .comfy import Progress, check_cancel, send_ui_event
-from .stage import Job, StageTimer, artifact_key, run_jobs, write_report
+from .stage import Job, StageTimer, add_warning, artifact_key, run_jobs, write_report
 
 if TYPE_CHECKING:
     from ...model_loaders.vocabulary.plan import Shot
@@ -79,9 +79,17 @@ def check_gate_settings(threshold: float, max_retries: int) -> tuple[float, int]
     return threshold, int(max_retries)
 
 
+CRITIC_UNAVAILABLE = "critic_unavailable"
+
+
 def passed(attempt: Attempt, threshold: float) -> bool:
     critique = attempt.critique or {}
-    return not critique.get("technical") and not critique.get("malformed") and attempt.mean >= threshold
+    return not critique.get("technical") and not critique.get("reason") and attempt.mean >= threshold
+
+
+def critic_unavailable(attempt: Attempt) -> bool:
+    """The critic could not judge this attempt: a new render would not change that, so none is made."""
+    return bool(attempt.critique) and attempt.critique.get("reason") == CRITIC_UNAVAILABLE
 
 
 # -- scoring ------------------------------------------------------------------
@@ -106,7 +114,9 @@ def _portraits(reel: Reel, shot: Shot) -> list[Any]:
 
 
 def _ask_critic(model: Any, frames: Any, portraits: list[Any], prompt: str) -> dict[str, Any]:
-    """The critic's answer, validated; a malformed answer is asked again once, then counted as a failed score."""
+    """The critic's answer, validated. A malformed answer is asked again once; a second one, or a critic that
+    cannot answer at all (server down, HTTP error, timeout, a worker or memory failure, each after the backend's
+    own bounded retries), is a failed critique with the reason ``critic_unavailable``: the reel goes on."""
     from ...model_loaders.vocabulary.critique import validate_critique
 
     problems = []
@@ -115,8 +125,13 @@ def _ask_critic(model: Any, frames: Any, portraits: list[Any], prompt: str) -> d
             return validate_critique(model.critique(frames, portraits, prompt))
         except ValueError as exc:
             problems.append(str(exc))
-    return {"scores": None, "label": None, "technical": [], "malformed": True,
-            "notes": "the critic answered malformed JSON twice: " + " | ".join(problems)}
+        except RuntimeError as exc:
+            return _unavailable(f"the critic could not answer: {exc}")
+    return _unavailable("the critic answered malformed JSON twice: " + " | ".join(problems))
+
+
+def _unavailable(notes: str) -> dict[str, Any]:
+    return {"scores": None, "label": None, "technical": [], "reason": CRITIC_UNAVAILABLE, "notes": notes}
 
 
 def _render_findings(reel: Reel, clip: str) -> list[str]:
@@ -260,7 +275,7 @@ def run_gate(reel: Reel, critic: ModelHandle, keyframe_model: ModelHandle, motio
         reel = score_round(reel, pending, critic, frames, technical_gate)
         progress.update(len(pending))
         failed = [s for s in pending if not passed(s.latest, threshold)]
-        pending = [s for s in failed if s.latest.number < 1 + max_retries]
+        pending = [s for s in failed if s.latest.number < 1 + max_retries and not critic_unavailable(s.latest)]
         if pending:
             revise_failures(reel, pending)
             reel = render_round(reel, pending, keyframe_model, motion_model, clip_preset)
@@ -290,6 +305,11 @@ def _finish(reel: Reel, states: list[ShotState], threshold: float, max_retries: 
             "model_loads": sum(1 for e in loads if e["event"] == "load"),
             "attempts_total": sum(len(s.attempts) for s in states)}
     out = reel.evolve(plan=plan, artifacts=chosen)
+    for row in rows:
+        if row["reason"] == CRITIC_UNAVAILABLE:
+            notes = row["attempts"][row["chosen_attempt"] - 1]["notes"]
+            warning = f"{row['shot']}: {CRITIC_UNAVAILABLE}, attempt {row['chosen_attempt']} kept unjudged ({notes})"
+            out = out.evolve(notes={"warnings": add_warning(out, warning)})
     out = out.evolve(notes=timer.notes(out, gate=gate))
     write_report(out)
     send_ui_event("cinereel.gate", {"run_id": out.run_id, "rows": score_rows(gate)})
@@ -306,13 +326,15 @@ def _shot_report(reel: Reel, state: ShotState, best: Attempt, shot_passed: bool,
         attempts.append({
             "attempt": a.number, "clip": reel.artifacts.get(a.clip), "keyframe": reel.artifacts.get(a.keyframe),
             "scores": critique.get("scores"), "mean": round(a.mean, 3), "label": critique.get("label"),
-            "technical": critique.get("technical", []), "notes": critique.get("notes", ""),
+            "technical": critique.get("technical", []), "reason": critique.get("reason"),
+            "notes": critique.get("notes", ""),
             "passed": passed(a, threshold), "fixes_label": a.label_fixed, "changes": a.changes,
             "render_s": round(a.render_s, 3), "critic_s": round(a.critic_s, 3),
             "parameters": {"seed": a.shot.seed, "flow_shift": a.shot.flow_shift, "ref_weight": a.shot.ref_weight,
                            "camera": a.shot.camera, "camera_detail": a.shot.camera_detail},
         })
-    return {"shot": state.original.id, "passed": shot_passed, "flagged": not shot_passed,
+    reason = None if shot_passed else (best.critique or {}).get("reason")
+    return {"shot": state.original.id, "passed": shot_passed, "flagged": not shot_passed, "reason": reason,
             "chosen_attempt": best.number, "attempts": attempts}
 
 
@@ -323,7 +345,7 @@ def score_rows(gate: dict[str, Any]) -> list[dict[str, Any]]:
         chosen = shot["attempts"][shot["chosen_attempt"] - 1]
         rows.append({"shot": shot["shot"], "attempt": chosen["attempt"], "of": len(shot["attempts"]),
                      "mean": chosen["mean"], "scores": chosen["scores"], "label": chosen["label"],
-                     "passed": shot["passed"], "flagged": shot["flagged"]})
+                     "passed": shot["passed"], "flagged": shot["flagged"], "reason": shot.get("reason")})
     return rows
 
 
@@ -331,6 +353,8 @@ def summary_text(gate: dict[str, Any]) -> list[str]:
     lines = [f"{gate['rounds']} round(s), {gate['attempts_total']} attempt(s), {gate['model_loads']} model load(s)"]
     for row in score_rows(gate):
         mark = "passed" if row["passed"] else "FLAGGED (best attempt kept)"
+        if row["reason"]:
+            mark = f"FLAGGED: {row['reason']} (attempt kept unjudged)"
         lines.append(f"{row['shot']}: attempt {row['attempt']}/{row['of']} mean {row['mean']:.1f} {mark}"
                      + (f" [{row['label']}]" if row["label"] else ""))
     if gate["label_counts"]:
