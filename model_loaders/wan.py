@@ -338,6 +338,15 @@ def check_flow_shift(flow_shift: float) -> float:
     return flow_shift
 
 
+def motion_prompt(shot: dict[str, Any]) -> str:
+    """The shot's prompt with its camera direction: Wan2.2 takes the camera only from the text, so the
+    free-text ``camera_detail`` (or the plain phrase for ``camera``) goes into the prompt it encodes."""
+    from .vocabulary.plan import PLAIN_CAMERA
+
+    phrase = (shot.get("camera_detail") or "").strip() or PLAIN_CAMERA[shot.get("camera") or "static"]
+    return f"{shot['prompt'].strip().rstrip('.')}. Camera: {phrase}."
+
+
 class WanMotion:
     """Wan2.2 I2V A14B behind the motion interface; ``pipe`` is the loaded diffusers pipeline."""
 
@@ -373,7 +382,7 @@ class WanMotion:
         try:
             video = pipe(
                 image=keyframe.convert("RGB"),
-                prompt=shot["prompt"],
+                prompt=motion_prompt(shot),
                 negative_prompt=shot.get("negative_prompt") or "",
                 height=height,
                 width=width,

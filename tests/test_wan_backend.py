@@ -178,7 +178,32 @@ def test_the_shots_prompts_reach_the_text_encoder(motion, keyframe, monkeypatch)
 
     monkeypatch.setattr(motion.pipe, "encode_prompt", spy)
     render(motion, keyframe, negative_prompt="blurry, low quality")
-    assert seen == [(HERO["prompt"], "blurry, low quality", True)]
+    assert seen == [("the astronaut walks toward camera. Camera: static shot.", "blurry, low quality", True)]
+
+
+def test_the_camera_reaches_wan_and_a_camera_ignored_revision_changes_it(motion, keyframe, monkeypatch):
+    """Asserted at the call WanImageToVideoPipeline receives: the camera direction is in its prompt, and
+    the CAMERA_IGNORED remedy's plain phrase replaces it in the next attempt's prompt."""
+    from cinereel.model_loaders.vocabulary.plan import validate_plan
+    from cinereel.nodes.pipeline.retry import revise
+
+    prompts = []
+    call = type(motion.pipe).__call__
+
+    def spy(pipe, *args, **kwargs):
+        prompts.append(kwargs["prompt"])
+        return call(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(type(motion.pipe), "__call__", spy)
+    detail = "slow dolly toward her visor as rain streaks past"
+    plan = validate_plan({**PLAN, "width": 256, "height": 256,  # the schema's smallest frame; renders stay at SIZE
+                          "shots": [PLAN["shots"][0], {**HERO, "camera": "push_in", "camera_detail": detail}]})
+    shot = plan.shots[1]
+    render(motion, keyframe, **shot.model_dump(mode="json"))
+    revised = revise(shot, plan, "CAMERA_IGNORED", 2, shot.seed).shot
+    render(motion, keyframe, **revised.model_dump(mode="json"))
+    assert prompts == [f"the astronaut walks toward camera. Camera: {detail}.",
+                       "the astronaut walks toward camera. Camera: slow push in."]
 
 
 def test_both_experts_run_on_their_side_of_the_boundary(motion, keyframe):

@@ -25,6 +25,17 @@ SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 ShotType = Literal["hero", "broll", "establishing"]
 CameraMove = Literal["static", "push_in", "pull_out", "pan_left", "pan_right", "tilt_up", "tilt_down"]
 CAMERA_MOVES: tuple[str, ...] = CameraMove.__args__  # type: ignore[attr-defined]
+# Each move as a plain verb phrase: what the motion model reads when a shot has no camera_detail,
+# and what replaces the free-text direction after CAMERA_IGNORED.
+PLAIN_CAMERA: dict[str, str] = {
+    "static": "static shot",
+    "push_in": "slow push in",
+    "pull_out": "slow pull out",
+    "pan_left": "slow pan left",
+    "pan_right": "slow pan right",
+    "tilt_up": "slow tilt up",
+    "tilt_down": "slow tilt down",
+}
 SHOT_TYPES: tuple[str, ...] = ShotType.__args__  # type: ignore[attr-defined]
 
 DEFAULT_FLOW_SHIFT: dict[str, float] = {"hero": 5.0, "broll": 8.0, "establishing": 8.0}

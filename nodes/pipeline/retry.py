@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...model_loaders.vocabulary.critique import FAILURE_LABELS, IMAGE_LABELS
-from ...model_loaders.vocabulary.plan import MAX_FLOW_SHIFT, Plan, Shot
+from ...model_loaders.vocabulary.plan import MAX_FLOW_SHIFT, PLAIN_CAMERA, Plan, Shot
 
 REF_WEIGHT_STEP = 0.15
 REF_WEIGHT_CAP = 1.0
@@ -30,16 +30,6 @@ FLOW_SHIFT_FLOOR = 3.0  # OBJECT_MORPHING lowers flow shift to here, never below
 PROMPT_MAX_CHARS = 2000  # Shot.prompt and Shot.negative_prompt max_length
 MAX_SEED = 2**63 - 1
 
-# The plain verb phrase that replaces the free-text camera direction on CAMERA_IGNORED.
-PLAIN_CAMERA: dict[str, str] = {
-    "static": "static shot",
-    "push_in": "slow push in",
-    "pull_out": "slow pull out",
-    "pan_left": "slow pan left",
-    "pan_right": "slow pan right",
-    "tilt_up": "slow tilt up",
-    "tilt_down": "slow tilt down",
-}
 
 Remedy = Callable[[Shot, Plan], dict[str, Any]]
 
