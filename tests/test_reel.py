@@ -160,3 +160,25 @@ def test_run_jobs_counts_made_and_reused(tmp_path):
     assert run_jobs(run, None, jobs)[1] == 3
     assert run_jobs(run, None, jobs)[1] == 0
     assert (run.root / "a2.txt").read_text() == "2"
+
+
+def test_a_resumed_run_keeps_the_report_of_every_earlier_invocation(tmp_path, capsys):
+    from cinereel.nodes.pipeline.cli import main
+
+    args = ["A lone astronaut walks through a neon-lit Tokyo alley at dusk", "--duration", "2", "--shots", "2",
+            "--resolution", "480p", "--run-id", "resume", "--out", str(tmp_path), "--json"]
+    reports = []
+    for _ in range(3):
+        assert main(args) == 0
+        run_dir = Path(json.loads(capsys.readouterr().out)["run_dir"])
+        reports.append(json.loads((run_dir / "report.json").read_text(encoding="utf-8")))
+    first, second, third = reports
+    assert first["history"] == [] and first["model_loads"] >= 5
+    assert len({r["invocation"] for r in reports}) == 3
+    # the second command redid nothing; what the first one loaded, evicted and timed is still in the report
+    assert second["model_loads"] == 0
+    (earlier,) = second["history"]
+    assert earlier["invocation"] == first["invocation"] and earlier["residency"] == first["residency"]
+    assert earlier["timings"] == first["timings"] and earlier["model_loads"] == first["model_loads"]
+    assert [h["invocation"] for h in third["history"]] == [first["invocation"], second["invocation"]]
+    assert third["history"][0] == earlier

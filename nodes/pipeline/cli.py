@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     from ...model_loaders.rules import DirectorRequest
     from .director import direct
     from .headless import make_reel
+    from .stage import new_invocation
+
+    new_invocation()  # report.json keeps what earlier commands on the same run folder recorded
 
     request = DirectorRequest(sentence=args.sentence, duration_s=args.duration, shots=args.shots,
                               aspect=args.aspect, language=args.language, seed=args.seed,

@@ -9,7 +9,9 @@ cancel checks between jobs.
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from pathlib import Path
@@ -116,8 +118,37 @@ def add_warning(reel: Reel, warning: str) -> list[str]:
     return warnings
 
 
+# One invocation: a ComfyUI server's life, or one headless command (the CLI starts a new one).
+_invocation = uuid.uuid4().hex[:12]
+HISTORY_FIELDS = ("timings", "residency", "model_loads", "stage_seconds_total", "gate", "warnings")
+
+
+def new_invocation() -> str:
+    global _invocation
+    _invocation = uuid.uuid4().hex[:12]
+    return _invocation
+
+
+def report_history(reel: Reel) -> list[dict[str, Any]]:
+    """What earlier invocations on this run folder recorded (loads, evictions, timings, gate attempts): a
+    resumed run appends to it, so nothing an earlier invocation did is lost from report.json."""
+    path = reel.run_dir.path("report.json")
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(previous, dict):
+        return []
+    history = [h for h in previous.get("history", []) if isinstance(h, dict)]
+    if previous.get("invocation") not in (None, _invocation):
+        history.append({"invocation": previous["invocation"],
+                        **{k: previous[k] for k in HISTORY_FIELDS if k in previous}})
+    return history
+
+
 def write_report(reel: Reel) -> Path:
-    """report.json: what the run made and how (rewritten after every stage)."""
+    """report.json: what the run made and how (rewritten after every stage; earlier invocations kept
+    under ``history``)."""
     notes = dict(reel.notes)
     residency = notes.get("residency", [])
     report = {
@@ -130,6 +161,8 @@ def write_report(reel: Reel) -> Path:
         "artifacts": dict(reel.artifacts),
         "model_loads": sum(1 for e in residency if e.get("event") == "load"),
         **notes,
+        "invocation": _invocation,
+        "history": report_history(reel),
     }
     timings = notes.get("timings", {})
     if timings:
