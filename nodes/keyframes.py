@@ -25,9 +25,9 @@ class KeyframesNode(ReelNode):
             "keyframe_model": (KEYFRAME_MODEL, {"tooltip": "From a CineReel Keyframe Model Loader."}),
         }}
 
-    def render(self, reel: Reel, keyframe_model: ModelHandle) -> tuple[Reel]:
+    def render(self, reel: Reel, keyframe_model: ModelHandle) -> tuple | dict:
         out = render_keyframes(reel, keyframe_model)
-        return stage_done(out, "keyframes")
+        return stage_done(out, "keyframes", reel)
 
 
 NODES = {"CineReelKeyframes": (KeyframesNode, "CineReel Keyframes")}

@@ -31,9 +31,9 @@ class MixNode(ReelNode):
         }}
 
     def mix(self, reel: Any, target_lufs: float, true_peak_dbtp: float, music_level_db: float,
-            duck_db: float) -> tuple[Any]:
+            duck_db: float) -> tuple | dict:
         out = mix_stage(reel, float(target_lufs), float(true_peak_dbtp), float(music_level_db), float(duck_db))
-        return stage_done(out, "mix")
+        return stage_done(out, "mix", reel)
 
 
 NODES = {"CineReelMix": (MixNode, "CineReel Mix & Master")}

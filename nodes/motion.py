@@ -27,9 +27,9 @@ class AnimateNode(ReelNode):
                                   "re-encoded by the Assemble node, so the fastest is fine here (as faithful, larger files)."),
         }}
 
-    def animate(self, reel: Reel, motion_model: ModelHandle, clip_preset: str) -> tuple[Reel]:
+    def animate(self, reel: Reel, motion_model: ModelHandle, clip_preset: str) -> tuple | dict:
         out = animate(reel, motion_model, clip_preset)
-        return stage_done(out, "motion")
+        return stage_done(out, "motion", reel)
 
 
 NODES = {"CineReelAnimate": (AnimateNode, "CineReel Animate")}

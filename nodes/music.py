@@ -25,12 +25,12 @@ class ScoreMusicNode(ReelNode):
             "tempo_bpm": number("Tempo in beats per minute; 0 picks one from the plan's mood.", 0.0, 0.0, 200.0, 1.0),
         }}
 
-    def score(self, reel: Reel, music_model: ModelHandle, tempo_bpm: float) -> tuple[Reel]:
+    def score(self, reel: Reel, music_model: ModelHandle, tempo_bpm: float) -> tuple | dict:
         tempo = float(tempo_bpm)
         if 0 < tempo < 40:
             raise ValueError(f"tempo_bpm {tempo:g} is too slow for a pulse; use 40-200, or 0 for automatic")
         out = score_music(reel, music_model, tempo or None)
-        return stage_done(out, "music")
+        return stage_done(out, "music", reel)
 
 
 NODES = {"CineReelScoreMusic": (ScoreMusicNode, "CineReel Score Music")}

@@ -29,9 +29,9 @@ class NarrateNode(ReelNode):
             "voice": text("Voice name for the engine (blank: the default voice for the plan's language)."),
         }}
 
-    def narrate(self, reel: Reel, voice_model: ModelHandle, lead_in_s: float, voice: str = "") -> tuple[Reel]:
+    def narrate(self, reel: Reel, voice_model: ModelHandle, lead_in_s: float, voice: str = "") -> tuple | dict:
         out = narrate(reel, voice_model, voice.strip(), float(lead_in_s))
-        return stage_done(out, "narration")
+        return stage_done(out, "narration", reel)
 
 
 NODES = {"CineReelNarrate": (NarrateNode, "CineReel Narrate")}

@@ -85,3 +85,26 @@ def test_a_checkpoint_folder_runs_where_its_hub_checkpoint_runs(tmp_path):
         by_hub = make_handle(stage, backend_for_checkpoint(stage, STAGES[stage].backends[1].checkpoint))
         assert by_folder.residency == by_hub.residency == residency, stage
         assert by_folder.checkpoint == str(tmp_path.resolve())
+
+
+def test_a_warning_is_shown_on_the_node_whose_stage_raised_it(tmp_path):
+    """Kokoro does not speak German: the Narrate node falls back to eSpeak NG and says so on the node, in the
+    REEL's warnings (report.json) too; a stage that adds no warning shows nothing new."""
+    from cinereel.model_loaders.rules import DirectorRequest
+    from cinereel.nodes.music import ScoreMusicNode
+    from cinereel.nodes.pipeline.backends import make_handle
+    from cinereel.nodes.pipeline.director import direct
+    from cinereel.nodes.pipeline.headless import preview_handles
+    from cinereel.nodes.voice import NarrateNode
+
+    handles = preview_handles()
+    reel = direct(handles["llm"], DirectorRequest("Ein Astronaut geht nachts durch Berlin", duration_s=2.0, shots=1,
+                                                  language="de"), tmp_path)
+    kokoro = make_handle("voice", "hexgrad/Kokoro-82M", device="cpu")
+    result = NarrateNode().narrate(reel, kokoro, 0.25)
+    (warning,) = result["ui"]["text"]
+    assert warning.startswith("⚠ ") and "Kokoro does not speak German" in warning
+    (out,) = result["result"]
+    assert warning[2:] in out.notes["warnings"] and out.notes["narration"]["engine"] == "espeak-ng"
+    music = ScoreMusicNode().score(out, handles["music"], 0.0)  # the German warning is not the music stage's
+    assert isinstance(music, tuple) and len(music) == 1 and "music" in music[0].artifacts
