@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ModelUnavailable
 from .vocabulary.languages import LANGUAGES, normalize_language
 
 # Values from espeak-ng's speak_lib.h.
@@ -68,7 +69,7 @@ class _VoiceSpec(ctypes.Structure):
     ]
 
 
-class EspeakError(RuntimeError):
+class EspeakError(ModelUnavailable):
     pass
 
 

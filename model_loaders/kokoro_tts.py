@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .checkpoints import local_or_cached, resolve_device
+from .errors import ModelUnavailable
 from .handles import ModelHandle
 from .residency import register_family
 
@@ -83,7 +84,7 @@ G2P_PACKAGES = {
 _VOICE_NAME = re.compile(r"^[a-z]{2}_[a-z0-9]+$")
 
 
-class G2PUnavailable(RuntimeError):
+class G2PUnavailable(ModelUnavailable):
     """The grapheme-to-phoneme packages (or data) for a language are not installed."""
 
 

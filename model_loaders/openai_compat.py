@@ -38,6 +38,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from .errors import ModelUnavailable
 from .handles import ModelHandle
 from .qwen import (
     CRITIC_PROMPT,
@@ -66,7 +67,7 @@ DEFAULT_TIMEOUT_S = 120.0
 STRUCTURED_MODES = ("json_schema", "json_object", "none")
 
 
-class OpenAICompatError(RuntimeError):
+class OpenAICompatError(ModelUnavailable):
     """The server could not be reached, failed, or answered unusable output. The message names the cause."""
 
 

@@ -50,6 +50,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import ModelUnavailable
 from .handles import ModelHandle
 from .residency import register_family
 
@@ -92,11 +93,11 @@ REQUEST_FIXED_FIELDS = ("version", "sentence", "duration_s", "fps", "width", "he
 PIPELINE_SHOT_FIELDS = ("id", "duration_s", "seed", "flow_shift", "ref_weight")
 
 
-class DirectorError(RuntimeError):
+class DirectorError(ModelUnavailable):
     """The language-model director could not produce a valid plan."""
 
 
-class CriticError(RuntimeError):
+class CriticError(ModelUnavailable):
     """The language-model critic could not produce a valid critique."""
 
 

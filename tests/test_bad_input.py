@@ -136,3 +136,41 @@ def test_cancel_mid_clip_leaves_no_half_written_file_and_the_rerun_resumes(tmp_p
     out = animate(reel, motion)
     assert CancellingMotion.clips == 12, "the finished first clip was made again"
     assert all(out.artifact_path(f"clip:{s.id}").exists() for s in out.plan.shots)
+
+
+def test_problems_of_the_machine_and_of_services_are_one_line_too(tmp_path, capsys):
+    import socket
+
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x", encoding="utf-8")
+    deep, empty = tmp_path / "deep.json", tmp_path / "empty.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    empty.write_text("", encoding="utf-8")
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    out = str(tmp_path / "out")
+    cases = [
+        ([TOKYO, "--out", str(a_file)], "a file stands where a folder is needed"),
+        ([TOKYO, "--plan", str(deep), "--out", out], "plan is nested too deeply"),
+        ([TOKYO, "--plan", str(empty), "--out", out], "is empty; give the plan's JSON"),
+        ([TOKYO, "--llm", "openai", "--set", f"llm.base_url={down}", "--set", "llm.model=m", "--out", out],
+         f"cannot reach the OpenAI-compatible server at {down}"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("cinereel: error:") and message in err and err.count("\n") == 1, err
+
+
+def test_a_bug_shows_its_traceback_and_says_it_is_one(tmp_path, capsys, monkeypatch):
+    from cinereel.nodes.pipeline import headless
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(headless, "make_reel", broken)
+    assert main([TOKYO, "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyError: 'a bug'" in err
+    assert err.rstrip().splitlines()[-1].startswith("cinereel: internal error: this is a bug in CineReel")

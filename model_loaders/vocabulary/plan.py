@@ -219,6 +219,9 @@ def validate_plan(data: dict[str, Any] | str | Plan) -> Plan:
                 data = json.loads(data)
             except json.JSONDecodeError as exc:
                 raise PlanError([f"plan is not valid JSON: {exc}"]) from None
+            except RecursionError:
+                raise PlanError(["plan is nested too deeply to be a plan (a plan is an object of shots, "
+                                 "a few levels deep)"]) from None
         if not isinstance(data, dict):
             raise PlanError([f"plan must be a JSON object, got {type(data).__name__}"])
         return Plan.model_validate(data)

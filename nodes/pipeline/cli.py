@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...model_loaders.errors import ModelUnavailable
 from ...model_loaders.vocabulary.frames import ASPECTS, RESOLUTIONS
 from ...model_loaders.vocabulary.languages import LANGUAGES
 
@@ -18,6 +21,7 @@ if TYPE_CHECKING:
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
+EXIT_BUG = 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -78,6 +82,22 @@ def print_benchmark(stages: list[tuple[str, float]], wall_s: float, process_s: f
         print(f"  {name:<10} {seconds:6.2f} s  {100 * seconds / wall_s:5.1f} %")
 
 
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def os_problem(exc: OSError) -> str:
+    """What went wrong with a file or folder, and what to do, in one line."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return f"the disk is full{where}; free some space and run the same command again to resume"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write{where}: {exc.strerror}; choose another --out folder"
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return f"a file stands where a folder is needed{where}; choose another --out folder"
+    return one_line(exc)
+
+
 def print_warnings(reel) -> None:
     """What the run degraded on (a language fallback, an unjudged clip...), on standard error as well as in
     report.json."""
@@ -131,12 +151,15 @@ def read_plan(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except IsADirectoryError:
         raise ValueError(f"--plan {path} is a folder; give the plan's JSON file (for example its plan.json)") from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise ValueError(f"--plan {path} cannot be read ({reason})") from None
+    if not text.strip():
+        raise ValueError(f"--plan {path} is empty; give the plan's JSON (for example an edited plan.json)")
+    return text
 
 
 def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str | None]:
@@ -198,12 +221,20 @@ def main(argv: list[str] | None = None) -> int:
             import psutil
 
             print_benchmark(stages, time.perf_counter() - started, time.time() - psutil.Process().create_time())
-    except (ValueError, FileNotFoundError, NotImplementedError) as exc:
-        print(f"cinereel: error: {exc}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, NotImplementedError, ModelUnavailable) as exc:
+        print(f"cinereel: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # an --out that is a file or not writable, a full disk...
+        print(f"cinereel: error: {os_problem(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("cinereel: cancelled; run the same command again to resume where it stopped", file=sys.stderr)
         return EXIT_CANCELLED
+    except Exception:
+        traceback.print_exc()
+        print("cinereel: internal error: this is a bug in CineReel, please report it with the traceback above; "
+              "everything already made is kept, and the same command resumes", file=sys.stderr)
+        return EXIT_BUG
     print_warnings(reel)
     path = reel.artifact_path("reel")
     if args.json:
