@@ -81,7 +81,7 @@ def missing_checkpoint_files(folder: Path) -> list[str]:
 def _missing_component_files(folder: Path, library: str, class_name: str) -> list[str]:
     if class_name.endswith("Scheduler"):
         return [] if (folder / "scheduler_config.json").is_file() else ["scheduler_config.json"]
-    if "Tokenizer" in class_name:
+    if library == "transformers" and "Tokenizer" in class_name:  # AceStepAudioTokenizer is a model, not text
         has_vocab = (folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file()
         return ([] if (folder / "tokenizer_config.json").is_file() else ["tokenizer_config.json"]) + (
             [] if has_vocab else ["tokenizer.json"])

@@ -8,6 +8,7 @@ any test that tries.
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from cinereel.model_loaders.acestep import (
     INSTRUMENTAL_LYRICS,
     AceStepMusic,
     load_acestep,
+    missing_checkpoint_files,
     resolve_checkpoint,
 )
 from cinereel.model_loaders.handles import ModelHandle
@@ -121,6 +123,25 @@ def test_missing_folder_and_files_are_named(tmp_path: Path, folder: Path):
                                                 r"tokenizer/tokenizer_config\.json, "
                                                 r"transformer/diffusion_pytorch_model\.safetensors"):
         load_acestep(ModelHandle("acestep", str(broken), dtype="float32", device="cpu"))
+
+
+def test_the_base_and_sft_layout_with_the_audio_tokenizer_loads_and_scores_music(tmp_path: Path):
+    folder = tiny_acestep.tiny_acestep_base_checkpoint()
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    assert index["audio_tokenizer"] == ["ace_step", "AceStepAudioTokenizer"]
+    assert index["audio_token_detokenizer"] == ["ace_step", "AceStepAudioTokenDetokenizer"]
+    assert missing_checkpoint_files(folder) == []
+    manager = ResidencyManager()
+    with manager.use(ModelHandle("acestep", str(folder), dtype="float32", device="cpu",
+                                 options={"steps": STEPS})) as model:
+        assert type(model.pipe.audio_tokenizer).__name__ == "AceStepAudioTokenizer"
+        bed = model.compose(PLAN, 1.0, None, seed=3)
+    manager.evict("end of test")
+    assert bed.shape == (48000, 2) and np.isfinite(bed).all() and np.abs(bed).max() > 0
+    broken = shutil.copytree(folder, tmp_path / "broken")  # a shipped optional component's weights are checked too
+    for weights in (broken / "audio_tokenizer").glob("*.safetensors"):
+        weights.unlink()
+    assert missing_checkpoint_files(broken) == ["audio_tokenizer/diffusion_pytorch_model.safetensors"]
 
 
 def test_hub_id_not_in_the_cache_fails_fast_without_downloading(tmp_path: Path, monkeypatch):

@@ -85,16 +85,31 @@ def _vae():
                               decoder_input_channels=ACOUSTIC_DIM, audio_channels=2, sampling_rate=48000)
 
 
-def build(target: Path) -> None:
-    """Write the tiny checkpoint into ``target`` (which must not exist yet)."""
+def _audio_token_models():
+    """The optional ``audio_tokenizer`` and ``audio_token_detokenizer`` (diffusers' AceStepPipeline
+    ``_optional_components``) that the ACE-Step 1.5 base and SFT diffusers checkpoints ship and turbo does not."""
+    from diffusers.pipelines.ace_step import AceStepAudioTokenDetokenizer, AceStepAudioTokenizer
+
+    shared = dict(hidden_size=16, intermediate_size=32, audio_acoustic_hidden_dim=ACOUSTIC_DIM, pool_window_size=5,
+                  num_attention_pooler_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                  sliding_window=16)
+    return (AceStepAudioTokenizer(fsq_dim=16, fsq_input_levels=[8, 5], **shared),
+            AceStepAudioTokenDetokenizer(**shared))
+
+
+def build(target: Path, audio_tokens: bool = False) -> None:
+    """Write the tiny checkpoint into ``target`` (which must not exist yet): the turbo layout, or with
+    ``audio_tokens`` the base/SFT layout that adds the audio tokenizer and detokenizer."""
     import torch
     from diffusers import AceStepPipeline, FlowMatchEulerDiscreteScheduler
 
     torch.manual_seed(0)
     tokenizer = _tokenizer()
+    audio_tokenizer, audio_token_detokenizer = _audio_token_models() if audio_tokens else (None, None)
     pipe = AceStepPipeline(
         vae=_vae(), text_encoder=_text_encoder(len(tokenizer)), tokenizer=tokenizer, transformer=_transformer(),
-        condition_encoder=_condition_encoder(),
+        condition_encoder=_condition_encoder(), audio_tokenizer=audio_tokenizer,
+        audio_token_detokenizer=audio_token_detokenizer,
         # The pipeline passes its own [0, 1] sigma schedule, so the scheduler is the identity one it documents.
         scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0),
     )
@@ -111,3 +126,10 @@ def tiny_acestep_checkpoint() -> Path:
     from cinereel_testkit import cached_build
 
     return cached_build("acestep", _cache_key(), build)
+
+
+def tiny_acestep_base_checkpoint() -> Path:
+    """The base/SFT layout (with the audio tokenizer and detokenizer), built on first use."""
+    from cinereel_testkit import cached_build
+
+    return cached_build("acestep-base", _cache_key(), lambda target: build(target, audio_tokens=True))
