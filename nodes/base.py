@@ -57,12 +57,12 @@ class ReelNode:
     RETURN_NAMES = ("reel",)
 
 
-def stage_done(reel, stage: str, before=None) -> tuple | dict:
+def stage_done(reel, stage: str, before) -> tuple | dict:
     """A stage node's result; the browser extension hears which stage of which run finished, and the
     warnings this stage added to the REEL (a language fallback...) are shown on the node."""
     from .pipeline.comfy import send_ui_event
 
     send_ui_event("cinereel.stage", {"run_id": reel.run_id, "stage": stage})
-    earlier = set(before.notes.get("warnings", [])) if before is not None else set()
+    earlier = set(before.notes.get("warnings", []))
     new = [w for w in reel.notes.get("warnings", []) if w not in earlier]
     return {"ui": {"text": [f"⚠ {w}" for w in new]}, "result": (reel,)} if new else (reel,)

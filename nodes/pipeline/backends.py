@@ -1,9 +1,10 @@
 """The backends each stage offers, their settings, and how a choice becomes a model handle (never weights).
 
-The loader nodes and the headless command share this catalogue. Each list offers the weights-free preview backend first, then the real
-checkpoint's hub id, then diffusers/transformers folders found in ComfyUI's
-model folders. The handle goes to the stage, which makes the model
-resident through the residency manager only when it has work to do.
+The loader nodes and the headless command share this catalogue. Each list
+offers the weights-free preview backend first, then the real checkpoint's hub
+id, then diffusers/transformers folders found in ComfyUI's model folders. The
+handle goes to the stage, which makes the model resident through the residency
+manager only when it has work to do.
 """
 
 from __future__ import annotations
