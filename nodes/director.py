@@ -10,6 +10,7 @@ from ..model_loaders.vocabulary.languages import LANGUAGES
 from .base import LLM, ReelNode, choice, integer, number, seed_input, text
 from .pipeline.comfy import output_root, send_ui_event
 from .pipeline.director import LANGUAGE_AUTO, direct, shot_list
+from .pipeline.preflight import check_queued_loaders
 from .pipeline.rundir import check_run_id
 
 
@@ -47,6 +48,7 @@ class DirectorNode(ReelNode):
                                      "720x1280). 480p: 832x480 (or 480x832), about 2.3x faster to render, for "
                                      "drafts and smaller GPUs."),
             },
+            "hidden": {"prompt": "PROMPT"},
         }
 
     @classmethod
@@ -65,8 +67,11 @@ class DirectorNode(ReelNode):
         return True
 
     def plan(self, llm: ModelHandle, sentence: str, duration_s: float, shots: int, aspect: str, language: str,
-             seed: int, run_id: str = "", plan_override: str = "", resolution: str = "720p") -> dict[str, Any]:
+             seed: int, run_id: str = "", plan_override: str = "", resolution: str = "720p",
+             prompt: dict[str, Any] | None = None) -> dict[str, Any]:
         from ..model_loaders.rules import DirectorRequest
+
+        check_queued_loaders(prompt or {})  # every checkpoint of the graph, before the director loads
 
         request = DirectorRequest(sentence=sentence, duration_s=float(duration_s), shots=int(shots), aspect=aspect,
                                   language=None if language == LANGUAGE_AUTO else language, seed=int(seed),

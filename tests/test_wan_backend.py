@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 import torch
 from cinereel.model_loaders.handles import ModelHandle
+from cinereel.model_loaders.model_layouts import missing_files
 from cinereel.model_loaders.residency import ResidencyManager, family
 from cinereel.model_loaders.wan import (
     FAMILY,
     WanMotion,
     WanSettings,
     load_wan,
-    missing_files,
     unload_wan,
     wan_frame_count,
 )
@@ -385,7 +385,8 @@ def test_callback_runs_once_per_step_and_its_exception_cancels(motion, keyframe)
 # -- checkpoints ---------------------------------------------------------------
 
 def test_missing_folder_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match=f"checkpoint folder {tmp_path / 'nope'} does not exist"):
+    with pytest.raises(FileNotFoundError, match=f"no Wan2.2 I2V checkpoint at {tmp_path / 'nope'}: the folder does not "
+                                                f"exist"):
         load_wan(handle(tmp_path / "nope"))
 
 
@@ -397,11 +398,17 @@ def test_missing_component_files_are_listed(checkpoint, tmp_path):
     with pytest.raises(FileNotFoundError) as error:
         load_wan(handle(broken))
     assert str(error.value) == (
-        f"the Wan2.2 I2V checkpoint in {broken} is incomplete; missing: tokenizer/tokenizer_config.json, "
-        "tokenizer/tokenizer.json (or spiece.model), transformer_2/diffusion_pytorch_model.safetensors, "
-        "vae/config.json")
-    (broken / "model_index.json").unlink()
-    assert missing_files(broken) == ["model_index.json"]
+        f"the Wan2.2 I2V checkpoint in {broken} is incomplete: missing tokenizer/tokenizer_config.json, "
+        "tokenizer/tokenizer.json (or vocab.json + merges.txt, or spiece.model), "
+        "transformer_2/diffusion_pytorch_model.safetensors (or its shards with "
+        "diffusion_pytorch_model.safetensors.index.json), vae/config.json; complete it with "
+        f"`hf download Wan-AI/Wan2.2-I2V-A14B-Diffusers --local-dir {broken}`")
+    (broken / "model_index.json").unlink()  # no index: the published layout says what is needed
+    assert missing_files("wan2.2-i2v", broken) == [
+        "model_index.json", "tokenizer/tokenizer_config.json",
+        "tokenizer/tokenizer.json (or vocab.json + merges.txt, or spiece.model)",
+        "transformer_2/diffusion_pytorch_model.safetensors (or its shards with "
+        "diffusion_pytorch_model.safetensors.index.json)", "vae/config.json"]
 
 
 def test_sharded_experts_load_and_a_missing_shard_is_named(checkpoint, tmp_path, keyframe):
@@ -412,21 +419,25 @@ def test_sharded_experts_load_and_a_missing_shard_is_named(checkpoint, tmp_path,
     shutil.rmtree(sharded / "transformer")
     expert.save_pretrained(sharded / "transformer", max_shard_size="40KB")  # the real expert ships in 12 shards
     shards = sorted(p.name for p in (sharded / "transformer").glob("*.safetensors"))
-    assert len(shards) > 1 and missing_files(sharded) == []
+    assert len(shards) > 1 and missing_files("wan2.2-i2v", sharded) == []
     model = load_wan(handle(sharded))
     assert torch.equal(model.pipe.transformer.proj_out.weight, expert.proj_out.weight)
     unload_wan(model)
     (sharded / "transformer" / shards[1]).unlink()
-    with pytest.raises(FileNotFoundError, match=f"missing: transformer/{shards[1]}$"):
+    with pytest.raises(FileNotFoundError, match=f"missing transformer/{shards[1]} \\(listed in "
+                                                f"diffusion_pytorch_model.safetensors.index.json\\); complete"):
         load_wan(handle(sharded))
 
 
 def test_not_a_two_expert_checkpoint_is_refused(checkpoint, tmp_path):
     single = shutil.copytree(checkpoint, tmp_path / "wan")
     index = json.loads((single / "model_index.json").read_text())
-    index.update(boundary_ratio=None, transformer_2=[None, None])
-    (single / "model_index.json").write_text(json.dumps(index))
+    (single / "model_index.json").write_text(json.dumps({**index, "boundary_ratio": None}))
     with pytest.raises(ValueError, match="needs a WanImageToVideoPipeline with two experts"):
+        load_wan(handle(single))
+    (single / "model_index.json").write_text(json.dumps({**index, "transformer_2": [None, None]}))
+    with pytest.raises(FileNotFoundError, match="missing transformer_2/ \\(model_index.json lists no transformer_2; "
+                                                "the published checkpoint has a WanTransformer3DModel\\)"):
         load_wan(handle(single))
 
 
@@ -435,8 +446,8 @@ def test_uncached_hub_id_fails_offline_without_reaching_for_the_network(monkeypa
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="Wan-AI/Wan2.2-I2V-A14B-Diffusers is not fully in the local "
-                                                "Hugging Face cache while HF_HUB_OFFLINE=1"):
+    with pytest.raises(FileNotFoundError, match="Wan-AI/Wan2.2-I2V-A14B-Diffusers is not downloaded .*run "
+                                                "`hf download Wan-AI/Wan2.2-I2V-A14B-Diffusers`"):
         load_wan(handle("Wan-AI/Wan2.2-I2V-A14B-Diffusers"))
     assert network_attempts == []
 

@@ -57,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="STAGE.OPTION=VALUE",
                    help="a loader option, e.g. --set motion.steps=30 --set llm.base_url=http://127.0.0.1:8000/v1 "
                         "(repeatable; values are JSON where they parse)")
+    p.add_argument("--allow-download", action="store_true",
+                   help="download a hub checkpoint that is not in the Hugging Face cache (tens of GB); without "
+                        "it a missing checkpoint stops the run at once with the command that fetches it")
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"),
                    help="weight precision of the real models (default bfloat16)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cuda, cpu or mps")
@@ -135,8 +138,9 @@ def handles_from_args(args: argparse.Namespace) -> dict:
     handles = {}
     for stage in STAGES:
         try:
+            settings = {"allow_download": True, **options[stage]} if args.allow_download else options[stage]
             handles[stage] = make_handle(stage, backend_for_checkpoint(stage, getattr(args, stage)), args.dtype,
-                                         args.device, **options[stage])
+                                         args.device, **settings)
         except PreflightError as exc:
             problems += exc.problems
         except (ValueError, FileNotFoundError, NotImplementedError) as exc:
@@ -165,7 +169,7 @@ def read_plan(path: Path | None) -> str | None:
 def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str | None]:
     """Everything the run needs, checked before any model loads: all problems in one ``PreflightError``."""
     from .headless import PipelineOptions
-    from .preflight import PreflightError, settings_problems
+    from .preflight import PreflightError, checkpoint_problems, settings_problems
 
     problems: list[str] = []
     handles: dict = {}
@@ -182,6 +186,8 @@ def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str |
                               technical_check=args.technical_check, threshold=args.threshold,
                               max_retries=args.max_retries)
     problems += settings_problems(request, options)
+    problems += checkpoint_problems({stage: handle for stage, handle in handles.items()
+                                     if not args.plan_only or stage == "llm"})
     if problems:
         raise PreflightError(problems)
     return options, plan_override
