@@ -293,6 +293,7 @@ class Flux2KleinKeyframes:
     def __init__(self, pipe: Flux2KleinPipeline, options: Flux2Options, dtype: torch.dtype,
                  device: torch.device) -> None:
         self.pipeline: Flux2KleinPipeline | None = pipe
+        self._last_call: dict[str, Any] = {}
         self.options = options
         self.dtype = dtype
         self.device = device
@@ -316,6 +317,11 @@ class Flux2KleinKeyframes:
         references = shot_references(shot, portraits) if weight > 0 else []
         return self._generate(shot["prompt"], shot.get("negative_prompt", ""), int(plan["width"]),
                               int(plan["height"]), references, weight, seed, callback)
+
+    def last_call(self) -> dict[str, Any]:
+        """What the last render sent to the pipeline: prompt, negative prompt (None when the distilled model
+        runs no guidance pass, so none was sent), seed, steps, guidance, size and references."""
+        return dict(self._last_call)
 
     def close(self) -> None:
         """Remove the offload hooks and drop every reference to the components, so eviction frees them."""
@@ -356,9 +362,13 @@ class Flux2KleinKeyframes:
         bias = self._reference_bias(width, height, references, ref_weight)
         if bias is not None:
             kwargs["attention_kwargs"] = {"attention_mask": bias}
-        if negative_prompt and self._guides:
+        guided_negative = bool(negative_prompt) and self._guides
+        if guided_negative:
             kwargs["negative_prompt_embeds"] = self._pipe.encode_prompt(
                 negative_prompt, device=self._pipe._execution_device, max_sequence_length=TEXT_TOKENS)[0]
+        self._last_call = {"renderer": FAMILY, "prompt": prompt, "negative_prompt": negative_prompt if guided_negative
+                           else None, "seed": seed, "steps": self.options.steps, "guidance": self.options.guidance,
+                           "width": width, "height": height, "references": len(references), "ref_weight": ref_weight}
         if callback is not None:
             kwargs["callback_on_step_end"] = _on_step_end(callback, self.options.steps)
         try:

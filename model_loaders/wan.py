@@ -283,6 +283,7 @@ class WanMotion:
         # The checkpoint's scheduler, before any per-shot flow shift.
         self._scheduler_class = type(pipe.scheduler)
         self._scheduler_config = pipe.scheduler.config
+        self._last_call: dict[str, Any] = {}
 
     def scheduler_for(self, flow_shift: float) -> Any:
         """The checkpoint's scheduler rebuilt from its config with ``flow_shift``."""
@@ -304,17 +305,15 @@ class WanMotion:
             log.warning("Wan2.2 renders motion for %d fps; the plan's %s fps changes its speed", WAN_FPS, plan["fps"])
         pipe.scheduler = self.scheduler_for(float(shot["flow_shift"]))
         steps = self.settings.steps
+        sent = {"prompt": motion_prompt(shot), "negative_prompt": shot.get("negative_prompt") or "", "height": height,
+                "width": width, "num_frames": wan_frame_count(num_frames, pipe.vae_scale_factor_temporal),
+                "num_inference_steps": steps, "guidance_scale": self.settings.guidance,
+                "guidance_scale_2": self.settings.guidance_2}
+        self._last_call = {"renderer": FAMILY, **sent, "seed": int(seed), "flow_shift": float(shot["flow_shift"])}
         try:
             video = pipe(
                 image=keyframe.convert("RGB"),
-                prompt=motion_prompt(shot),
-                negative_prompt=shot.get("negative_prompt") or "",
-                height=height,
-                width=width,
-                num_frames=wan_frame_count(num_frames, pipe.vae_scale_factor_temporal),
-                num_inference_steps=steps,
-                guidance_scale=self.settings.guidance,
-                guidance_scale_2=self.settings.guidance_2,
+                **sent,
                 generator=torch.Generator("cpu").manual_seed(int(seed)),
                 output_type="np",
                 callback_on_step_end=_step_callback(callback, steps),
@@ -324,6 +323,11 @@ class WanMotion:
             pipe.maybe_free_model_hooks()
             raise
         return video[0].astype("float32", copy=False)
+
+    def last_call(self) -> dict[str, Any]:
+        """What the last render sent to the pipeline: prompt, negative prompt, seed, flow shift, guidance
+        of both experts, steps, size and frame count."""
+        return dict(self._last_call)
 
     def close(self) -> None:
         """Remove hooks and drop every component so eviction frees the weights."""

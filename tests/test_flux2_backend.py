@@ -193,6 +193,28 @@ def test_negative_prompt_is_ignored_by_the_distilled_model(backend, plan, portra
     assert mean_diff(plain, negative) == 0
 
 
+def test_the_call_record_is_what_the_pipeline_received(backend, plan, portrait, monkeypatch):
+    received = []
+    call = type(backend.pipeline).__call__
+
+    def spy(pipe, *args, **kwargs):
+        received.append(dict(kwargs))
+        return call(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(type(backend.pipeline), "__call__", spy)
+    shot = hero_shot(plan, negative_prompt="crowds, text")
+    backend.render_keyframe(shot, plan, {"astronaut": portrait}, seed=5)
+    (kwargs,) = received
+    record = backend.last_call()
+    assert (record["prompt"], record["width"], record["height"]) == (kwargs["prompt"], kwargs["width"],
+                                                                     kwargs["height"])
+    assert (record["steps"], record["guidance"]) == (kwargs["num_inference_steps"], kwargs["guidance_scale"])
+    assert record["seed"] == kwargs["generator"].initial_seed() == 5
+    assert record["references"] == len(kwargs["image"]) == 1
+    # The distilled model runs no guidance pass: no negative prompt was sent, and the record says so.
+    assert "negative_prompt_embeds" not in kwargs and record["negative_prompt"] is None
+
+
 def test_negative_prompt_applies_with_guidance_on_an_undistilled_model(checkpoint, plan):
     model = load_flux2(handle(checkpoint, guidance=3.0))
     try:

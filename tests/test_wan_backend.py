@@ -206,6 +206,26 @@ def test_the_camera_reaches_wan_and_a_camera_ignored_revision_changes_it(motion,
                        "the astronaut walks toward camera. Camera: slow push in."]
 
 
+def test_the_call_record_is_what_the_pipeline_received(motion, keyframe, monkeypatch):
+    received = []
+    call = type(motion.pipe).__call__
+
+    def spy(pipe, *args, **kwargs):
+        received.append(dict(kwargs))
+        return call(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(type(motion.pipe), "__call__", spy)
+    render(motion, keyframe, seed=11, flow_shift=8.0, negative_prompt="blurry")
+    (kwargs,) = received
+    record = motion.last_call()
+    assert {name: kwargs[name] for name in record if name in kwargs} == {
+        name: value for name, value in record.items() if name in kwargs}
+    assert set(kwargs) - set(record) == {"image", "generator", "output_type", "callback_on_step_end"}
+    assert kwargs["generator"].initial_seed() == record["seed"] == 11
+    assert motion.pipe.scheduler.config.flow_shift == record["flow_shift"] == 8.0
+    assert record["negative_prompt"] == "blurry" and "Camera:" in record["prompt"]
+
+
 def test_both_experts_run_on_their_side_of_the_boundary(motion, keyframe):
     with forward_calls(motion) as calls:
         render(motion, keyframe)
