@@ -148,7 +148,7 @@ def test_the_base_and_sft_layout_with_the_audio_tokenizer_loads_and_scores_music
 
 def test_hub_id_not_in_the_cache_fails_fast_without_downloading(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(FileNotFoundError, match=r"is not downloaded .*hf download ACE-Step/"):
+    with pytest.raises(FileNotFoundError, match=r"is not downloaded; run `hf download ACE-Step/"):
         resolve_checkpoint("ACE-Step/acestep-v15-xl-turbo-diffusers")
 
 

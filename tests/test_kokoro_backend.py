@@ -179,7 +179,7 @@ def test_missing_folder_and_files_are_named(tmp_path: Path, folder: Path):
 
 def test_hub_id_not_in_the_cache_fails_fast_without_downloading(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(FileNotFoundError, match=r"is not downloaded .*hf download hexgrad/Kokoro-82M"):
+    with pytest.raises(FileNotFoundError, match=r"is not downloaded; run `hf download hexgrad/Kokoro-82M"):
         resolve_checkpoint("hexgrad/Kokoro-82M")
 
 

@@ -412,7 +412,7 @@ def test_missing_folder_is_named(tmp_path):
 
 def test_missing_component_files_are_listed(checkpoint, tmp_path):
     broken = shutil.copytree(checkpoint, tmp_path / "wan")
-    (broken / "transformer_2" / "diffusion_pytorch_model.safetensors").unlink()
+    (broken / "transformer_2" / "diffusion_pytorch_model-00002-of-00003.safetensors").unlink()  # one shard of three
     (broken / "vae" / "config.json").unlink()
     shutil.rmtree(broken / "tokenizer")
     with pytest.raises(FileNotFoundError) as error:
@@ -420,14 +420,14 @@ def test_missing_component_files_are_listed(checkpoint, tmp_path):
     assert str(error.value) == (
         f"the Wan2.2 I2V checkpoint in {broken} is incomplete: missing tokenizer/tokenizer_config.json, "
         "tokenizer/tokenizer.json (or vocab.json + merges.txt, or spiece.model), "
-        "transformer_2/diffusion_pytorch_model.safetensors (or its shards with "
+        "transformer_2/diffusion_pytorch_model-00002-of-00003.safetensors (listed in "
         "diffusion_pytorch_model.safetensors.index.json), vae/config.json; complete it with "
         f"`hf download Wan-AI/Wan2.2-I2V-A14B-Diffusers --local-dir {broken}`")
     (broken / "model_index.json").unlink()  # no index: the published layout says what is needed
     assert missing_files("wan2.2-i2v", broken) == [
         "model_index.json", "tokenizer/tokenizer_config.json",
         "tokenizer/tokenizer.json (or vocab.json + merges.txt, or spiece.model)",
-        "transformer_2/diffusion_pytorch_model.safetensors (or its shards with "
+        "transformer_2/diffusion_pytorch_model-00002-of-00003.safetensors (listed in "
         "diffusion_pytorch_model.safetensors.index.json)", "vae/config.json"]
 
 
@@ -466,7 +466,7 @@ def test_uncached_hub_id_fails_offline_without_reaching_for_the_network(monkeypa
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="Wan-AI/Wan2.2-I2V-A14B-Diffusers is not downloaded .*run "
+    with pytest.raises(FileNotFoundError, match="Wan-AI/Wan2.2-I2V-A14B-Diffusers is not downloaded; run "
                                                 "`hf download Wan-AI/Wan2.2-I2V-A14B-Diffusers`"):
         load_wan(handle("Wan-AI/Wan2.2-I2V-A14B-Diffusers"))
     assert network_attempts == []

@@ -89,9 +89,10 @@ def call_rel(artifact_rel: str) -> str:
 
 def record_call(run: RunDir, artifact_rel: str, model: Any, handle: ModelHandle) -> None:
     """Keep what a real renderer was sent (prompt, negative prompt, seed, flow shift, guidance, steps...);
-    the preview renderers draw without a model call to record."""
-    if not handle.family.startswith("preview-"):
-        atomic_write_text(run.path(call_rel(artifact_rel)), json.dumps(model.last_call(), ensure_ascii=False))
+    the preview renderers draw without a model call to record, and a plug-in backend may keep none."""
+    last_call = getattr(model, "last_call", None)
+    if not handle.family.startswith("preview-") and last_call is not None:
+        atomic_write_text(run.path(call_rel(artifact_rel)), json.dumps(last_call(), ensure_ascii=False))
 
 
 def call_record(run: RunDir, artifact_rel: str | None) -> dict[str, Any] | None:
