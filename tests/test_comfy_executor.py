@@ -92,8 +92,10 @@ def test_bad_inputs_are_refused_at_validation(comfy, inputs, message):
 
 
 def test_a_checkpoint_that_is_not_there_fails_with_a_clear_message(comfy, monkeypatch, tmp_path):
+    import huggingface_hub
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
     keyframes = loader("CineReelKeyframeLoader", "black-forest-labs/FLUX.2-klein-4B")
     keyframes["inputs"]["residency"] = "in_process"
     prompt = {
@@ -106,11 +108,12 @@ def test_a_checkpoint_that_is_not_there_fails_with_a_clear_message(comfy, monkey
     executor = comfy.run(prompt)
     assert executor.success is False
     errors = [data for event, data in executor.status_messages if event == "execution_error"]
-    assert errors[0]["node_type"] == "CineReelKeyframes"
-    assert "black-forest-labs/FLUX.2-klein-4B" in errors[0]["exception_message"]
-    assert "HF_HUB_OFFLINE" in errors[0]["exception_message"] or "download" in errors[0]["exception_message"]
-    # the plan made before the failure is still on disk
-    assert (comfy.output_dir / "cinereel" / "executor-missing-checkpoint" / "plan.json").exists()
+    # The Director checks every loader of the queued graph before it plans: the keyframe model's absence
+    # stops the queue there, in seconds, not after the director's work.
+    assert errors[0]["node_type"] == "CineReelDirector"
+    assert ("keyframes: black-forest-labs/FLUX.2-klein-4B is not downloaded; run `hf download "
+            "black-forest-labs/FLUX.2-klein-4B") in errors[0]["exception_message"]
+    assert not (comfy.output_dir / "cinereel" / "executor-missing-checkpoint").exists()
 
 
 def test_the_preview_workflow_runs_as_dropped_in(comfy, pack_root):
