@@ -46,6 +46,7 @@ class Layout:
     pipeline: str = ""
     components: tuple[Component, ...] = ()
     files: tuple[tuple[str, ...], ...] = ()
+    identify: tuple[tuple[str, str], ...] = ()  # ("file", name), ("key", name), optionally ("prefix", text)
 
     def component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)
@@ -74,7 +75,9 @@ def _layout(family: str, spec: dict[str, Any]) -> Layout:
     components = tuple(Component(name, c["class"], c["kind"], bool(c.get("optional")))
                        for name, c in spec.get("components", {}).items())
     files = tuple(tuple(alternatives) for alternatives in spec.get("files", ()))
-    return Layout(family, spec["name"], spec["repo"], spec["format"], spec.get("pipeline", ""), components, files)
+    identify = tuple(sorted(spec.get("identify", {}).items()))
+    return Layout(family, spec["name"], spec["repo"], spec["format"], spec.get("pipeline", ""), components, files,
+                  identify)
 
 
 def layout(family: str) -> Layout:
@@ -82,6 +85,25 @@ def layout(family: str) -> Layout:
         return layouts()[family]
     except KeyError:
         raise ValueError(f"no published layout recorded for model family {family!r}") from None
+
+
+# -- whose folder is it ------------------------------------------------------------
+
+def belongs_to(family: str, folder: Path) -> bool:
+    """Whether ``folder`` says it is a ``family`` checkpoint (complete or not): a diffusers folder whose
+    model_index.json names the family's pipeline, or the layout's identifying config key."""
+    spec = layout(family)
+    if spec.format == "diffusers":
+        index = _read_index(folder)
+        return index is not None and index.get("_class_name") == spec.pipeline
+    rule = dict(spec.identify)
+    try:
+        config = json.loads((folder / rule["file"]).read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError):
+        return False
+    if not isinstance(config, dict) or rule["key"] not in config:
+        return False
+    return "prefix" not in rule or str(config[rule["key"]]).startswith(rule["prefix"])
 
 
 # -- what a folder lacks ---------------------------------------------------------

@@ -102,7 +102,8 @@ class ComfyServer:
     def start(self) -> None:
         (self.base / "custom_nodes").mkdir(parents=True, exist_ok=True)  # --base-directory needs it first
         (self.base / "custom_nodes" / PACK_FOLDER).symlink_to(PACK_ROOT, target_is_directory=True)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+               "HF_HUB_CACHE": str(self.base / "hf-hub-cache")}  # empty: no checkpoint is "downloaded" here
         command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                    "--disable-auto-launch", "--base-directory", str(self.base)]
         with open(self.log_path, "wb") as log:

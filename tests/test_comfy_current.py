@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -169,3 +170,58 @@ def test_free_memory_unloads_the_resident_model(server, preview_run):
 def test_the_server_log_shows_no_import_failure(server, object_info):
     log = Path(server.log_path).read_text(encoding="utf-8", errors="replace")
     assert "IMPORT FAILED" not in log and "Cannot import" not in log, server.log_tail(80)
+
+
+REAL_WORKFLOW = PACK_ROOT / "workflows" / "cinereel_720p.json"
+HUB_IDS = {"llm": "Qwen/Qwen3.5-35B-A3B", "keyframes": "black-forest-labs/FLUX.2-klein-4B",
+           "motion": "Wan-AI/Wan2.2-I2V-A14B-Diffusers", "voice": "hexgrad/Kokoro-82M",
+           "music": "ACE-Step/acestep-v15-xl-turbo-diffusers"}
+
+
+def test_the_720p_workflow_without_checkpoints_fails_at_once_naming_every_one(server, object_info):
+    """Queued with no checkpoint anywhere: one short error, from the Director before it plans, naming all five
+    models, where to put each and the command that gets it; nothing loaded, no run folder."""
+    prompt = current.workflow_to_prompt(json.loads(REAL_WORKFLOW.read_text(encoding="utf-8")), object_info)
+    prompt[node_id(prompt, "CineReelDirector")]["inputs"]["run_id"] = "no-checkpoints-0364"
+    loads_before = [e for e in server.get("/cinereel/residency")["log"] if e["event"] == "load"]
+    entry = server.run(prompt, limit_s=120)
+    assert entry["status"]["status_str"] == "error"
+    (error,) = [data for kind, data in entry["status"]["messages"] if kind == "execution_error"]
+    assert error["node_type"] == "CineReelDirector"
+    message = error["exception_message"].rstrip("\n")  # ComfyUI ends it with a newline
+    assert message.startswith("5 problems: ") and "\n" not in message and len(message) < 2000, message
+    models = server.base / "models" / "cinereel"
+    for stage, repo in HUB_IDS.items():
+        name = repo.split("/")[1]
+        assert (f"{stage}: {repo} is not downloaded; run `hf download {repo} --local-dir {models / name}` and "
+                f"choose 'folder: {name}'") in message
+    assert [e for e in server.get("/cinereel/residency")["log"] if e["event"] == "load"] == loads_before
+    assert not (server.output / "cinereel" / "no-checkpoints-0364").exists()
+
+
+# What makes a folder a family's, without weights: the loaders decide by model_index.json or config.json.
+FAMILY_MARKERS = {
+    "CineReelKeyframeLoader": ("FLUX.2-klein-4B", "model_index.json", {"_class_name": "Flux2KleinPipeline"}),
+    "CineReelMotionLoader": ("Wan2.2-I2V", "model_index.json", {"_class_name": "WanImageToVideoPipeline"}),
+    "CineReelMusicLoader": ("acestep-turbo", "model_index.json", {"_class_name": "AceStepPipeline"}),
+    "CineReelLLMLoader": ("Qwen3.5-35B-A3B", "config.json", {"model_type": "qwen3_5_moe"}),
+    "CineReelVoiceLoader": ("Kokoro-82M", "config.json", {"istftnet": {}}),
+}
+
+
+def test_each_loader_offers_only_folders_of_its_model_family(server):
+    models = server.base / "models" / "cinereel"
+    made = []
+    try:
+        for folder, marker, content in [*FAMILY_MARKERS.values(),
+                                        ("sdxl", "model_index.json", {"_class_name": "StableDiffusionXLPipeline"})]:
+            (models / folder).mkdir(parents=True)
+            (models / folder / marker).write_text(json.dumps(content), encoding="utf-8")
+            made.append(models / folder)
+        info = server.get("/object_info")
+        for loader, (folder, _, _) in FAMILY_MARKERS.items():
+            choices = info[loader]["input"]["required"]["backend"][0]
+            assert [c for c in choices if c.startswith("folder: ")] == [f"folder: {folder}"], (loader, choices)
+    finally:
+        for folder in made:
+            shutil.rmtree(folder)

@@ -145,3 +145,15 @@ def test_the_720p_workflow_with_no_checkpoints_fails_at_the_director_naming_ever
                 f"choose 'folder: {name}'") in message
     assert RESIDENCY.log_since(mark) == [], "no model loaded"
     assert not (comfy.output_dir / "cinereel" / "no-checkpoints").exists()
+
+
+def test_each_tiny_checkpoint_belongs_to_its_own_family_only():
+    checkpoints = {"flux2-klein": ("tiny_flux2", "tiny_flux2_checkpoint"),
+                   "wan2.2-i2v": ("tiny_wan", "tiny_wan_checkpoint"),
+                   "acestep": ("tiny_acestep", "tiny_acestep_checkpoint"),
+                   "qwen3.5": ("tiny_qwen", "tiny_qwen_checkpoint"),
+                   "kokoro": ("tiny_kokoro", "tiny_kokoro_checkpoint")}
+    folders = {family: getattr(load_test_module(module), function)()
+               for family, (module, function) in checkpoints.items()}
+    for family, folder in folders.items():
+        assert [f for f in folders if model_layouts.belongs_to(f, folder)] == [family]

@@ -141,9 +141,13 @@ LOADER_NODES = {"CineReelLLMLoader": "llm", "CineReelKeyframeLoader": "keyframes
 
 
 def backend_choices(stage: str) -> list[str]:
+    """The stage's backends, then every checkpoint folder in ComfyUI's model folders that is its real model
+    family's (a FLUX.2 folder is offered to the keyframe loader only)."""
+    from ...model_loaders.model_layouts import belongs_to
+
     loader = STAGES[stage]
     folders = [f"folder: {p.name}" for root in model_folders() if root.is_dir()
-               for p in sorted(root.iterdir()) if p.is_dir()]
+               for p in sorted(root.iterdir()) if p.is_dir() and belongs_to(loader.real_family, p)]
     return [b.choice for b in loader.backends] + folders
 
 
