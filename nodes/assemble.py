@@ -7,6 +7,7 @@ from typing import Any
 from .base import ReelNode, choice, integer, reel_input
 from .pipeline.assemble import REEL_PRESETS, assemble_stage, ui_video
 from .pipeline.comfy import send_ui_event
+from .pipeline.retention import KEEP_CHOICES, human_size
 
 
 class AssembleNode(ReelNode):
@@ -24,14 +25,24 @@ class AssembleNode(ReelNode):
             "preset": choice(REEL_PRESETS, "copy: join the clips without re-encoding (no quality loss, seconds, a "
                              "larger file). An x264 preset re-encodes at the crf: slower presets make smaller files "
                              "at the same quality; veryfast is within a few percent of medium's size."),
+        }, "optional": {
+            "keep": choice(KEEP_CHOICES, "What stays in the run folder once the reel is made. all: every attempt "
+                           "and superseded file. best: the reel, each shot's chosen attempt and what resuming needs "
+                           "(other attempts and superseded/ are removed). final: reel.mp4, reel.srt and report.json "
+                           "only; the run can no longer resume, and re-queueing after changing this node needs "
+                           "the stages before it to run again. report.json lists what was removed."),
         }}
 
-    def assemble(self, reel: Any, crf: int, preset: str) -> dict[str, Any]:
-        out = assemble_stage(reel, int(crf), preset)
+    def assemble(self, reel: Any, crf: int, preset: str, keep: str = "all") -> dict[str, Any]:
+        out = assemble_stage(reel, int(crf), preset, keep=keep)
         delivery = out.notes["delivery"]
         summary = (f"{out.artifact_path('reel')}  {delivery['width']}x{delivery['height']}  "
                    f"{delivery['duration']:.2f} s  {delivery['video_codec']}+{delivery['audio_codec']}")
         ui: dict[str, Any] = {"text": [summary]}
+        retention = out.notes.get("retention")
+        if retention:
+            ui["text"].append(f"keep={keep}: removed {retention['removed_files']} file(s), "
+                              f"{human_size(retention['removed_bytes'])}")
         video = ui_video(out)
         if video:
             ui["cinereel_video"] = [video]

@@ -55,8 +55,13 @@ def reel_jobs(reel: Any, crf: int, preset: str) -> list[Job]:
     return jobs
 
 
-def assemble_stage(reel: Any, crf: int = 18, preset: str = COPY, progress: Progress | None = None) -> Any:
-    """Cut the chosen clip of every shot together over the mastered mix: reel.mp4 and reel.srt."""
+def assemble_stage(reel: Any, crf: int = 18, preset: str = COPY, progress: Progress | None = None,
+                   keep: str = "all") -> Any:
+    """Cut the chosen clip of every shot together over the mastered mix: reel.mp4 and reel.srt; then, the reel
+    made, remove what ``keep`` (``retention.py``) does not keep."""
+    from .retention import apply_keep, check_keep
+
+    check_keep(keep)
     if not 0 <= int(crf) <= 51:
         raise ValueError(f"crf must be from 0 (lossless) to 51, got {crf}")
     if preset not in REEL_PRESETS:
@@ -69,6 +74,9 @@ def assemble_stage(reel: Any, crf: int = 18, preset: str = COPY, progress: Progr
 
     out = out.evolve(notes=timer.notes(out, delivery=probe(out.artifact_path("reel"))))
     write_report(out)
+    if keep != "all":
+        out = apply_keep(out, keep)
+        write_report(out)
     return out
 
 

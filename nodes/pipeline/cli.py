@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -29,6 +30,8 @@ def parser() -> argparse.ArgumentParser:
         prog="cinereel",
         description="Turn one sentence into a cinematic reel (MP4 with narration and music). "
                     "Uses the weights-free preview backends: runs on any CPU.",
+        epilog="Run folders: 'cinereel runs [--out DIR]' lists them; 'cinereel clean --older-than 7d [--out DIR]' "
+               "removes old ones.",
     )
     p.add_argument("sentence", help="one sentence describing the reel, e.g. 'A lone astronaut walks through a "
                                     "neon-lit Tokyo alley at dusk'")
@@ -73,6 +76,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-technical-check", dest="technical_check", action="store_false",
                    help="with --gate: let the critic judge black, blank, still or flickering clips too, instead of "
                         "failing them at once (for deliberately dark or still shots)")
+    p.add_argument("--keep", choices=("all", "best", "final"), default="all",
+                   help="what stays in the run folder once the reel is made: all (default: every attempt), best "
+                        "(the reel, each shot's chosen attempt and what resuming needs; other attempts and "
+                        "superseded/ are removed), final (reel.mp4, reel.srt and report.json only)")
     p.add_argument("--benchmark", action="store_true",
                    help="make the reel in a fresh temporary folder (nothing resumed) and print the wall time and "
                         "each stage's share")
@@ -184,7 +191,7 @@ def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str |
         problems.append(str(exc))
     options = PipelineOptions(handles=handles, target_lufs=args.target_lufs, gate=args.gate,
                               technical_check=args.technical_check, threshold=args.threshold,
-                              max_retries=args.max_retries)
+                              max_retries=args.max_retries, keep=args.keep)
     problems += settings_problems(request, options)
     problems += checkpoint_problems({stage: handle for stage, handle in handles.items()
                                      if not args.plan_only or stage == "llm"})
@@ -194,6 +201,9 @@ def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str |
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in RUN_COMMANDS:  # cinereel runs / cinereel clean: the run folders, no reel
+        return runs_main(argv)
     args = parser().parse_args(argv)
     from ...model_loaders.rules import DirectorRequest
     from .director import direct
@@ -222,11 +232,17 @@ def main(argv: list[str] | None = None) -> int:
 
         out = tempfile.mkdtemp(prefix="cinereel-bench-") if args.benchmark else args.out
         started = time.perf_counter()
-        reel = make_reel(request, out, args.run_id, plan_override, options, on_stage=on_stage)
+        try:
+            reel = make_reel(request, out, args.run_id, plan_override, options, on_stage=on_stage)
+        finally:
+            if args.benchmark:  # a benchmark's reel is not for keeping
+                shutil.rmtree(out, ignore_errors=True)
         if args.benchmark:
             import psutil
 
             print_benchmark(stages, time.perf_counter() - started, time.time() - psutil.Process().create_time())
+            print_warnings(reel)
+            return 0
     except (ValueError, FileNotFoundError, NotImplementedError, ModelUnavailable) as exc:
         print(f"cinereel: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -248,4 +264,75 @@ def main(argv: list[str] | None = None) -> int:
                           "language": reel.plan.language}, ensure_ascii=False))
     else:
         print(path)
+    return 0
+
+
+# -- cinereel runs / cinereel clean ----------------------------------------------------
+
+RUN_COMMANDS = ("runs", "clean")
+
+
+def runs_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cinereel", description="List the run folders under an output folder, or "
+                                                             "remove old ones.")
+    sub = p.add_subparsers(dest="command", required=True)
+    runs = sub.add_parser("runs", help="list runs: run id, size, last change, whether it has a reel")
+    clean = sub.add_parser("clean", help="remove whole runs unchanged for longer than --older-than (never one "
+                                         "that a running cinereel holds)")
+    for command in (runs, clean):
+        command.add_argument("--out", default="output", help="output folder; runs are in <out>/cinereel/")
+        command.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    clean.add_argument("--older-than", required=True, metavar="AGE",
+                       help="remove runs whose newest file is older than this: 30m, 12h, 7d, 2w")
+    clean.add_argument("--dry-run", action="store_true", help="only print what would be removed")
+    return p
+
+
+def run_row(run) -> dict:
+    return {"run_id": run.run_id, "path": str(run.path), "bytes": run.size,
+            "changed": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.changed)), "reel": run.has_reel,
+            "locked": run.locked}
+
+
+def print_runs(runs: list, as_json: bool) -> None:
+    from .retention import human_size
+
+    if as_json:
+        print(json.dumps([run_row(run) for run in runs], ensure_ascii=False))
+        return
+    width = max([len("RUN ID"), *(len(run.run_id) for run in runs)])
+    print(f"{'RUN ID':<{width}}  {'SIZE':>9}  {'CHANGED':<16}  REEL")
+    for run in runs:
+        row = run_row(run)
+        print(f"{run.run_id:<{width}}  {human_size(run.size):>9}  {row['changed']:<16}  "
+              f"{'yes' if run.has_reel else 'no'}{'  (in use)' if run.locked else ''}")
+
+
+def runs_main(argv: list[str]) -> int:
+    """``cinereel runs`` and ``cinereel clean --older-than 7d``."""
+    from .retention import clean_runs, human_size, list_runs, parse_age, runs_folder
+
+    args = runs_parser().parse_args(argv)
+    try:
+        if args.command == "runs":
+            print_runs(list_runs(args.out), args.json)
+            return 0
+        cleaned = clean_runs(args.out, parse_age(args.older_than), dry_run=args.dry_run)
+    except ValueError as exc:
+        print(f"cinereel: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"cinereel: error: {os_problem(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps({"removed": [run_row(r) for r in cleaned.removed], "dry_run": args.dry_run,
+                          "skipped_in_use": [run_row(r) for r in cleaned.skipped_locked]}, ensure_ascii=False))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for run in cleaned.removed:
+        print(f"{verb} {run.run_id} ({human_size(run.size)})")
+    for run in cleaned.skipped_locked:
+        print(f"cinereel: skipped {run.run_id}: a running cinereel holds it", file=sys.stderr)
+    total = sum(run.size for run in cleaned.removed)
+    print(f"{verb} {len(cleaned.removed)} run(s), {human_size(total)}, from {runs_folder(args.out)}")
     return 0

@@ -41,6 +41,7 @@ class PipelineOptions:
     threshold: float = 7.0
     max_retries: int = 3
     technical_check: bool = True  # off: the critic also judges black, blank, still or flickering clips
+    keep: str = "all"  # what stays on disk once the reel is made: all, best or final (retention.py)
 
 
 StageCallback = Callable[[str, float], None]
@@ -71,7 +72,7 @@ def make_reel(
         ("narration", lambda r: narrate(r, h["voice"], lead_in_s=options.lead_in_s)),
         ("music", lambda r: score_music(r, h["music"])),
         ("mix", lambda r: mix_stage(r, options.target_lufs, options.true_peak_dbtp)),
-        ("assemble", lambda r: assemble_stage(r, options.crf, options.preset)),
+        ("assemble", lambda r: assemble_stage(r, options.crf, options.preset, keep=options.keep)),
     ]
     started = time.perf_counter()
     reel = direct(h["llm"], request, out_root, run_id, plan_override)

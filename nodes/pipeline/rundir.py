@@ -172,3 +172,12 @@ class RunDir:
 
     def read_json(self, rel: str) -> Any:
         return json.loads(self.path(rel).read_text(encoding="utf-8"))
+
+    def forget(self, rels: list[str]) -> None:
+        """Drop manifest entries (files about to be removed by ``keep``): the manifest lists only what is on disk."""
+        with self._lock:
+            manifest = self.manifest()
+            if any(rel in manifest for rel in rels):
+                for rel in rels:
+                    manifest.pop(rel, None)
+                atomic_write_text(self.root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
