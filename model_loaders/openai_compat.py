@@ -12,7 +12,8 @@ option          default          meaning
 =============== ================ ==============================================================
 base_url        (required)       the server's API root, e.g. ``http://127.0.0.1:8000/v1``
 model           checkpoint, else the server's first model (``GET /models``)
-api_key_env     ``OPENAI_API_KEY`` NAME of the environment variable holding the key; unset -> "EMPTY"
+api_key_env     ``OPENAI_API_KEY`` NAME of the environment variable holding the key (must end in ``_API_KEY``);
+                                 unset or empty: no Authorization header is sent
 timeout_s       120              seconds to wait for one answer
 max_retries     2                the client's retries on connection errors, 429 and 5xx
 temperature     0.0              sampling temperature
@@ -25,7 +26,13 @@ critic_frame_size 448            longest side, in pixels, of the images sent
 =============== ================ ==============================================================
 
 The API key is read from the environment when the client is made; it is never
-stored in the handle, a plan, a critique, a report or a workflow.
+stored in the handle, a plan, a critique, a report or a workflow, and never
+printed. ``api_keys.py`` says where it may come from and go: a variable whose
+name ends in ``_API_KEY``, never over plain HTTP to another machine. The
+openai client itself never holds it (it gets a placeholder): a request hook
+sets the ``Authorization`` header, after removing any the client added from the
+environment (``OPENAI_CUSTOM_HEADERS``, ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``),
+and redirects are not followed, so the key reaches only ``base_url``'s origin.
 """
 
 from __future__ import annotations
@@ -38,7 +45,9 @@ import os
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
+from .api_keys import ApiKeyRefused, api_key_for, key_env_name
 from .errors import ModelUnavailable
 from .handles import ModelHandle
 from .qwen import (
@@ -63,7 +72,9 @@ from .residency import register_family
 log = logging.getLogger("cinereel.openai")
 
 FAMILY = "openai-compatible"
-DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+NO_KEY = "cinereel-no-key"  # what the openai client holds; the request hook replaces or removes its header
+# Headers the openai client fills from the environment, never from the workflow: none of them leaves with a request.
+ENVIRONMENT_HEADERS = ("authorization", "openai-organization", "openai-project")
 DEFAULT_TIMEOUT_S = 120.0
 STRUCTURED_MODES = ("json_schema", "json_object", "none")
 
@@ -85,10 +96,14 @@ class OpenAICompatLLM:
         self.handle = handle
         self.base_url = base_url.rstrip("/")
         self.timeout_s = float(handle.option("timeout_s", DEFAULT_TIMEOUT_S))
-        key_env = handle.option("api_key_env") or DEFAULT_API_KEY_ENV
-        # The key lives only inside the client object; the handle holds the variable's name.
-        self._client = OpenAI(base_url=self.base_url, api_key=os.environ.get(key_env) or "EMPTY",
-                              timeout=self.timeout_s, max_retries=int(handle.option("max_retries", 2)))
+        try:  # before any request: a variable that is not an API key, or a key bound for plain HTTP elsewhere
+            key = api_key_for(self.base_url, handle.option("api_key_env"))
+        except ApiKeyRefused as exc:
+            raise OpenAICompatError(str(exc)) from None
+        # The key lives only in the request hook; the handle holds the variable's name, the client a placeholder.
+        self._client = OpenAI(base_url=self.base_url, api_key=NO_KEY, timeout=self.timeout_s,
+                              max_retries=int(handle.option("max_retries", 2)),
+                              http_client=guarded_http_client(self.base_url, key))
         structured = handle.option("structured", "auto")
         if structured not in ("auto", *STRUCTURED_MODES):
             raise ValueError(f"structured must be 'auto' or one of {', '.join(STRUCTURED_MODES)}, got {structured!r}")
@@ -214,7 +229,7 @@ class OpenAICompatLLM:
             reason = "connection refused — is the server running?" if refused else f"connection failed: {cause}"
             raise OpenAICompatError(f"cannot reach the OpenAI-compatible server at {self.base_url}: {reason}") from None
         except openai.AuthenticationError as exc:
-            key_env = self.handle.option("api_key_env") or DEFAULT_API_KEY_ENV
+            key_env = key_env_name(self.handle.option("api_key_env"))
             raise OpenAICompatError(f"the server at {self.base_url} refused the API key (HTTP 401); set the "
                                     f"environment variable {key_env}: {_status_message(exc)}") from None
         except openai.BadRequestError as exc:
@@ -225,6 +240,33 @@ class OpenAICompatLLM:
         except openai.APIStatusError as exc:
             raise OpenAICompatError(f"the server at {self.base_url} failed with HTTP {exc.status_code}: "
                                     f"{_status_message(exc)}") from None
+
+
+def guarded_http_client(base_url: str, key: str | None) -> Any:
+    """The openai client's HTTP client, sending to ``base_url``'s origin only, without following redirects, with
+    ``Authorization: Bearer <key>`` when there is a key and no Authorization header at all when there is none."""
+    from openai import DefaultHttpxClient
+
+    origin = _origin(urlsplit(base_url))
+    custom_env = os.environ.get("OPENAI_CUSTOM_HEADERS", "")
+    custom = [line.partition(":")[0].strip().lower() for line in custom_env.split("\n")]
+
+    def guard(request: Any) -> None:
+        url = request.url
+        if _origin(urlsplit(str(url))) != origin:
+            raise OpenAICompatError(f"refusing to send a request to {url.scheme}://{url.host}, which is not the "
+                                    f"configured server {base_url}")
+        for name in {*ENVIRONMENT_HEADERS, *filter(None, custom)}:
+            if name in request.headers:
+                del request.headers[name]
+        if key:
+            request.headers["Authorization"] = f"Bearer {key}"
+
+    return DefaultHttpxClient(event_hooks={"request": [guard]}, follow_redirects=False)
+
+
+def _origin(parts: Any) -> tuple[str, str, int]:
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
 
 
 class _Unsupported(Exception):

@@ -60,8 +60,8 @@ def test_loader_options_reach_only_the_families_they_belong_to():
     qwen = make_handle("llm", "Qwen/Qwen3.5-35B-A3B", base_url="http://127.0.0.1:9/v1", director_prompt="/p.txt")
     assert qwen.option("base_url") is None and qwen.option("director_prompt") == "/p.txt"
     assert qwen.residency == "subprocess"
-    server = make_handle("llm", "OpenAI-compatible server", base_url="http://127.0.0.1:9/v1", api_key_env="MY_KEY")
-    assert server.option("base_url") == "http://127.0.0.1:9/v1" and server.option("api_key_env") == "MY_KEY"
+    server = make_handle("llm", "OpenAI-compatible server", base_url="http://127.0.0.1:9/v1", api_key_env="MY_API_KEY")
+    assert server.option("base_url") == "http://127.0.0.1:9/v1" and server.option("api_key_env") == "MY_API_KEY"
     preview = make_handle("keyframes", "preview (storyboard frames)", steps=4, offload="model")
     assert preview.options == (("unload_comfy_models", True),)
 

@@ -21,7 +21,7 @@ from cinereel.model_loaders.vocabulary.plan import validate_plan
 
 REQUEST = {"sentence": "Two friends share street food at a Bangkok night market", "duration_s": 12.0, "shots": 3}
 SECRET = "sk-test-0123456789-never-stored"
-KEY_ENV = "CINEREEL_TEST_LLM_KEY"
+KEY_ENV = "CINEREEL_TEST_API_KEY"
 
 
 def model_draft() -> dict:
@@ -151,13 +151,120 @@ def test_plan_and_critique_over_the_chat_completions_protocol(server, monkeypatc
         assert SECRET not in json.dumps(stored)
 
 
-def test_missing_key_sends_EMPTY(server, monkeypatch):
-    monkeypatch.delenv(KEY_ENV, raising=False)
-    srv = server()
+# -- where the key comes from and goes (issue #10, part 6) ---------------------------------
+
+ENVIRONMENT_JUNK = {"OPENAI_API_KEY": "sk-the-users-openai-key", "OPENAI_ADMIN_KEY": "sk-admin",
+                    "OPENAI_ORG_ID": "org-private", "OPENAI_PROJECT_ID": "proj-private",
+                    "OPENAI_CUSTOM_HEADERS": "Authorization: Bearer sk-custom\nX-Team-Token: team-secret"}
+
+
+def _critique(base_url: str, **options) -> None:
     from cinereel.model_loaders.openai_compat import load_openai
 
-    load_openai(handle_for(srv.base_url)).critique(*frames_and_portrait()[:1], [], "an empty street")
-    assert srv.requests[0]["headers"]["authorization"] == "Bearer EMPTY"
+    load_openai(handle_for(base_url, **options)).critique(frames_and_portrait()[0], [], "an empty street")
+
+
+def test_missing_key_sends_no_authorization_and_nothing_the_openai_client_reads_from_the_environment(
+        server, monkeypatch):
+    """The openai client would fill a missing key from OPENAI_API_KEY and add headers from OPENAI_CUSTOM_HEADERS,
+    OPENAI_ORG_ID and OPENAI_PROJECT_ID: a workflow naming an unset variable must not send any of them."""
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    for name, value in ENVIRONMENT_JUNK.items():
+        monkeypatch.setenv(name, value)
+    srv = server()
+    _critique(srv.base_url)
+    headers = srv.requests[0]["headers"]
+    assert "authorization" not in headers
+    assert not {"openai-organization", "openai-project", "x-team-token"} & set(headers)
+    assert not any(secret in json.dumps(srv.requests) for secret in ENVIRONMENT_JUNK.values())
+
+
+def test_a_loopback_server_gets_the_key_of_an_API_KEY_variable_and_only_it(server, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    for name, value in ENVIRONMENT_JUNK.items():
+        monkeypatch.setenv(name, value)
+    srv = server()
+    _critique(srv.base_url)
+    assert srv.base_url.startswith("http://127.0.0.1:")
+    assert srv.requests[0]["headers"]["authorization"] == f"Bearer {SECRET}"
+    assert "x-team-token" not in srv.requests[0]["headers"]
+
+
+@pytest.mark.parametrize("variable", ["HOME", "AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY_FILE", "_API_KEY",
+                                      "GITHUB_TOKEN"])
+def test_a_variable_that_is_not_an_API_key_is_refused_before_any_request(server, monkeypatch, capsys, tmp_path,
+                                                                          variable):
+    from cinereel.model_loaders.openai_compat import OpenAICompatError
+    from cinereel.nodes.pipeline.backends import make_handle
+    from cinereel.nodes.pipeline.cli import main
+    from cinereel.nodes.pipeline.preflight import PreflightError
+
+    monkeypatch.setenv(variable, SECRET)
+    srv = server()
+    with pytest.raises(OpenAICompatError, match="ends in _API_KEY") as err:
+        _critique(srv.base_url, api_key_env=variable)
+    assert repr(variable) in str(err.value) and SECRET not in str(err.value)
+    with pytest.raises(PreflightError, match=f"llm: api_key_env '{variable}' is not an API-key variable"):
+        make_handle("llm", "OpenAI-compatible server", base_url=srv.base_url, api_key_env=variable)
+    out = tmp_path / "out"
+    assert main([REQUEST["sentence"], "--llm", "openai", "--set", f"llm.base_url={srv.base_url}",
+                 "--set", f"llm.api_key_env={variable}", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cinereel: error:") and "ends in _API_KEY" in err and err.count("\n") == 1
+    assert SECRET not in err and not out.exists()
+    assert srv.requests == []
+
+
+REMOTE = "http://203.0.113.7:8000/v1"  # TEST-NET-3: another machine; only the proxy below ever sees a request
+
+
+@pytest.fixture
+def proxy(server, monkeypatch):
+    """A loopback HTTP proxy (the test server): requests for REMOTE reach it, so it sees what would have gone out."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    srv = server()
+    monkeypatch.setenv("HTTP_PROXY", srv.base_url.rsplit("/", 1)[0])
+    return srv
+
+
+def test_the_key_never_travels_over_plain_http_to_another_machine(proxy, monkeypatch):
+    from cinereel.model_loaders.openai_compat import OpenAICompatError
+    from cinereel.nodes.pipeline.backends import make_handle
+    from cinereel.nodes.pipeline.preflight import PreflightError
+
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    refusal = f"refusing to send the API key in {KEY_ENV} over plain HTTP to 203.0.113.7"
+    with pytest.raises(OpenAICompatError, match=refusal) as err:
+        _critique(REMOTE)
+    assert SECRET not in str(err.value)
+    with pytest.raises(PreflightError, match=refusal):
+        make_handle("llm", "OpenAI-compatible server", base_url=REMOTE, api_key_env=KEY_ENV)
+    assert proxy.requests == []
+
+    # The same route without a key: the request goes out (through the proxy) carrying no Authorization header.
+    monkeypatch.setenv(KEY_ENV, "")
+    _critique(REMOTE)
+    (request,) = proxy.requests
+    assert request["path"] == f"{REMOTE}/chat/completions" and "authorization" not in request["headers"]
+
+
+@pytest.mark.parametrize("base_url, allowed", [
+    ("http://127.0.0.1:8000/v1", True), ("http://127.8.9.10/v1", True), ("http://localhost:11434/v1", True),
+    ("http://LOCALHOST./v1", True), ("http://[::1]:8000/v1", True), ("https://api.example.com/v1", True),
+    ("https://10.0.0.5/v1", True),
+    ("http://10.0.0.5:8000/v1", False), ("http://api.example.com/v1", False), ("http://[::ffff:8.8.8.8]/v1", False),
+    ("http://localhost.example.com/v1", False), ("http://0.0.0.0:8000/v1", False), ("http://128.0.0.1/v1", False),
+    ("http://user:hunter2@127.0.0.1:8000/v1", False), ("ftp://127.0.0.1/v1", False),
+])
+def test_where_a_key_may_go(base_url, allowed):
+    from cinereel.model_loaders.api_keys import key_problems
+
+    with_key = key_problems(base_url, "X_API_KEY", {"X_API_KEY": "k"})
+    assert (with_key == []) is allowed, with_key
+    assert "hunter2" not in json.dumps(with_key)
+    without_key = key_problems(base_url, "X_API_KEY", {})
+    assert without_key == [] or "password" in without_key[0] or "must start with" in without_key[0]
 
 
 def test_falls_back_to_json_mode_when_json_schema_is_rejected(server):

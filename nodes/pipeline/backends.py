@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ...model_loaders.api_keys import key_problems
 from ...model_loaders.handles import ModelHandle
 from ...model_loaders.preview import PREVIEW_CHECKPOINT
 from .comfy import model_folders
@@ -82,7 +83,9 @@ LLM_OPTIONS = (
                       "http://127.0.0.1:8000/v1")),
     ("model", text("OpenAI-compatible server only: the model name it serves (blank: the first it lists).")),
     ("api_key_env", text("OpenAI-compatible server only: the NAME of the environment variable that holds the API "
-                         "key. The key itself is never stored in the workflow.", "OPENAI_API_KEY")),
+                         "key; it must end in _API_KEY. The key itself is never stored in the workflow, and never "
+                         "sent over plain http:// to another machine (use https:// or a loopback address).",
+                         "OPENAI_API_KEY")),
     ("timeout_s", number("OpenAI-compatible server only: seconds to wait for an answer.", 120.0, 1.0, 3600.0, 1.0)),
     ("director_prompt", text("Optional path of a text file that replaces the director's system prompt "
                              "(model_loaders/prompts/director.txt).")),
@@ -230,6 +233,10 @@ def make_handle(stage: str, selected: str | Backend, dtype: str = "bfloat16", de
     options = {name: value for name, value in options.items()
                if backend.family in only.get(name, (backend.family,)) and value not in ("", None)
                and not (name == "allow_download" and not value)}  # off is the default: keep the handle key
+    if backend.family == "openai-compatible":  # where the API key would come from and go, before any request
+        refused = key_problems(options.get("base_url"), options.get("api_key_env"))
+        if refused:
+            raise PreflightError([f"{stage}: {problem}" for problem in refused])
     return ModelHandle(
         family=backend.family,
         checkpoint=backend.checkpoint,
