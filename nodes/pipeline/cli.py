@@ -10,6 +10,8 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report a process ended by it
 EXIT_BUG = 1
 
 
@@ -51,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target-lufs", type=float, default=-18.0,
                    help="integrated loudness of the master (default -18; -14 social, -23 EBU R128)")
     p.add_argument("--plan-only", action="store_true", help="write and print the plan, render nothing")
+    p.add_argument("--wait", action="store_true",
+                   help="if another process is working on the same run folder, wait for it to finish instead of "
+                        "stopping with an error")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the reel's path")
     for stage, what in (("llm", "director and critic"), ("keyframes", "keyframe model"), ("motion", "motion model"),
                         ("voice", "voice"), ("music", "music model")):
@@ -175,6 +181,7 @@ def read_plan(path: Path | None) -> str | None:
 
 def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str | None]:
     """Everything the run needs, checked before any model loads: all problems in one ``PreflightError``."""
+    from ...model_loaders.vocabulary.plan import validate_plan
     from .headless import PipelineOptions
     from .preflight import PreflightError, checkpoint_problems, settings_problems
 
@@ -187,6 +194,8 @@ def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str |
     plan_override = None
     try:
         plan_override = read_plan(args.plan)
+        if plan_override is not None:
+            validate_plan(plan_override)
     except ValueError as exc:
         problems.append(str(exc))
     options = PipelineOptions(handles=handles, target_lufs=args.target_lufs, gate=args.gate,
@@ -200,17 +209,48 @@ def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str |
     return options, plan_override
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stopped like Ctrl-C (the same clean-up), reported with its own exit status."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM takes Ctrl-C's path while the command runs: atomic writes drop their temporary files and
+    model workers are stopped; the previous handler comes back afterwards."""
+    import signal
+    import threading
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live on the main thread
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in RUN_COMMANDS:  # cinereel runs / cinereel clean: the run folders, no reel
         return runs_main(argv)
     args = parser().parse_args(argv)
+    with sigterm_as_interrupt():
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     from ...model_loaders.rules import DirectorRequest
     from .director import direct
     from .headless import make_reel
+    from .rundir import RunInUse, set_lock_policy
     from .stage import new_invocation
 
     new_invocation()  # report.json keeps what earlier commands on the same run folder recorded
+    set_lock_policy(wait=args.wait, holder="cinereel CLI")
 
     request = DirectorRequest(sentence=args.sentence, duration_s=args.duration, shots=args.shots,
                               aspect=args.aspect, language=args.language, seed=args.seed,
@@ -243,15 +283,15 @@ def main(argv: list[str] | None = None) -> int:
             print_benchmark(stages, time.perf_counter() - started, time.time() - psutil.Process().create_time())
             print_warnings(reel)
             return 0
-    except (ValueError, FileNotFoundError, NotImplementedError, ModelUnavailable) as exc:
+    except (ValueError, FileNotFoundError, NotImplementedError, ModelUnavailable, RunInUse) as exc:
         print(f"cinereel: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:  # an --out that is a file or not writable, a full disk...
         print(f"cinereel: error: {os_problem(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("cinereel: cancelled; run the same command again to resume where it stopped", file=sys.stderr)
-        return EXIT_CANCELLED
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_CANCELLED
     except Exception:
         traceback.print_exc()
         print("cinereel: internal error: this is a bug in CineReel, please report it with the traceback above; "

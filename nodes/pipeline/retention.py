@@ -26,14 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .rundir import RUN_ID_PATTERN
+from .rundir import LOCK_FILE, RUN_ID_PATTERN, is_locked, run_lock
 
 if TYPE_CHECKING:
     from .reel import Reel
 
 KEEP_CHOICES = ("all", "best", "final")
 FINAL_FILES = frozenset({"reel.mp4", "reel.srt", "report.json"})
-LOCK_FILE = ".lock"  # held with flock by the process working on the run (issue #10, part 1)
 ATTEMPT_FOLDERS = {"clips": ".mp4", "keyframes": ".png"}
 SIDE_FILES = (".qc.json", ".call.json")  # written beside an attempt's clip or keyframe
 SUPERSEDED = "superseded"
@@ -42,43 +41,13 @@ SUPERSEDED = "superseded"
 # -- the run lock ---------------------------------------------------------------
 
 @contextmanager
-def run_lock(root: Path) -> Iterator[bool]:
-    """Try to take ``<run>/.lock`` without waiting: yields True while this process holds it (or there is no
-    lock file), False when another process holds it. To be replaced by rundir's shared lock helper."""
-    lock = Path(root) / LOCK_FILE
-    try:
-        fd = os.open(lock, os.O_RDWR)
-    except FileNotFoundError:
-        yield True
+def run_lock_if_free(root: Path) -> Iterator[bool]:
+    """Hold ``root``'s run lock if no other process holds it (yields True); never waits (yields False)."""
+    if is_locked(root):
+        yield False
         return
-    try:
-        got = _try_lock(fd)
-        yield got
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-            return True
-        except OSError:
-            return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-
-
-def is_locked(root: Path) -> bool:
-    with run_lock(root) as got:
-        return not got
+    with run_lock(root):  # a process that took it since the check makes this raise RunInUse: nothing removed
+        yield True
 
 
 # -- keep -----------------------------------------------------------------------
@@ -246,7 +215,7 @@ def clean_runs(out: str | os.PathLike[str], older_than_s: float, dry_run: bool =
     for run in list_runs(out):
         if now - run.changed <= older_than_s:
             continue
-        with run_lock(run.path) as got:
+        with run_lock_if_free(run.path) as got:
             if not got:
                 skipped.append(run)
                 continue
@@ -267,4 +236,4 @@ def human_size(size: float) -> str:
 
 
 __all__ = ["KEEP_CHOICES", "Cleaned", "RunInfo", "apply_keep", "check_keep", "clean_runs", "is_locked",
-           "list_runs", "parse_age", "run_lock"]
+           "list_runs", "parse_age", "run_lock_if_free"]

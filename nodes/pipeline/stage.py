@@ -53,11 +53,12 @@ def run_jobs(
     if progress is not None and len(jobs) > len(pending):
         progress.update(len(jobs) - len(pending))
     if pending:
-        if handle is None:
-            _run_pending(run, None, pending, progress)
-        else:
-            with RESIDENCY.use(handle) as model:
-                _run_pending(run, model, pending, progress)
+        with run.locked():
+            if handle is None:
+                _run_pending(run, None, pending, progress)
+            else:
+                with RESIDENCY.use(handle) as model:
+                    _run_pending(run, model, pending, progress)
     return {job.name: job.rel for job in jobs}, len(pending)
 
 
@@ -184,6 +185,7 @@ def write_report(reel: Reel) -> Path:
         **notes,
         "invocation": _invocation,
         "history": report_history(reel),
+        "superseded": reel.run_dir.superseded(),
     }
     timings = notes.get("timings", {})
     if timings:
