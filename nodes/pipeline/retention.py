@@ -158,14 +158,18 @@ def runs_folder(out: str | os.PathLike[str]) -> Path:
 
 
 def last_changed(root: Path) -> float:
-    newest = root.lstat().st_mtime
+    """When anything of the run last changed. The lock file and the run folder's own time are left out:
+    taking the lock (``cinereel clean --dry-run`` does) says nothing about the run's age."""
+    newest = 0.0
     for parent, dirs, files in os.walk(root):
         for name in (*dirs, *files):
+            if parent == str(root) and name == LOCK_FILE:
+                continue
             try:
                 newest = max(newest, os.lstat(os.path.join(parent, name)).st_mtime)
             except FileNotFoundError:
                 pass
-    return newest
+    return newest or root.lstat().st_mtime
 
 
 def run_info(root: Path) -> RunInfo:
