@@ -165,7 +165,8 @@ def read_plan(path: Path | None) -> str | None:
 def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str | None]:
     """Everything the run needs, checked before any model loads: all problems in one ``PreflightError``."""
     from .headless import PipelineOptions
-    from .preflight import PreflightError, settings_problems
+    from .preflight import PreflightError, plan_problems, settings_problems
+    from .voice import engine_of
 
     problems: list[str] = []
     handles: dict = {}
@@ -178,6 +179,8 @@ def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str |
         plan_override = read_plan(args.plan)
     except ValueError as exc:
         problems.append(str(exc))
+    if "voice" in handles:
+        problems += plan_problems(plan_override, engine_of(handles["voice"]))
     options = PipelineOptions(handles=handles, target_lufs=args.target_lufs, gate=args.gate,
                               technical_check=args.technical_check, threshold=args.threshold,
                               max_retries=args.max_retries)
@@ -193,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     from .director import direct
     from .headless import make_reel
     from .stage import new_invocation
+    from .voice import request_for_voice
 
     new_invocation()  # report.json keeps what earlier commands on the same run folder recorded
 
@@ -201,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                               resolution=args.resolution)
     try:
         options, plan_override = preflight(args, request)  # every setting, before anything loads
+        request = request_for_voice(request, options.handles["voice"])  # narration sized to that voice
         if args.plan_only:
             reel = direct(options.handles["llm"], request, args.out, args.run_id, plan_override)
             print(json.dumps(reel.plan.model_dump(mode="json"), indent=2, ensure_ascii=False))

@@ -19,7 +19,7 @@ from .keyframes import render_keyframes
 from .motion import animate
 from .music import score_music
 from .reel import Reel
-from .voice import narrate
+from .voice import narrate, request_for_voice
 
 if TYPE_CHECKING:
     from ...model_loaders.rules import DirectorRequest
@@ -74,7 +74,7 @@ def make_reel(
         ("assemble", lambda r: assemble_stage(r, options.crf, options.preset)),
     ]
     started = time.perf_counter()
-    reel = direct(h["llm"], request, out_root, run_id, plan_override)
+    reel = direct(h["llm"], request_for_voice(request, h["voice"]), out_root, run_id, plan_override)
     if on_stage:
         on_stage("director", time.perf_counter() - started)
     for name, run in stages:
