@@ -15,15 +15,15 @@ Handle options: ``steps`` (default 8), ``guidance`` (default 1.0) and ``shift``
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .checkpoints import local_or_cached, resolve_device
-from .handles import ModelHandle
+from . import model_layouts
+from .checkpoints import resolve_device
+from .handles import LOADER_SETTINGS, ModelHandle
 from .residency import register_family
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ DEFAULT_SHIFT = 3.0
 INSTRUMENTAL_LYRICS = "[Instrumental]"
 MIN_MODEL_S, MAX_MODEL_S = 10.0, 600.0  # the durations ACE-Step 1.5 is made for; shorter beds are cut from 10 s
 FADE_S = 0.05
-GENERIC_OPTIONS = frozenset({"unload_comfy_models"})
 OPTIONS = frozenset({"steps", "guidance", "shift"})
 
 StepCallback = Callable[[int, int], None]
@@ -52,53 +51,16 @@ StepCallback = Callable[[int, int], None]
 
 # -- checkpoint ----------------------------------------------------------------
 
-def resolve_checkpoint(checkpoint: str) -> Path:
-    """A validated diffusers folder: ``checkpoint`` itself, or a hub id found in the local hub cache."""
-    return local_or_cached(checkpoint, validate_checkpoint, "ACE-Step", "a diffusers folder with model_index.json, "
-                           f"or a hub id such as {DEFAULT_CHECKPOINT}")
-
-
-def validate_checkpoint(folder: Path) -> Path:
-    missing = missing_checkpoint_files(folder)
-    if missing:
-        raise FileNotFoundError(f"incomplete ACE-Step checkpoint in {folder.absolute()}: missing {', '.join(missing)}")
-    return folder
-
-
-def missing_checkpoint_files(folder: Path) -> list[str]:
-    """Relative paths a diffusers AceStepPipeline folder lacks (safetensors weights only)."""
-    if not (folder / "model_index.json").is_file():
-        return ["model_index.json"]
-    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    missing = []
-    for name, spec in index.items():
-        if name.startswith("_") or not isinstance(spec, list) or None in spec:
-            continue
-        missing += [f"{name}/{file}" for file in _missing_component_files(folder / name, spec[0], spec[1])]
-    return missing
-
-
-def _missing_component_files(folder: Path, library: str, class_name: str) -> list[str]:
-    if class_name.endswith("Scheduler"):
-        return [] if (folder / "scheduler_config.json").is_file() else ["scheduler_config.json"]
-    if library == "transformers" and "Tokenizer" in class_name:  # AceStepAudioTokenizer is a model, not text
-        has_vocab = (folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file()
-        return ([] if (folder / "tokenizer_config.json").is_file() else ["tokenizer_config.json"]) + (
-            [] if has_vocab else ["tokenizer.json"])
-    missing = [] if (folder / "config.json").is_file() else ["config.json"]
-    index = next(iter(sorted(folder.glob("*.safetensors.index.json"))), None)
-    if index is not None:
-        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        return missing + [shard for shard in shards if not (folder / shard).is_file()]
-    weights = "model.safetensors" if library == "transformers" else "diffusion_pytorch_model.safetensors"
-    return missing + ([] if any(folder.glob("*.safetensors")) else [weights])
+def resolve_checkpoint(checkpoint: str, allow_download: bool = False) -> Path:
+    """A complete diffusers folder: ``checkpoint`` itself, or a hub id found in the local hub cache."""
+    return model_layouts.resolve(FAMILY, checkpoint, allow_download)
 
 
 # -- options and prompt --------------------------------------------------------
 
 def sampling_options(handle: ModelHandle) -> tuple[int, float, float]:
     """(steps, guidance, shift) from the handle's options, validated."""
-    unknown = set(dict(handle.options)) - OPTIONS - GENERIC_OPTIONS
+    unknown = set(dict(handle.options)) - OPTIONS - LOADER_SETTINGS
     if unknown:
         log.warning("ignoring unknown %s options: %s", FAMILY, ", ".join(sorted(unknown)))
     steps = handle.option("steps", DEFAULT_STEPS)
@@ -202,7 +164,7 @@ def load_acestep(handle: ModelHandle) -> AceStepMusic:
 
     steps, guidance, shift = sampling_options(handle)
     device = resolve_device(handle.device)
-    folder = resolve_checkpoint(handle.checkpoint)
+    folder = resolve_checkpoint(handle.checkpoint, bool(handle.option("allow_download", False)))
     pipe = AceStepPipeline.from_pretrained(folder, dtype=getattr(torch, handle.dtype), use_safetensors=True,
                                            local_files_only=True)
     pipe.set_progress_bar_config(disable=True)  # progress goes through the step callback

@@ -86,12 +86,26 @@ def _library_files() -> tuple[str, bytes]:
     return espeakng_loader.get_library_path(), os.fsencode(espeakng_loader.get_data_path())
 
 
+SCRATCH_PREFIX = "cinereel-espeak-"
+
+
+def _remove_folders_of_dead_processes() -> None:
+    """atexit does not run after kill -9: a later process removes the copies whose owner is gone."""
+    import psutil
+
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _private_library() -> Path:
     """A copy of libespeak-ng that only this module loads (see the module docstring); callers hold ``_lock``."""
     global _private_copy
     if _private_copy is None or not _private_copy.exists():
         source, _ = _library_files()
-        folder = Path(tempfile.mkdtemp(prefix="cinereel-espeak-"))
+        _remove_folders_of_dead_processes()
+        folder = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         _private_copy = Path(shutil.copy2(source, folder / Path(source).name))
         if sys.platform == "win32":  # let the copy find any DLLs that ship beside the original

@@ -34,18 +34,16 @@ imported inside the functions that need them.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import model_layouts
 from .checkpoints import resolve_device
-from .handles import ModelHandle
+from .handles import LOADER_SETTINGS, ModelHandle
 from .residency import register_family
 
 if TYPE_CHECKING:
@@ -71,12 +69,10 @@ OFFLOAD_MODES = ("none", "model", "group")
 # Backends that add a float attention mask to the logits, which ref_weight < 1 needs. The flash and sage
 # kernels refuse masks, and the varlen ones read a mask as a boolean key-padding mask.
 BIAS_BACKENDS = frozenset({"native", "_native_math", "_native_efficient"})
-GENERIC_OPTIONS = frozenset({"unload_comfy_models"})  # read by the residency manager, not here
 
 TEXT_TOKENS = 512  # Flux2KleinPipeline pads every prompt to max_sequence_length tokens
 MAX_REFERENCE_AREA = 1024 * 1024  # the pipeline downsizes larger reference images to this area
 MAX_PORTRAIT_SIDE = 1024
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 StepCallback = Callable[[int, int], None]
 
@@ -94,7 +90,7 @@ class Flux2Options:
 
     @classmethod
     def from_handle(cls, handle: ModelHandle) -> Flux2Options:
-        unknown = set(dict(handle.options)) - set(cls.__dataclass_fields__) - GENERIC_OPTIONS
+        unknown = set(dict(handle.options)) - set(cls.__dataclass_fields__) - LOADER_SETTINGS
         if unknown:
             log.warning("ignoring unknown %s options: %s", FAMILY, ", ".join(sorted(unknown)))
         return cls(
@@ -137,85 +133,9 @@ def _number(name: str, value: Any, low: float, high: float, integer: bool = Fals
 
 # -- checkpoint ----------------------------------------------------------------
 
-def resolve_checkpoint(checkpoint: str) -> Path:
-    """A validated local diffusers folder for ``checkpoint`` (a folder, or a hub id fetched through the hub cache)."""
-    path = Path(checkpoint).expanduser()
-    if path.is_dir():
-        return validate_checkpoint(path)
-    if looks_like_hub_id(checkpoint):
-        return validate_checkpoint(_from_hub(checkpoint))
-    raise FileNotFoundError(f"no FLUX.2 klein checkpoint at {path.absolute()}: the folder does not exist "
-                            f"(a diffusers folder with model_index.json, or a Hugging Face hub id)")
-
-
-def looks_like_hub_id(checkpoint: str) -> bool:
-    return bool(HUB_ID.match(checkpoint)) and not checkpoint.startswith(".") and not os.path.exists(checkpoint)
-
-
-def _from_hub(repo_id: str) -> Path:
-    from diffusers import Flux2KleinPipeline
-    from huggingface_hub import constants
-
-    try:
-        # diffusers' own download: only model_index.json and the component files it names, safetensors only.
-        return Path(Flux2KleinPipeline.download(repo_id, use_safetensors=True))
-    except Exception as err:  # hub errors have many types; each becomes the same clear message
-        offline = " (HF_HUB_OFFLINE=1: downloads are off)" if constants.HF_HUB_OFFLINE else ""
-        raise FileNotFoundError(
-            f"{repo_id!r} is not a local folder ({Path(repo_id).absolute()}) and could not be fetched from the "
-            f"Hugging Face hub cache{offline}. Download it first (hf download {repo_id}) or give the path of a "
-            f"local diffusers folder. Cause: {type(err).__name__}: {str(err).rstrip('.')}."
-        ) from err
-
-
-def validate_checkpoint(folder: Path) -> Path:
-    """``folder`` if it holds a complete diffusers checkpoint, else FileNotFoundError naming every missing file."""
-    missing = missing_checkpoint_files(folder)
-    if missing:
-        raise FileNotFoundError(f"incomplete FLUX.2 klein checkpoint in {folder.absolute()}: missing "
-                                f"{', '.join(missing)}")
-    return folder
-
-
-def missing_checkpoint_files(folder: Path) -> list[str]:
-    """Relative paths of the files a diffusers pipeline folder lacks (safetensors weights only)."""
-    index_path = folder / "model_index.json"
-    if not index_path.is_file():
-        return ["model_index.json"]
-    missing = []
-    for name, (library, class_name) in _components(json.loads(index_path.read_text())):
-        missing += [f"{name}/{file}" for file in _missing_component_files(folder / name, library, class_name)]
-    return missing
-
-
-def _components(index: dict[str, Any]) -> list[tuple[str, tuple[str, str]]]:
-    return [(name, (spec[0], spec[1])) for name, spec in index.items()
-            if not name.startswith("_") and isinstance(spec, list) and len(spec) == 2 and None not in spec]
-
-
-def _missing_component_files(folder: Path, library: str, class_name: str) -> list[str]:
-    if class_name.endswith("Scheduler"):
-        return [] if (folder / "scheduler_config.json").is_file() else ["scheduler_config.json"]
-    if "Tokenizer" in class_name:
-        return _missing_tokenizer_files(folder)
-    missing = [] if (folder / "config.json").is_file() else ["config.json"]
-    return missing + _missing_weights(folder, "model.safetensors" if library == "transformers"
-                                      else "diffusion_pytorch_model.safetensors")
-
-
-def _missing_tokenizer_files(folder: Path) -> list[str]:
-    missing = [] if (folder / "tokenizer_config.json").is_file() else ["tokenizer_config.json"]
-    has_vocab = (folder / "tokenizer.json").is_file() or all(
-        (folder / name).is_file() for name in ("vocab.json", "merges.txt"))
-    return missing + ([] if has_vocab else ["tokenizer.json"])
-
-
-def _missing_weights(folder: Path, single_file: str) -> list[str]:
-    indexes = sorted(folder.glob("*.safetensors.index.json"))
-    if indexes:
-        shards = sorted(set(json.loads(indexes[0].read_text())["weight_map"].values()))
-        return [shard for shard in shards if not (folder / shard).is_file()]
-    return [] if any(folder.glob("*.safetensors")) else [single_file]
+def resolve_checkpoint(checkpoint: str, allow_download: bool = False) -> Path:
+    """A complete local diffusers folder for ``checkpoint`` (a folder, or a hub id in the hub cache)."""
+    return model_layouts.resolve(FAMILY, checkpoint, allow_download)
 
 
 # -- loading -------------------------------------------------------------------
@@ -231,7 +151,7 @@ def load_flux2(handle: ModelHandle) -> Flux2KleinKeyframes:
         raise ValueError(f"{FAMILY} option offload={options.offload!r} needs a CUDA GPU: it keeps the weights in CPU "
                          f"memory and moves them to the GPU as they run; the device here is {device.type}. "
                          f"Use offload='none'.")
-    folder = resolve_checkpoint(handle.checkpoint)
+    folder = resolve_checkpoint(handle.checkpoint, bool(handle.option("allow_download", False)))
     dtype = getattr(torch, handle.dtype)
     pipe = Flux2KleinPipeline.from_pretrained(folder, dtype=dtype, use_safetensors=True, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)  # progress goes through the step callback
@@ -373,6 +293,7 @@ class Flux2KleinKeyframes:
     def __init__(self, pipe: Flux2KleinPipeline, options: Flux2Options, dtype: torch.dtype,
                  device: torch.device) -> None:
         self.pipeline: Flux2KleinPipeline | None = pipe
+        self._last_call: dict[str, Any] = {}
         self.options = options
         self.dtype = dtype
         self.device = device
@@ -396,6 +317,11 @@ class Flux2KleinKeyframes:
         references = shot_references(shot, portraits) if weight > 0 else []
         return self._generate(shot["prompt"], shot.get("negative_prompt", ""), int(plan["width"]),
                               int(plan["height"]), references, weight, seed, callback)
+
+    def last_call(self) -> dict[str, Any]:
+        """What the last render sent to the pipeline: prompt, negative prompt (None when the distilled model
+        runs no guidance pass, so none was sent), seed, steps, guidance, size and references."""
+        return dict(self._last_call)
 
     def close(self) -> None:
         """Remove the offload hooks and drop every reference to the components, so eviction frees them."""
@@ -436,9 +362,13 @@ class Flux2KleinKeyframes:
         bias = self._reference_bias(width, height, references, ref_weight)
         if bias is not None:
             kwargs["attention_kwargs"] = {"attention_mask": bias}
-        if negative_prompt and self._guides:
+        guided_negative = bool(negative_prompt) and self._guides
+        if guided_negative:
             kwargs["negative_prompt_embeds"] = self._pipe.encode_prompt(
                 negative_prompt, device=self._pipe._execution_device, max_sequence_length=TEXT_TOKENS)[0]
+        self._last_call = {"renderer": FAMILY, "prompt": prompt, "negative_prompt": negative_prompt if guided_negative
+                           else None, "seed": seed, "steps": self.options.steps, "guidance": self.options.guidance,
+                           "width": width, "height": height, "references": len(references), "ref_weight": ref_weight}
         if callback is not None:
             kwargs["callback_on_step_end"] = _on_step_end(callback, self.options.steps)
         try:

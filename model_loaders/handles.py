@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 Residency = Literal["in_process", "subprocess"]
 DTYPES = ("bfloat16", "float16", "float32")
+# Options every real loader has; read by the residency manager and the checkpoint resolver, not the model.
+LOADER_SETTINGS = frozenset({"unload_comfy_models", "allow_download"})
 
 
 def _freeze(options: dict[str, Any] | tuple[tuple[str, Any], ...] | None) -> tuple[tuple[str, Any], ...]:

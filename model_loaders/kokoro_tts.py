@@ -36,7 +36,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .checkpoints import local_or_cached, resolve_device
+from . import model_layouts
+from .checkpoints import resolve_device
 from .errors import ModelUnavailable
 from .handles import ModelHandle
 from .residency import register_family
@@ -90,21 +91,9 @@ class G2PUnavailable(ModelUnavailable):
 
 # -- checkpoint ----------------------------------------------------------------
 
-def resolve_checkpoint(checkpoint: str) -> Path:
-    """A validated Kokoro-82M folder: ``checkpoint`` itself, or a hub id found in the local hub cache."""
-    return local_or_cached(checkpoint, validate_checkpoint, "Kokoro", f"give a folder laid out like "
-                           f"{DEFAULT_CHECKPOINT}, or that hub id once it is downloaded")
-
-
-def validate_checkpoint(folder: Path) -> Path:
-    """``folder`` if it has the config, the weights and at least one voice; else name everything missing."""
-    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (folder / name).is_file()]
-    if not any((folder / VOICES_DIR).glob("*.pt")):
-        missing.append(f"{VOICES_DIR}/<voice>.pt (no voice files)")
-    if missing:
-        raise FileNotFoundError(f"incomplete Kokoro checkpoint in {folder.absolute()}: missing {', '.join(missing)} "
-                                f"(expected the layout of {DEFAULT_CHECKPOINT})")
-    return folder
+def resolve_checkpoint(checkpoint: str, allow_download: bool = False) -> Path:
+    """A complete Kokoro-82M folder: ``checkpoint`` itself, or a hub id found in the local hub cache."""
+    return model_layouts.resolve(FAMILY, checkpoint, allow_download)
 
 
 # -- languages -----------------------------------------------------------------
@@ -321,7 +310,7 @@ def load_kokoro(handle: ModelHandle) -> KokoroVoice:
     """Kokoro-82M from ``handle.checkpoint`` on ``handle.device``; it always runs in float32 (82M parameters)."""
     from kokoro import KModel
 
-    folder = resolve_checkpoint(handle.checkpoint)
+    folder = resolve_checkpoint(handle.checkpoint, bool(handle.option("allow_download", False)))
     model = KModel(repo_id=DEFAULT_CHECKPOINT, config=str(folder / CONFIG_FILE), model=str(folder / WEIGHTS_FILE))
     model = model.to(resolve_device(handle.device)).eval()
     return KokoroVoice(model, folder)

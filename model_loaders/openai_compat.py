@@ -35,6 +35,7 @@ import io
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -205,11 +206,15 @@ class OpenAICompatLLM:
     def _call(self, fn: Any) -> Any:
         import openai
 
+        started = time.monotonic()
         try:
             return fn()
         except openai.APITimeoutError:
-            raise OpenAICompatError(f"the server at {self.base_url} did not answer within {self.timeout_s:g} s "
-                                    "(timeout; raise the option timeout_s for slow models)") from None
+            tries = 1 + self._client.max_retries
+            raise OpenAICompatError(
+                f"the server at {self.base_url} did not answer: {time.monotonic() - started:.1f} s waited in all, "
+                f"{tries} {'try' if tries == 1 else 'tries'} of up to {self.timeout_s:g} s each (raise the option "
+                "timeout_s for slow models)") from None
         except openai.APIConnectionError as exc:
             cause = exc.__cause__ or exc
             refused = "refused" in str(cause).lower() or isinstance(cause, ConnectionRefusedError)

@@ -50,6 +50,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import model_layouts
 from .errors import ModelUnavailable
 from .handles import ModelHandle
 from .residency import register_family
@@ -728,35 +729,11 @@ class QwenDirectorCritic:
 # Loading
 # =============================================================================
 
-WEIGHT_INDEX = "model.safetensors.index.json"
-SINGLE_WEIGHTS = "model.safetensors"
-
-
-def _hub_folder(repo_id: str, revision: str | None) -> Path:
-    """The local snapshot of a hub checkpoint: the cache first; a download only when online."""
-    from huggingface_hub import constants, snapshot_download
-
-    patterns = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model"]
-    try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns, local_files_only=True))
-    except Exception as cached_error:  # noqa: BLE001 - not in the cache: maybe download
-        if constants.HF_HUB_OFFLINE:
-            raise FileNotFoundError(
-                f"{repo_id} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set; "
-                f"download it first, or point the loader at a local folder ({cached_error})") from None
-    return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
-
-
 def resolve_checkpoint(handle: ModelHandle) -> Path:
-    """The checkpoint folder of ``handle``: a local folder, or a hub id resolved through the cache."""
-    name = handle.checkpoint or DEFAULT_CHECKPOINT
-    path = Path(os.path.expanduser(name))
-    if path.is_dir():
-        return path
-    if path.is_absolute() or name.startswith((".", "~")) or name.count("/") != 1:
-        raise FileNotFoundError(f"checkpoint folder {str(path)!r} does not exist (and it is not a hub id such as "
-                                f"{DEFAULT_CHECKPOINT!r})")
-    return _hub_folder(name, handle.option("revision"))
+    """The complete checkpoint folder of ``handle``: a local folder, or a hub id in the hub cache (downloaded
+    only when the loader's allow_download is on)."""
+    return model_layouts.resolve(FAMILY, handle.checkpoint or DEFAULT_CHECKPOINT,
+                                 bool(handle.option("allow_download", False)), handle.option("revision"))
 
 
 def validate_checkpoint(folder: Path) -> dict[str, Any]:
@@ -764,28 +741,8 @@ def validate_checkpoint(folder: Path) -> dict[str, Any]:
 
     Raises FileNotFoundError naming every missing file and the folder it looked in.
     """
-    missing: list[str] = []
+    model_layouts.check_folder(FAMILY, folder)
     config_path = folder / "config.json"
-    if not config_path.is_file():
-        missing.append("config.json")
-    if (folder / WEIGHT_INDEX).is_file():
-        try:
-            shards = sorted(set(json.loads((folder / WEIGHT_INDEX).read_text())["weight_map"].values()))
-        except (ValueError, KeyError) as exc:
-            raise ValueError(f"{folder / WEIGHT_INDEX} is not a valid safetensors index: {exc}") from None
-        missing += [f"{s} (listed in {WEIGHT_INDEX})" for s in shards if not (folder / s).is_file()]
-    elif not (folder / SINGLE_WEIGHTS).is_file():
-        if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
-            raise FileNotFoundError(f"{folder} has only pickle weights (*.bin / *.pt); CineReel loads safetensors "
-                                    "only — convert the checkpoint or download its safetensors files")
-        missing.append(f"{WEIGHT_INDEX} or {SINGLE_WEIGHTS}")
-    if not (folder / "tokenizer.json").is_file() and not ((folder / "vocab.json").is_file()
-                                                          and (folder / "merges.txt").is_file()):
-        missing.append("tokenizer.json (or vocab.json + merges.txt)")
-    if not any((folder / name).is_file() for name in ("preprocessor_config.json", "processor_config.json")):
-        missing.append("preprocessor_config.json (or processor_config.json)")
-    if missing:
-        raise FileNotFoundError(f"the Qwen3.5 checkpoint in {folder} is incomplete; missing: {', '.join(missing)}")
     try:
         config = json.loads(config_path.read_text())
     except ValueError as exc:

@@ -29,8 +29,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import model_layouts
 from .checkpoints import resolve_device
-from .handles import ModelHandle
+from .handles import LOADER_SETTINGS, ModelHandle
 from .residency import register_family
 
 if TYPE_CHECKING:
@@ -46,11 +47,8 @@ PIPELINE_CLASS = "WanImageToVideoPipeline"
 WAN_FPS = 16
 OFFLOAD_MODES = ("none", "model", "group")
 FLOW_SHIFT_ADVICE = "higher shifts gave plastic skin in testing; use 5.0 for hero shots, 8.0 for b-roll"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Options that ask for FP8 weights or compute; the motion model refuses them all (see WanSettings).
 _FP8_OPTION = re.compile(r"fp8|float8", re.IGNORECASE)
-# Options other parts of CineReel put on every handle; not ours to validate.
-_SHARED_OPTIONS = {"unload_comfy_models"}
 
 
 # -- settings ------------------------------------------------------------------
@@ -83,7 +81,7 @@ class WanSettings:
                         f"option {name}={value!r} is refused for the Wan2.2 I2V motion model: FP8 compute hit "
                         "segfaults in its cross-attention. It runs in bfloat16; to fit a smaller GPU use "
                         "offload='model' or offload='group' instead.")
-            elif name not in names and name not in _SHARED_OPTIONS:
+            elif name not in names and name not in LOADER_SETTINGS:
                 log.warning("ignoring unknown %s option %r (known: %s)", FAMILY, name, ", ".join(sorted(names)))
         settings = cls(**{name: handle.option(name, getattr(cls, name)) for name in names})
         settings.validate()
@@ -107,96 +105,23 @@ class WanSettings:
 
 # -- checkpoint ----------------------------------------------------------------
 
-def resolve_checkpoint(checkpoint: str) -> Path:
-    """A validated local diffusers folder for ``checkpoint`` (a folder, or a hub id resolved through the HF cache)."""
-    path = Path(checkpoint).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise FileNotFoundError(f"{path} is a file; the Wan2.2 I2V checkpoint must be a diffusers folder")
-        validate_checkpoint(path)
-        return path
-    if not _HUB_ID.match(checkpoint):
-        raise FileNotFoundError(f"the Wan2.2 I2V checkpoint folder {path} does not exist")
-    folder = _hub_snapshot(checkpoint)
-    validate_checkpoint(folder)
+def resolve_checkpoint(checkpoint: str, allow_download: bool = False) -> Path:
+    """A complete local two-expert diffusers folder for ``checkpoint`` (a folder, or a hub id in the hub cache)."""
+    folder = model_layouts.resolve(FAMILY, checkpoint, allow_download)
+    check_two_experts(folder)
     return folder
 
 
-def _hub_snapshot(repo_id: str) -> Path:
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    offline_help = (f"no folder named {repo_id!r} exists, and the hub checkpoint {repo_id} is not fully in the local "
-                    "Hugging Face cache while HF_HUB_OFFLINE=1 forbids downloading it. Download it once (hf download "
-                    f"{repo_id}) or choose a local diffusers folder.")
-    # Offline and not cached: fail before importing diffusers (seconds) or touching the network.
-    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str):
-        raise FileNotFoundError(offline_help)
-    from diffusers import DiffusionPipeline
-
-    try:
-        # diffusers' own download: only the files the pipeline loads, safetensors only.
-        return Path(DiffusionPipeline.download(repo_id, use_safetensors=True))
-    except OSError as error:
-        if constants.HF_HUB_OFFLINE:
-            raise FileNotFoundError(offline_help) from error
-        raise
-
-
-def validate_checkpoint(folder: Path) -> None:
-    """Raise unless ``folder`` is a complete two-expert Wan2.2 I2V diffusers checkpoint with safetensors weights."""
-    missing = missing_files(folder)
-    if missing:
-        raise FileNotFoundError(f"the Wan2.2 I2V checkpoint in {folder} is incomplete; missing: {', '.join(missing)}")
+def check_two_experts(folder: Path) -> None:
+    """Raise unless ``folder``'s pipeline has both experts and the boundary that switches between them."""
     index = json.loads((folder / "model_index.json").read_text())
-    experts = all(_is_component(index.get(name)) for name in ("transformer", "transformer_2"))
-    if index.get("_class_name") != PIPELINE_CLASS or index.get("boundary_ratio") is None or not experts:
+    experts = all(isinstance(index.get(name), list) and None not in index[name] for name in ("transformer",
+                                                                                           "transformer_2"))
+    if index.get("boundary_ratio") is None or not experts:
         raise ValueError(
             f"{folder} holds a {index.get('_class_name')} checkpoint (boundary_ratio {index.get('boundary_ratio')}); "
             f"the {FAMILY} family needs a {PIPELINE_CLASS} with two experts (transformer, transformer_2) and a "
             f"boundary_ratio, like {HUB_ID}")
-
-
-def missing_files(folder: Path) -> list[str]:
-    """Files (relative to ``folder``) that loading would need and that are not there."""
-    index_path = folder / "model_index.json"
-    if not index_path.is_file():
-        return ["model_index.json"]
-    index = json.loads(index_path.read_text())
-    missing = []
-    for name, spec in sorted(index.items()):
-        if not name.startswith("_") and _is_component(spec):
-            missing += [f"{name}/{file}" for file in _missing_in_component(folder / name, spec[0], spec[1])]
-    return missing
-
-
-def _is_component(spec: Any) -> bool:
-    return isinstance(spec, list) and len(spec) == 2 and all(isinstance(part, str) for part in spec)
-
-
-def _missing_in_component(folder: Path, library: str, class_name: str) -> list[str]:
-    if class_name.endswith("Scheduler"):
-        return _absent(folder, ["scheduler_config.json"])
-    if "Tokenizer" in class_name:
-        vocab = [] if (folder / "tokenizer.json").is_file() or (folder / "spiece.model").is_file() else [
-            "tokenizer.json (or spiece.model)"]
-        return _absent(folder, ["tokenizer_config.json"]) + vocab
-    if class_name.endswith("Processor"):
-        return _absent(folder, ["preprocessor_config.json"])
-    return _absent(folder, ["config.json"]) + _missing_weights(folder, library)
-
-
-def _absent(folder: Path, names: list[str]) -> list[str]:
-    return [name for name in names if not (folder / name).is_file()]
-
-
-def _missing_weights(folder: Path, library: str) -> list[str]:
-    indexes = sorted(folder.glob("*.safetensors.index.json"))
-    if indexes:  # sharded: every shard the index names must be there
-        shards = sorted({shard for index in indexes for shard in json.loads(index.read_text())["weight_map"].values()})
-        return _absent(folder, shards)
-    if any(folder.glob("*.safetensors")):
-        return []
-    return ["diffusion_pytorch_model.safetensors" if library == "diffusers" else "model.safetensors"]
 
 
 # -- loading -------------------------------------------------------------------
@@ -204,7 +129,7 @@ def _missing_weights(folder: Path, library: str) -> list[str]:
 def load_wan(handle: ModelHandle) -> WanMotion:
     """Load the two-expert pipeline for ``handle`` and apply its options (cheap checks first, weights last)."""
     settings = WanSettings.from_handle(handle)
-    folder = resolve_checkpoint(handle.checkpoint)
+    folder = resolve_checkpoint(handle.checkpoint, bool(handle.option("allow_download", False)))
     import torch
 
     device = resolve_device(handle.device)
@@ -358,6 +283,7 @@ class WanMotion:
         # The checkpoint's scheduler, before any per-shot flow shift.
         self._scheduler_class = type(pipe.scheduler)
         self._scheduler_config = pipe.scheduler.config
+        self._last_call: dict[str, Any] = {}
 
     def scheduler_for(self, flow_shift: float) -> Any:
         """The checkpoint's scheduler rebuilt from its config with ``flow_shift``."""
@@ -379,17 +305,15 @@ class WanMotion:
             log.warning("Wan2.2 renders motion for %d fps; the plan's %s fps changes its speed", WAN_FPS, plan["fps"])
         pipe.scheduler = self.scheduler_for(float(shot["flow_shift"]))
         steps = self.settings.steps
+        sent = {"prompt": motion_prompt(shot), "negative_prompt": shot.get("negative_prompt") or "", "height": height,
+                "width": width, "num_frames": wan_frame_count(num_frames, pipe.vae_scale_factor_temporal),
+                "num_inference_steps": steps, "guidance_scale": self.settings.guidance,
+                "guidance_scale_2": self.settings.guidance_2}
+        self._last_call = {"renderer": FAMILY, **sent, "seed": int(seed), "flow_shift": float(shot["flow_shift"])}
         try:
             video = pipe(
                 image=keyframe.convert("RGB"),
-                prompt=motion_prompt(shot),
-                negative_prompt=shot.get("negative_prompt") or "",
-                height=height,
-                width=width,
-                num_frames=wan_frame_count(num_frames, pipe.vae_scale_factor_temporal),
-                num_inference_steps=steps,
-                guidance_scale=self.settings.guidance,
-                guidance_scale_2=self.settings.guidance_2,
+                **sent,
                 generator=torch.Generator("cpu").manual_seed(int(seed)),
                 output_type="np",
                 callback_on_step_end=_step_callback(callback, steps),
@@ -399,6 +323,11 @@ class WanMotion:
             pipe.maybe_free_model_hooks()
             raise
         return video[0].astype("float32", copy=False)
+
+    def last_call(self) -> dict[str, Any]:
+        """What the last render sent to the pipeline: prompt, negative prompt, seed, flow shift, guidance
+        of both experts, steps, size and frame count."""
+        return dict(self._last_call)
 
     def close(self) -> None:
         """Remove hooks and drop every component so eviction frees the weights."""

@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any
 
+from .children import die_with_parent
 from .handles import ModelHandle
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +62,7 @@ class WorkerModel:
             [sys.executable, str(WORKER_SCRIPT), str(PACK_ROOT)],
             stdin=subprocess.PIPE,
             env=env,
+            **die_with_parent(),  # a killed ComfyUI or CLI takes its model worker (and its VRAM) with it
         )
         # The address and key go through stdin, not argv, so no other user can read the key.
         assert process.stdin is not None

@@ -21,4 +21,19 @@ def _show_resident(entry: dict, resident) -> None:
                                          "seconds": round(entry["seconds"], 2)})
 
 
+def _residency_now() -> dict:
+    resident = RESIDENCY.resident
+    return {"resident": resident.label if resident else None, "log": RESIDENCY.log}
+
+
+def _join_comfy() -> None:
+    """Inside ComfyUI: its Unload Models / Free Memory evict our model too; GET /cinereel/residency tells what is
+    resident (and every load and eviction so far)."""
+    from .pipeline.comfy import add_get_route, follow_residency
+
+    RESIDENCY.add_listener(follow_residency)
+    add_get_route("/cinereel/residency", _residency_now)
+
+
 RESIDENCY.add_listener(_show_resident)
+_join_comfy()

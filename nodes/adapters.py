@@ -2,7 +2,8 @@
 
 IMAGE is a float tensor (batch, height, width, channels) in [0, 1]; AUDIO is
 ``{"waveform": (batch, channels, samples), "sample_rate": int}``; VIDEO is
-ComfyUI's video object (ComfyUI 0.3.30 and newer).
+ComfyUI's video object (``comfy_api.input_impl.VideoFromFile``, which arrived in
+ComfyUI 0.3.31).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class ReelToVideoNode:
     CATEGORY = f"{CATEGORY}/adapters"
     RETURN_TYPES = ("VIDEO",)
     RETURN_NAMES = ("video",)
-    OUTPUT_TOOLTIPS = ("ComfyUI VIDEO (needs ComfyUI 0.3.30 or newer).",)
+    OUTPUT_TOOLTIPS = ("ComfyUI VIDEO (needs ComfyUI 0.3.31 or newer).",)
     FUNCTION = "to_video"
 
     @classmethod
@@ -120,12 +121,25 @@ class ReelToVideoNode:
         return {"required": {"reel": reel_input("The REEL from the CineReel Assemble node.")}}
 
     def to_video(self, reel: Reel) -> tuple[Any]:
-        try:
-            from comfy_api.input_impls import VideoFromFile
-        except ImportError:
-            raise RuntimeError("this ComfyUI has no VIDEO type (it arrived in ComfyUI 0.3.30); update ComfyUI, "
-                               "or use the reel.mp4 path shown on the Assemble node") from None
-        return (VideoFromFile(str(reel.artifact_path("reel"))),)
+        return (video_file_class()(str(reel.artifact_path("reel"))),)
+
+
+def video_file_class() -> type:
+    """ComfyUI's ``VideoFromFile``: ``comfy_api.input_impl`` since 0.3.31 (where ComfyUI's own nodes import
+    it), else ``comfy_api.latest.InputImpl`` (the versioned API since 0.3.48)."""
+    try:
+        from comfy_api.input_impl import VideoFromFile
+
+        return VideoFromFile
+    except ImportError:
+        pass
+    try:
+        from comfy_api.latest import InputImpl
+
+        return InputImpl.VideoFromFile
+    except (ImportError, AttributeError):
+        raise RuntimeError("this ComfyUI has no VIDEO type (comfy_api.input_impl arrived in ComfyUI 0.3.31); "
+                           "update ComfyUI, or use the reel.mp4 path shown on the Assemble node") from None
 
 
 NODES = {

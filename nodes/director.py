@@ -10,6 +10,7 @@ from ..model_loaders.vocabulary.languages import LANGUAGES
 from .base import LLM, VOICE_MODEL, ReelNode, choice, integer, number, seed_input, text
 from .pipeline.comfy import output_root, send_ui_event
 from .pipeline.director import LANGUAGE_AUTO, direct, shot_list
+from .pipeline.preflight import check_queued_loaders
 from .pipeline.rundir import check_run_id
 from .pipeline.voice import request_for_voice
 
@@ -51,6 +52,7 @@ class DirectorNode(ReelNode):
                                 "shot's narration is then sized to that voice's speaking rate, and a plan_override "
                                 "it cannot speak in time is refused. Not connected: sized for the slower voice."}),
             },
+            "hidden": {"prompt": "PROMPT"},
         }
 
     @classmethod
@@ -70,8 +72,10 @@ class DirectorNode(ReelNode):
 
     def plan(self, llm: ModelHandle, sentence: str, duration_s: float, shots: int, aspect: str, language: str,
              seed: int, run_id: str = "", plan_override: str = "", resolution: str = "720p",
-             voice_model: ModelHandle | None = None) -> dict[str, Any]:
+             voice_model: ModelHandle | None = None, prompt: dict[str, Any] | None = None) -> dict[str, Any]:
         from ..model_loaders.rules import DirectorRequest
+
+        check_queued_loaders(prompt or {})  # every checkpoint of the graph, before the director loads
 
         request = DirectorRequest(sentence=sentence, duration_s=float(duration_s), shots=int(shots), aspect=aspect,
                                   language=None if language == LANGUAGE_AUTO else language, seed=int(seed),

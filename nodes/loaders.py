@@ -6,10 +6,10 @@ from typing import Any
 
 from ..model_loaders.handles import DTYPES
 from .base import CATEGORY, choice, toggle
-from .pipeline.backends import DEVICES, RESIDENCY_CHOICES, STAGES, backend_choices, make_handle
+from .pipeline.backends import DEVICES, LOADER_NODES, RESIDENCY_CHOICES, STAGES, backend_choices, make_handle
 
 
-def _loader_node(stage: str, class_name: str, display: str, description: str) -> type:
+def _loader_node(stage: str, class_name: str, description: str) -> type:
     loader = STAGES[stage]
 
     class LoaderNode:
@@ -48,22 +48,18 @@ def _loader_node(stage: str, class_name: str, display: str, description: str) ->
     return LoaderNode
 
 
-LLMLoader = _loader_node("llm", "CineReelLLMLoader", "CineReel LLM Loader",
-                         "Chooses the language model that plans the reel (director) and scores clips (critic). "
-                         "One checkpoint serves both roles, so switching role costs no second load.")
-KeyframeLoader = _loader_node("keyframes", "CineReelKeyframeLoader", "CineReel Keyframe Model Loader",
-                              "Chooses the image model that draws character portraits and per-shot keyframes.")
-MotionLoader = _loader_node("motion", "CineReelMotionLoader", "CineReel Motion Model Loader",
-                            "Chooses the image-to-video model that animates each keyframe into a clip.")
-VoiceLoader = _loader_node("voice", "CineReelVoiceLoader", "CineReel Voice Loader",
-                           "Chooses the text-to-speech engine that narrates each shot in the plan's language.")
-MusicLoader = _loader_node("music", "CineReelMusicLoader", "CineReel Music Loader",
-                           "Chooses the model that scores the instrumental music bed.")
-
-NODES = {
-    "CineReelLLMLoader": (LLMLoader, "CineReel LLM Loader (director + critic)"),
-    "CineReelKeyframeLoader": (KeyframeLoader, "CineReel Keyframe Model Loader"),
-    "CineReelMotionLoader": (MotionLoader, "CineReel Motion Model Loader"),
-    "CineReelVoiceLoader": (VoiceLoader, "CineReel Voice Loader"),
-    "CineReelMusicLoader": (MusicLoader, "CineReel Music Loader"),
+DESCRIPTIONS = {
+    "llm": ("CineReel LLM Loader (director + critic)",
+            "Chooses the language model that plans the reel (director) and scores clips (critic). "
+            "One checkpoint serves both roles, so switching role costs no second load."),
+    "keyframes": ("CineReel Keyframe Model Loader",
+                  "Chooses the image model that draws character portraits and per-shot keyframes."),
+    "motion": ("CineReel Motion Model Loader",
+               "Chooses the image-to-video model that animates each keyframe into a clip."),
+    "voice": ("CineReel Voice Loader",
+              "Chooses the text-to-speech engine that narrates each shot in the plan's language."),
+    "music": ("CineReel Music Loader", "Chooses the model that scores the instrumental music bed."),
 }
+
+NODES = {class_name: (_loader_node(stage, class_name, DESCRIPTIONS[stage][1]), DESCRIPTIONS[stage][0])
+         for class_name, stage in LOADER_NODES.items()}

@@ -289,6 +289,14 @@ def check_full_real_reel(report: dict, shots: int, width: int, height: int, fram
         assert attempt["technical"] == [] and attempt["critic_s"] > 0
         assert set(attempt["scores"]) == set(SCORE_AXES) and all(1 <= v <= 10 for v in attempt["scores"].values())
         assert attempt["label"] is None or attempt["label"] in FAILURE_LABELS
+        sent = attempt["sent"]  # what the real renderers were sent for this attempt
+        assert sent["keyframe"]["renderer"] == "flux2-klein" and sent["clip"]["renderer"] == "wan2.2-i2v"
+        assert sent["clip"]["seed"] == attempt["parameters"]["seed"] == sent["keyframe"]["seed"]
+        assert sent["clip"]["flow_shift"] == attempt["parameters"]["flow_shift"]
+        assert "Camera: " in sent["clip"]["prompt"] and sent["clip"]["num_inference_steps"] >= 1
+    for renders, renderer in (("keyframe_renders", "flux2-klein"), ("clip_renders", "wan2.2-i2v")):
+        assert set(report[renders]) == {s["shot"] for s in gate["shots"]}, report[renders]
+        assert all(call["renderer"] == renderer for call in report[renders].values())
     assert report["narration"]["engine"] == "kokoro" and report["music"]["engine"] == "acestep"
     assert report["mix"]["integrated_lufs"] == pytest.approx(-18.0, abs=0.5)
     delivery = report["delivery"]

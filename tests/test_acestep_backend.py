@@ -18,10 +18,10 @@ from cinereel.model_loaders.acestep import (
     INSTRUMENTAL_LYRICS,
     AceStepMusic,
     load_acestep,
-    missing_checkpoint_files,
     resolve_checkpoint,
 )
 from cinereel.model_loaders.handles import ModelHandle
+from cinereel.model_loaders.model_layouts import missing_files
 from cinereel.model_loaders.residency import ResidencyManager, family
 from cinereel.model_loaders.synth import mood_tempo
 
@@ -112,16 +112,16 @@ def test_bad_inputs(music: AceStepMusic, folder: Path):
 
 
 def test_missing_folder_and_files_are_named(tmp_path: Path, folder: Path):
-    with pytest.raises(FileNotFoundError, match="no ACE-Step checkpoint at .*nowhere"):
+    with pytest.raises(FileNotFoundError, match="no ACE-Step checkpoint at .*nowhere: the folder does not exist"):
         resolve_checkpoint(str(tmp_path / "nowhere"))
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)
     for weights in (broken / "transformer").glob("*.safetensors"):
         weights.unlink()
     (broken / "tokenizer" / "tokenizer_config.json").unlink()
-    with pytest.raises(FileNotFoundError, match=r"incomplete ACE-Step checkpoint in .*broken: missing "
+    with pytest.raises(FileNotFoundError, match=r"the ACE-Step checkpoint in .*broken is incomplete: missing "
                                                 r"tokenizer/tokenizer_config\.json, "
-                                                r"transformer/diffusion_pytorch_model\.safetensors"):
+                                                r"transformer/diffusion_pytorch_model\.safetensors \(or its shards"):
         load_acestep(ModelHandle("acestep", str(broken), dtype="float32", device="cpu"))
 
 
@@ -130,7 +130,7 @@ def test_the_base_and_sft_layout_with_the_audio_tokenizer_loads_and_scores_music
     index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
     assert index["audio_tokenizer"] == ["ace_step", "AceStepAudioTokenizer"]
     assert index["audio_token_detokenizer"] == ["ace_step", "AceStepAudioTokenDetokenizer"]
-    assert missing_checkpoint_files(folder) == []
+    assert missing_files("acestep", folder) == []
     manager = ResidencyManager()
     with manager.use(ModelHandle("acestep", str(folder), dtype="float32", device="cpu",
                                  options={"steps": STEPS})) as model:
@@ -141,12 +141,14 @@ def test_the_base_and_sft_layout_with_the_audio_tokenizer_loads_and_scores_music
     broken = shutil.copytree(folder, tmp_path / "broken")  # a shipped optional component's weights are checked too
     for weights in (broken / "audio_tokenizer").glob("*.safetensors"):
         weights.unlink()
-    assert missing_checkpoint_files(broken) == ["audio_tokenizer/diffusion_pytorch_model.safetensors"]
+    assert missing_files("acestep", broken) == [
+        "audio_tokenizer/diffusion_pytorch_model.safetensors (or its shards with "
+        "diffusion_pytorch_model.safetensors.index.json)"]
 
 
 def test_hub_id_not_in_the_cache_fails_fast_without_downloading(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(FileNotFoundError, match=r"not in the Hugging Face hub cache.*hf download ACE-Step/"):
+    with pytest.raises(FileNotFoundError, match=r"is not downloaded; run `hf download ACE-Step/"):
         resolve_checkpoint("ACE-Step/acestep-v15-xl-turbo-diffusers")
 
 

@@ -138,8 +138,15 @@ def test_cancel_mid_clip_leaves_no_half_written_file_and_the_rerun_resumes(tmp_p
     assert all(out.artifact_path(f"clip:{s.id}").exists() for s in out.plan.shots)
 
 
-def test_problems_of_the_machine_and_of_services_are_one_line_too(tmp_path, capsys):
+def test_problems_of_the_machine_and_of_services_are_one_line_too(tmp_path, capsys, monkeypatch):
     import socket
+
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    half_made = tmp_path / "klein"
+    (half_made / "vae").mkdir(parents=True)  # a download stopped early
 
     a_file = tmp_path / "not-a-folder"
     a_file.write_text("x", encoding="utf-8")
@@ -156,11 +163,35 @@ def test_problems_of_the_machine_and_of_services_are_one_line_too(tmp_path, caps
         ([TOKYO, "--plan", str(empty), "--out", out], "is empty; give the plan's JSON"),
         ([TOKYO, "--llm", "openai", "--set", f"llm.base_url={down}", "--set", "llm.model=m", "--out", out],
          f"cannot reach the OpenAI-compatible server at {down}"),
+        ([TOKYO, "--out", "/sys/cinereel-out"], "Operation not permitted; choose another --out folder"),
+        ([TOKYO, "--music", "ACE-Step/acestep-v15-xl-turbo-diffusers", "--out", out],
+         "music: ACE-Step/acestep-v15-xl-turbo-diffusers is not downloaded; run `hf download "
+         "ACE-Step/acestep-v15-xl-turbo-diffusers`"),
+        ([TOKYO, "--keyframes", str(half_made), "--out", out],
+         f"keyframes: the FLUX.2 klein checkpoint in {half_made} is incomplete: missing model_index.json, "),
     ]
     for args, message in cases:
         assert main(args) == 2, args
         err = capsys.readouterr().err
         assert err.startswith("cinereel: error:") and message in err and err.count("\n") == 1, err
+
+
+def test_a_disk_that_fills_mid_run_is_one_line_and_keeps_what_was_made(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from cinereel.nodes.pipeline import keyframes
+
+    def full(image, tmp):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+
+    monkeypatch.setattr(keyframes, "_save_png", full)
+    out = tmp_path / "out"
+    assert main([TOKYO, "--out", str(out), "--run-id", "full-disk"]) == 2
+    *progress, err = capsys.readouterr().err.splitlines()  # the stages that finished, then the one error line
+    assert err.startswith("cinereel: error: the disk is full (") and [line.split()[0] for line in progress] == [
+        "director"], (progress, err)
+    assert "free some space and run the same command again to resume" in err
+    assert (out / "cinereel" / "full-disk" / "plan.json").is_file(), "the plan made before the disk filled is kept"
 
 
 def test_a_bug_shows_its_traceback_and_says_it_is_one(tmp_path, capsys, monkeypatch):

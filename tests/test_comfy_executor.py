@@ -92,8 +92,10 @@ def test_bad_inputs_are_refused_at_validation(comfy, inputs, message):
 
 
 def test_a_checkpoint_that_is_not_there_fails_with_a_clear_message(comfy, monkeypatch, tmp_path):
+    import huggingface_hub
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
     keyframes = loader("CineReelKeyframeLoader", "black-forest-labs/FLUX.2-klein-4B")
     keyframes["inputs"]["residency"] = "in_process"
     prompt = {
@@ -106,11 +108,12 @@ def test_a_checkpoint_that_is_not_there_fails_with_a_clear_message(comfy, monkey
     executor = comfy.run(prompt)
     assert executor.success is False
     errors = [data for event, data in executor.status_messages if event == "execution_error"]
-    assert errors[0]["node_type"] == "CineReelKeyframes"
-    assert "black-forest-labs/FLUX.2-klein-4B" in errors[0]["exception_message"]
-    assert "HF_HUB_OFFLINE" in errors[0]["exception_message"] or "download" in errors[0]["exception_message"]
-    # the plan made before the failure is still on disk
-    assert (comfy.output_dir / "cinereel" / "executor-missing-checkpoint" / "plan.json").exists()
+    # The Director checks every loader of the queued graph before it plans: the keyframe model's absence
+    # stops the queue there, in seconds, not after the director's work.
+    assert errors[0]["node_type"] == "CineReelDirector"
+    assert ("keyframes: black-forest-labs/FLUX.2-klein-4B is not downloaded; run `hf download "
+            "black-forest-labs/FLUX.2-klein-4B") in errors[0]["exception_message"]
+    assert not (comfy.output_dir / "cinereel" / "executor-missing-checkpoint").exists()
 
 
 def test_the_preview_workflow_runs_as_dropped_in(comfy, pack_root):
@@ -132,3 +135,28 @@ def test_the_preview_workflow_runs_as_dropped_in(comfy, pack_root):
     assert len(executor.outputs_ui[gate_id]["cinereel_scores"]) == 6
     preview_id = next(k for k, v in prompt.items() if v["class_type"] == "PreviewImage")
     assert executor.outputs_ui[preview_id]["images"][0]["filename"].endswith(".png")
+
+
+def test_comfy_unloading_its_models_evicts_ours(comfy):
+    """This 2024 ComfyUI's unload_all_models (Unload Models, Free Memory, out-of-memory recovery) evicts CineReel's
+    resident model too: the pack lists it among ComfyUI's loaded models."""
+    import sys
+
+    pack = comfy.nodes.NODE_CLASS_MAPPINGS["CineReelUnloadModels"].__module__.rsplit(".nodes.", 1)[0]
+    residency = sys.modules[f"{pack}.model_loaders.residency"].RESIDENCY
+    mm = sys.modules["comfy.model_management"]
+    executor = comfy.run({
+        "1": loader("CineReelLLMLoader", PREVIEW_LLM),
+        "2": director(run_id="executor-free"),
+        "3": loader("CineReelKeyframeLoader", "preview (storyboard frames)"),
+        "4": {"class_type": "CineReelKeyframes", "inputs": {"reel": ["2", 0], "keyframe_model": ["3", 0]}},
+        "5": {"class_type": "CineReelToImage", "inputs": {"reel": ["4", 0], "kind": "keyframe", "shot": 1}},
+        "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}},
+    })
+    assert executor.success, executor.status_messages
+    assert residency.resident is not None and residency.resident.label == "preview-keyframes:preview"
+    assert [e.label for e in mm.current_loaded_models if hasattr(e, "label")] == ["preview-keyframes:preview"]
+    mm.unload_all_models()
+    assert residency.resident is None
+    assert residency.log[-1]["event"] == "evict" and residency.log[-1]["reason"] == "ComfyUI unloaded models"
+    assert not any(hasattr(e, "label") for e in mm.current_loaded_models)

@@ -193,6 +193,28 @@ def test_negative_prompt_is_ignored_by_the_distilled_model(backend, plan, portra
     assert mean_diff(plain, negative) == 0
 
 
+def test_the_call_record_is_what_the_pipeline_received(backend, plan, portrait, monkeypatch):
+    received = []
+    call = type(backend.pipeline).__call__
+
+    def spy(pipe, *args, **kwargs):
+        received.append(dict(kwargs))
+        return call(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(type(backend.pipeline), "__call__", spy)
+    shot = hero_shot(plan, negative_prompt="crowds, text")
+    backend.render_keyframe(shot, plan, {"astronaut": portrait}, seed=5)
+    (kwargs,) = received
+    record = backend.last_call()
+    assert (record["prompt"], record["width"], record["height"]) == (kwargs["prompt"], kwargs["width"],
+                                                                     kwargs["height"])
+    assert (record["steps"], record["guidance"]) == (kwargs["num_inference_steps"], kwargs["guidance_scale"])
+    assert record["seed"] == kwargs["generator"].initial_seed() == 5
+    assert record["references"] == len(kwargs["image"]) == 1
+    # The distilled model runs no guidance pass: no negative prompt was sent, and the record says so.
+    assert "negative_prompt_embeds" not in kwargs and record["negative_prompt"] is None
+
+
 def test_negative_prompt_applies_with_guidance_on_an_undistilled_model(checkpoint, plan):
     model = load_flux2(handle(checkpoint, guidance=3.0))
     try:
@@ -381,11 +403,14 @@ def test_a_missing_folder_names_where_it_looked(tmp_path):
 
 
 @pytest.mark.parametrize("remove, expected", [
-    (["transformer/diffusion_pytorch_model.safetensors"], ["transformer/diffusion_pytorch_model.safetensors"]),
-    (["text_encoder/model-00002-of-00002.safetensors"], ["text_encoder/model-00002-of-00002.safetensors"]),
-    (["vae"], ["vae/config.json", "vae/diffusion_pytorch_model.safetensors"]),
+    (["transformer/diffusion_pytorch_model.safetensors"], ["transformer/diffusion_pytorch_model.safetensors (or its "
+                                                           "shards with diffusion_pytorch_model.safetensors.index.json)"]),
+    (["text_encoder/model-00002-of-00002.safetensors"],
+     ["text_encoder/model-00002-of-00002.safetensors (listed in model.safetensors.index.json)"]),
+    (["vae"], ["vae/config.json", "vae/diffusion_pytorch_model.safetensors (or its shards with "
+                                  "diffusion_pytorch_model.safetensors.index.json)"]),
     (["tokenizer/tokenizer.json", "scheduler/scheduler_config.json"],
-     ["scheduler/scheduler_config.json", "tokenizer/tokenizer.json"]),
+     ["scheduler/scheduler_config.json", "tokenizer/tokenizer.json (or vocab.json + merges.txt, or spiece.model)"]),
     (["model_index.json"], ["model_index.json"]),
 ])
 def test_an_incomplete_folder_names_the_missing_files(checkpoint, tmp_path, remove, expected):
@@ -398,11 +423,12 @@ def test_an_incomplete_folder_names_the_missing_files(checkpoint, tmp_path, remo
         load_flux2(handle(folder))
     message = str(err.value)
     assert str(folder) in message
-    assert message.endswith("missing " + ", ".join(expected))
+    assert f"missing {', '.join(expected)}; complete it with `hf download black-forest-labs/FLUX.2-klein-4B " \
+           f"--local-dir {folder}`" in message
 
 
 def test_an_uncached_hub_id_fails_offline_without_reaching_for_the_network(network_attempts):
-    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE=1") as err:
+    with pytest.raises(FileNotFoundError, match="is not downloaded") as err:
         load_flux2(handle("cinereel-tests/not-in-any-cache"))
     assert "hf download cinereel-tests/not-in-any-cache" in str(err.value)
     assert network_attempts == []

@@ -170,15 +170,16 @@ def test_missing_folder_and_files_are_named(tmp_path: Path, folder: Path):
     partial = tmp_path / "partial"
     (partial / "voices").mkdir(parents=True)
     (partial / "config.json").write_text(json.dumps({}))
-    with pytest.raises(FileNotFoundError, match=r"incomplete Kokoro checkpoint in .*partial: missing "
-                                                r"kokoro-v1_0\.pth, voices/<voice>\.pt"):
+    with pytest.raises(FileNotFoundError, match=r"the Kokoro checkpoint in .*partial is incomplete: missing "
+                                                r"kokoro-v1_0\.pth, voices/\*\.pt \(none found\); complete it with "
+                                                r"`hf download hexgrad/Kokoro-82M --local-dir .*partial`"):
         load_kokoro(ModelHandle("kokoro", str(partial), device="cpu"))
     assert resolve_checkpoint(str(folder)) == folder
 
 
 def test_hub_id_not_in_the_cache_fails_fast_without_downloading(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(FileNotFoundError, match=r"not in the Hugging Face hub cache.*hf download hexgrad/Kokoro-82M"):
+    with pytest.raises(FileNotFoundError, match=r"is not downloaded; run `hf download hexgrad/Kokoro-82M"):
         resolve_checkpoint("hexgrad/Kokoro-82M")
 
 

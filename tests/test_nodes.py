@@ -67,7 +67,9 @@ def test_loader_options_reach_only_the_families_they_belong_to():
 
 
 def test_preview_loaders_return_handles_without_weights():
-    from cinereel.nodes.loaders import LLMLoader
+    from cinereel.nodes.loaders import NODES
+
+    LLMLoader = NODES["CineReelLLMLoader"][0]
 
     (handle,) = LLMLoader().load("preview (rules + technical critic)", "bfloat16", "auto", "auto", True)
     assert handle.family == "preview-llm" and handle.residency == "in_process"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -200,9 +201,15 @@ def test_server_down_timeout_and_http_500_name_the_cause(server):
     model = load_openai(handle_for(slow.base_url, timeout_s=0.5))
     # Bounded waiting, as the openai client received it: 0.5 s, no retry (handle_for), then the error.
     assert (model._client.timeout, model._client.max_retries) == (0.5, 0)
-    with pytest.raises(OpenAICompatError, match=r"did not answer within 0\.5 s") as err:
+    with pytest.raises(OpenAICompatError, match=r"did not answer: [0-9.]+ s waited in all, 1 try of up to 0\.5 s "
+                                                r"each") as err:
         model.plan(REQUEST)
     assert slow.base_url in str(err.value)
+    retrying = load_openai(handle_for(slow.base_url, timeout_s=0.3, max_retries=1))
+    with pytest.raises(OpenAICompatError, match=r"2 tries of up to 0\.3 s each") as err:
+        retrying.plan(REQUEST)
+    waited = float(re.search(r"([0-9.]+) s waited in all", str(err.value)).group(1))
+    assert waited >= 0.6, "the total covers both tries, not the last one"
 
     broken = server("500")
     with pytest.raises(OpenAICompatError, match="HTTP 500: CUDA out of memory") as err:
@@ -211,7 +218,7 @@ def test_server_down_timeout_and_http_500_name_the_cause(server):
 
 
 @pytest.mark.parametrize("mode, cause", [("malformed", "malformed JSON twice"), ("500", "HTTP 500"),
-                                         ("slow", "did not answer within 1 s")])
+                                         ("slow", "s waited in all, 3 tries of up to 1 s each")])
 def test_a_reel_whose_critic_cannot_answer_finishes_with_its_clips_flagged(server, tmp_path, capsys, mode, cause):
     """Garbage, a server error or a timeout from the critic after the client's own retries: the gate counts a
     failed critique with the reason critic_unavailable, re-renders nothing, keeps the clip and the reel ends."""

@@ -138,7 +138,7 @@ def test_incomplete_checkpoint_names_missing_files_and_where_it_looked(checkpoin
     message = str(err.value)
     assert str(tmp_path) in message and "model-00001-of-00002.safetensors" in message
     assert "tokenizer.json" in message and "preprocessor_config.json" in message
-    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE"):
+    with pytest.raises(FileNotFoundError, match="Qwen/Qwen3.5-35B-A3B is not downloaded; run `hf download Qwen/"):
         qwen.load_qwen(ModelHandle("qwen3.5", "Qwen/Qwen3.5-35B-A3B", dtype="float32", device="cpu"))
 
 

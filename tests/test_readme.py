@@ -23,6 +23,23 @@ def test_ci_runs_readme_set_up_and_test_commands_verbatim():
     assert _first_command("Run the tests") in ci
 
 
+def test_ci_runs_every_command_of_the_test_section():
+    """The test section's commands (the test run, ComfyUI 0.3.64's requirements) are CI's, verbatim."""
+    ci = (PACK_ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    body = (PACK_ROOT / "README.md").read_text(encoding="utf-8").split("## Run the tests", 1)[1].split("\n## ", 1)[0]
+    commands = [block.strip() for block in re.findall(r"```bash\n(.+?)\n```", body, re.S)]
+    assert len(commands) >= 2 and all(command in ci for command in commands), commands
+
+
+def test_comfyui_requirements_keep_the_set_up_torch():
+    """ComfyUI's requirements.txt names torch unpinned; the constraints file holds the set-up command's build."""
+    set_up = _first_command("Set up (one command)")
+    pins = [line for line in (PACK_ROOT / "tests" / "comfyui-constraints.txt").read_text(encoding="utf-8").splitlines()
+            if line and not line.startswith("#")]
+    assert pins and all(f" {pin} " in f" {set_up} " for pin in pins), (pins, set_up)
+    assert {pin.split("==")[0] for pin in pins} == {"torch", "torchvision"}
+
+
 def test_readme_run_command_uses_the_installed_entry_point():
     command = _first_command("Make a reel")
     assert command.startswith(".venv/bin/cinereel ") and "Tokyo" in command

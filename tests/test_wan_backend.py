@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 import torch
 from cinereel.model_loaders.handles import ModelHandle
+from cinereel.model_loaders.model_layouts import missing_files
 from cinereel.model_loaders.residency import ResidencyManager, family
 from cinereel.model_loaders.wan import (
     FAMILY,
     WanMotion,
     WanSettings,
     load_wan,
-    missing_files,
     unload_wan,
     wan_frame_count,
 )
@@ -204,6 +204,26 @@ def test_the_camera_reaches_wan_and_a_camera_ignored_revision_changes_it(motion,
     render(motion, keyframe, **revised.model_dump(mode="json"))
     assert prompts == [f"the astronaut walks toward camera. Camera: {detail}.",
                        "the astronaut walks toward camera. Camera: slow push in."]
+
+
+def test_the_call_record_is_what_the_pipeline_received(motion, keyframe, monkeypatch):
+    received = []
+    call = type(motion.pipe).__call__
+
+    def spy(pipe, *args, **kwargs):
+        received.append(dict(kwargs))
+        return call(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(type(motion.pipe), "__call__", spy)
+    render(motion, keyframe, seed=11, flow_shift=8.0, negative_prompt="blurry")
+    (kwargs,) = received
+    record = motion.last_call()
+    assert {name: kwargs[name] for name in record if name in kwargs} == {
+        name: value for name, value in record.items() if name in kwargs}
+    assert set(kwargs) - set(record) == {"image", "generator", "output_type", "callback_on_step_end"}
+    assert kwargs["generator"].initial_seed() == record["seed"] == 11
+    assert motion.pipe.scheduler.config.flow_shift == record["flow_shift"] == 8.0
+    assert record["negative_prompt"] == "blurry" and "Camera:" in record["prompt"]
 
 
 def test_both_experts_run_on_their_side_of_the_boundary(motion, keyframe):
@@ -385,23 +405,30 @@ def test_callback_runs_once_per_step_and_its_exception_cancels(motion, keyframe)
 # -- checkpoints ---------------------------------------------------------------
 
 def test_missing_folder_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match=f"checkpoint folder {tmp_path / 'nope'} does not exist"):
+    with pytest.raises(FileNotFoundError, match=f"no Wan2.2 I2V checkpoint at {tmp_path / 'nope'}: the folder does not "
+                                                f"exist"):
         load_wan(handle(tmp_path / "nope"))
 
 
 def test_missing_component_files_are_listed(checkpoint, tmp_path):
     broken = shutil.copytree(checkpoint, tmp_path / "wan")
-    (broken / "transformer_2" / "diffusion_pytorch_model.safetensors").unlink()
+    (broken / "transformer_2" / "diffusion_pytorch_model-00002-of-00003.safetensors").unlink()  # one shard of three
     (broken / "vae" / "config.json").unlink()
     shutil.rmtree(broken / "tokenizer")
     with pytest.raises(FileNotFoundError) as error:
         load_wan(handle(broken))
     assert str(error.value) == (
-        f"the Wan2.2 I2V checkpoint in {broken} is incomplete; missing: tokenizer/tokenizer_config.json, "
-        "tokenizer/tokenizer.json (or spiece.model), transformer_2/diffusion_pytorch_model.safetensors, "
-        "vae/config.json")
-    (broken / "model_index.json").unlink()
-    assert missing_files(broken) == ["model_index.json"]
+        f"the Wan2.2 I2V checkpoint in {broken} is incomplete: missing tokenizer/tokenizer_config.json, "
+        "tokenizer/tokenizer.json (or vocab.json + merges.txt, or spiece.model), "
+        "transformer_2/diffusion_pytorch_model-00002-of-00003.safetensors (listed in "
+        "diffusion_pytorch_model.safetensors.index.json), vae/config.json; complete it with "
+        f"`hf download Wan-AI/Wan2.2-I2V-A14B-Diffusers --local-dir {broken}`")
+    (broken / "model_index.json").unlink()  # no index: the published layout says what is needed
+    assert missing_files("wan2.2-i2v", broken) == [
+        "model_index.json", "tokenizer/tokenizer_config.json",
+        "tokenizer/tokenizer.json (or vocab.json + merges.txt, or spiece.model)",
+        "transformer_2/diffusion_pytorch_model-00002-of-00003.safetensors (listed in "
+        "diffusion_pytorch_model.safetensors.index.json)", "vae/config.json"]
 
 
 def test_sharded_experts_load_and_a_missing_shard_is_named(checkpoint, tmp_path, keyframe):
@@ -412,21 +439,25 @@ def test_sharded_experts_load_and_a_missing_shard_is_named(checkpoint, tmp_path,
     shutil.rmtree(sharded / "transformer")
     expert.save_pretrained(sharded / "transformer", max_shard_size="40KB")  # the real expert ships in 12 shards
     shards = sorted(p.name for p in (sharded / "transformer").glob("*.safetensors"))
-    assert len(shards) > 1 and missing_files(sharded) == []
+    assert len(shards) > 1 and missing_files("wan2.2-i2v", sharded) == []
     model = load_wan(handle(sharded))
     assert torch.equal(model.pipe.transformer.proj_out.weight, expert.proj_out.weight)
     unload_wan(model)
     (sharded / "transformer" / shards[1]).unlink()
-    with pytest.raises(FileNotFoundError, match=f"missing: transformer/{shards[1]}$"):
+    with pytest.raises(FileNotFoundError, match=f"missing transformer/{shards[1]} \\(listed in "
+                                                f"diffusion_pytorch_model.safetensors.index.json\\); complete"):
         load_wan(handle(sharded))
 
 
 def test_not_a_two_expert_checkpoint_is_refused(checkpoint, tmp_path):
     single = shutil.copytree(checkpoint, tmp_path / "wan")
     index = json.loads((single / "model_index.json").read_text())
-    index.update(boundary_ratio=None, transformer_2=[None, None])
-    (single / "model_index.json").write_text(json.dumps(index))
+    (single / "model_index.json").write_text(json.dumps({**index, "boundary_ratio": None}))
     with pytest.raises(ValueError, match="needs a WanImageToVideoPipeline with two experts"):
+        load_wan(handle(single))
+    (single / "model_index.json").write_text(json.dumps({**index, "transformer_2": [None, None]}))
+    with pytest.raises(FileNotFoundError, match="missing transformer_2/ \\(model_index.json lists no transformer_2; "
+                                                "the published checkpoint has a WanTransformer3DModel\\)"):
         load_wan(handle(single))
 
 
@@ -435,8 +466,8 @@ def test_uncached_hub_id_fails_offline_without_reaching_for_the_network(monkeypa
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="Wan-AI/Wan2.2-I2V-A14B-Diffusers is not fully in the local "
-                                                "Hugging Face cache while HF_HUB_OFFLINE=1"):
+    with pytest.raises(FileNotFoundError, match="Wan-AI/Wan2.2-I2V-A14B-Diffusers is not downloaded; run "
+                                                "`hf download Wan-AI/Wan2.2-I2V-A14B-Diffusers`"):
         load_wan(handle("Wan-AI/Wan2.2-I2V-A14B-Diffusers"))
     assert network_attempts == []
 

@@ -6,7 +6,7 @@
 ``AutoencoderKLWan``, a ``UMT5EncoderModel`` with a T5 tokenizer, a
 ``UniPCMultistepScheduler`` in flow mode, and no image encoder. This builds the
 same thing with layers a few dozen wide, saves it with ``save_pretrained``
-(safetensors) and caches it across test sessions, keyed by the library versions
+(safetensors; the experts and text encoder sharded with an index, as published) and caches it across test sessions, keyed by the library versions
 and this file, so CineReel's loader reads it exactly as it reads the real one.
 """
 
@@ -47,7 +47,15 @@ def _build_key() -> str:
 
 
 def _save(folder: Path) -> None:
-    build_pipeline().save_pretrained(folder, safe_serialization=True)
+    import shutil
+
+    pipe = build_pipeline()
+    pipe.save_pretrained(folder, safe_serialization=True)
+    # The published experts and UMT5 text encoder are sharded with an index (the experts in 12 shards);
+    # shard the tiny ones too, so the loader and the layout check read an index as they must there.
+    for name in ("transformer", "transformer_2", "text_encoder"):
+        shutil.rmtree(folder / name)
+        getattr(pipe, name).save_pretrained(folder / name, max_shard_size="40KB", safe_serialization=True)
     # transformers 5 saves the tokenizer as T5Tokenizer; the published checkpoint names the
     # T5TokenizerFast alias, and the loader must accept that spelling, so keep it.
     index_path = folder / "model_index.json"

@@ -58,6 +58,10 @@ OFFLOAD_TIP = ("none: the whole model on the GPU (fastest). model: each componen
 CACHE_TIP = ("First-block cache threshold (diffusers FirstBlockCacheConfig): skip the rest of the network on steps "
              "where the first block barely changes. 0 = off; 0.05 is the tested setting.")
 ATTENTION_TIP = "diffusers attention backend. native (PyTorch SDPA) works everywhere; flash/sage need their packages."
+# Last in every real loader's options, so workflows saved before it keep their widget positions.
+ALLOW_DOWNLOAD = ("allow_download", toggle(
+    "Let this loader download a hub checkpoint that is not in the Hugging Face cache (tens of GB, with progress "
+    "in the console). Off: a missing checkpoint stops the queue at once with the command that fetches it.", False))
 KEYFRAME_OPTIONS = (
     ("offload", choice(OFFLOAD, OFFLOAD_TIP)),
     ("fp8_storage", toggle("Store the transformer's weights in FP8 and compute in the chosen dtype (diffusers "
@@ -66,10 +70,12 @@ KEYFRAME_OPTIONS = (
     ("attention_backend", choice(ATTENTION_BACKENDS, ATTENTION_TIP)),
     ("steps", integer("Denoising steps. FLUX.2 klein is step-distilled: 4 is its model card's setting.", 4, 1, 100)),
     ("guidance", number("Guidance scale. The distilled klein runs at 1.0.", 1.0, 0.0, 20.0, 0.1)),
+    ALLOW_DOWNLOAD,
 )
 MUSIC_OPTIONS = (
     ("steps", integer("Denoising steps (ACE-Step 1.5 turbo: 8).", 8, 1, 200)),
     ("guidance", number("Guidance scale (the turbo checkpoints ignore it).", 1.0, 0.0, 20.0, 0.1)),
+    ALLOW_DOWNLOAD,
 )
 LLM_OPTIONS = (
     ("base_url", text("OpenAI-compatible server only: its base URL (vLLM, Ollama, LM Studio, llama.cpp server).",
@@ -82,6 +88,7 @@ LLM_OPTIONS = (
                              "(model_loaders/prompts/director.txt).")),
     ("critic_prompt", text("Optional path of a text file that replaces the critic's system prompt "
                            "(model_loaders/prompts/critic.txt).")),
+    ALLOW_DOWNLOAD,
 )
 MOTION_OPTIONS = (
     ("offload", choice(OFFLOAD, OFFLOAD_TIP)),
@@ -95,7 +102,9 @@ MOTION_OPTIONS = (
     ("guidance_2", number("Guidance scale of the low-noise expert (Wan2.2 default 3.5). At 1.0 or less its "
                           "unconditional pass is skipped, saving about a third of that expert's compute.",
                           3.5, 0.0, 20.0, 0.1)),
+    ALLOW_DOWNLOAD,
 )
+VOICE_OPTIONS = (ALLOW_DOWNLOAD,)
 
 
 STAGES: dict[str, StageLoader] = {
@@ -104,7 +113,8 @@ STAGES: dict[str, StageLoader] = {
         Backend("Qwen/Qwen3.5-35B-A3B", "qwen3.5", "Qwen/Qwen3.5-35B-A3B", subprocess_by_default=True),
         Backend("OpenAI-compatible server", "openai-compatible", ""),
     ), "qwen3.5", 0, LLM_OPTIONS, {"base_url": ("openai-compatible",), "model": ("openai-compatible",),
-                                   "api_key_env": ("openai-compatible",), "timeout_s": ("openai-compatible",)}),
+                                   "api_key_env": ("openai-compatible",), "timeout_s": ("openai-compatible",),
+                                   "allow_download": ("qwen3.5",)}),
     "keyframes": StageLoader("keyframes", KEYFRAME_MODEL, (
         Backend("preview (storyboard frames)", "preview-keyframes", PREVIEW_CHECKPOINT),
         Backend("black-forest-labs/FLUX.2-klein-4B", "flux2-klein", "black-forest-labs/FLUX.2-klein-4B"),
@@ -116,7 +126,7 @@ STAGES: dict[str, StageLoader] = {
     "voice": StageLoader("narration", VOICE_MODEL, (
         Backend("preview (eSpeak NG)", "preview-voice", PREVIEW_CHECKPOINT),
         Backend("hexgrad/Kokoro-82M", "kokoro", "hexgrad/Kokoro-82M"),
-    ), "kokoro", 0),
+    ), "kokoro", 0, VOICE_OPTIONS),
     "music": StageLoader("music", MUSIC_MODEL, (
         Backend("preview (synth bed)", "preview-music", PREVIEW_CHECKPOINT),
         Backend("ACE-Step/acestep-v15-xl-turbo-diffusers", "acestep", "ACE-Step/acestep-v15-xl-turbo-diffusers"),
@@ -125,12 +135,19 @@ STAGES: dict[str, StageLoader] = {
 
 
 PREVIEW_CHOICES = {stage: loader.backends[0].choice for stage, loader in STAGES.items()}
+# The ComfyUI class name of each stage's loader node (nodes/loaders.py registers them under these names).
+LOADER_NODES = {"CineReelLLMLoader": "llm", "CineReelKeyframeLoader": "keyframes", "CineReelMotionLoader": "motion",
+                "CineReelVoiceLoader": "voice", "CineReelMusicLoader": "music"}
 
 
 def backend_choices(stage: str) -> list[str]:
+    """The stage's backends, then every checkpoint folder in ComfyUI's model folders that is its real model
+    family's (a FLUX.2 folder is offered to the keyframe loader only)."""
+    from ...model_loaders.model_layouts import belongs_to
+
     loader = STAGES[stage]
     folders = [f"folder: {p.name}" for root in model_folders() if root.is_dir()
-               for p in sorted(root.iterdir()) if p.is_dir()]
+               for p in sorted(root.iterdir()) if p.is_dir() and belongs_to(loader.real_family, p)]
     return [b.choice for b in loader.backends] + folders
 
 
@@ -211,7 +228,8 @@ def make_handle(stage: str, selected: str | Backend, dtype: str = "bfloat16", de
         options = {}  # the preview backends take no model options; keep their handle (and key) plain
     only = STAGES[stage].option_families
     options = {name: value for name, value in options.items()
-               if backend.family in only.get(name, (backend.family,)) and value not in ("", None)}
+               if backend.family in only.get(name, (backend.family,)) and value not in ("", None)
+               and not (name == "allow_download" and not value)}  # off is the default: keep the handle key
     return ModelHandle(
         family=backend.family,
         checkpoint=backend.checkpoint,
@@ -220,3 +238,24 @@ def make_handle(stage: str, selected: str | Backend, dtype: str = "bfloat16", de
         residency=residency,  # type: ignore[arg-type]
         options={"unload_comfy_models": bool(unload_comfy_models), **options},
     )
+
+
+def handles_in_prompt(prompt: dict[str, Any]) -> tuple[dict[str, ModelHandle], list[str]]:
+    """The handle of every CineReel loader in a queued ComfyUI prompt (API format), keyed ``stage`` or
+    ``stage (node N)`` when a stage has several; plus the problems that stopped a handle being made."""
+    found: dict[str, ModelHandle] = {}
+    problems: list[str] = []
+    loaders = [(node_id, LOADER_NODES[node["class_type"]], node.get("inputs", {}))
+               for node_id, node in sorted(prompt.items()) if isinstance(node, dict)
+               and node.get("class_type") in LOADER_NODES]
+    stages = [stage for _, stage, _ in loaders]
+    for node_id, stage, inputs in loaders:
+        name = stage if stages.count(stage) == 1 else f"{stage} (node {node_id})"
+        widgets = {key: value for key, value in inputs.items() if not isinstance(value, list)}  # lists are links
+        try:
+            found[name] = make_handle(stage, widgets.pop("backend", PREVIEW_CHOICES[stage]), **widgets)
+        except PreflightError as exc:
+            problems += exc.problems
+        except (ValueError, FileNotFoundError) as exc:
+            problems.append(f"{name}: {exc}")
+    return found, problems

@@ -9,6 +9,8 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report a process ended by it
 EXIT_BUG = 1
 
 
@@ -48,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target-lufs", type=float, default=-18.0,
                    help="integrated loudness of the master (default -18; -14 social, -23 EBU R128)")
     p.add_argument("--plan-only", action="store_true", help="write and print the plan, render nothing")
+    p.add_argument("--wait", action="store_true",
+                   help="if another process is working on the same run folder, wait for it to finish instead of "
+                        "stopping with an error")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the reel's path")
     for stage, what in (("llm", "director and critic"), ("keyframes", "keyframe model"), ("motion", "motion model"),
                         ("voice", "voice"), ("music", "music model")):
@@ -57,6 +63,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="STAGE.OPTION=VALUE",
                    help="a loader option, e.g. --set motion.steps=30 --set llm.base_url=http://127.0.0.1:8000/v1 "
                         "(repeatable; values are JSON where they parse)")
+    p.add_argument("--allow-download", action="store_true",
+                   help="download a hub checkpoint that is not in the Hugging Face cache (tens of GB); without "
+                        "it a missing checkpoint stops the run at once with the command that fetches it")
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"),
                    help="weight precision of the real models (default bfloat16)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cuda, cpu or mps")
@@ -135,8 +144,9 @@ def handles_from_args(args: argparse.Namespace) -> dict:
     handles = {}
     for stage in STAGES:
         try:
+            settings = {"allow_download": True, **options[stage]} if args.allow_download else options[stage]
             handles[stage] = make_handle(stage, backend_for_checkpoint(stage, getattr(args, stage)), args.dtype,
-                                         args.device, **options[stage])
+                                         args.device, **settings)
         except PreflightError as exc:
             problems += exc.problems
         except (ValueError, FileNotFoundError, NotImplementedError) as exc:
@@ -164,8 +174,9 @@ def read_plan(path: Path | None) -> str | None:
 
 def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str | None]:
     """Everything the run needs, checked before any model loads: all problems in one ``PreflightError``."""
+    from ...model_loaders.vocabulary.plan import validate_plan
     from .headless import PipelineOptions
-    from .preflight import PreflightError, plan_problems, settings_problems
+    from .preflight import PreflightError, checkpoint_problems, plan_problems, settings_problems
     from .voice import engine_of
 
     problems: list[str] = []
@@ -177,6 +188,8 @@ def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str |
     plan_override = None
     try:
         plan_override = read_plan(args.plan)
+        if plan_override is not None and "voice" not in handles:
+            validate_plan(plan_override)  # its narration is checked once the voice is known
     except ValueError as exc:
         problems.append(str(exc))
     if "voice" in handles:
@@ -185,20 +198,53 @@ def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str |
                               technical_check=args.technical_check, threshold=args.threshold,
                               max_retries=args.max_retries)
     problems += settings_problems(request, options)
+    problems += checkpoint_problems({stage: handle for stage, handle in handles.items()
+                                     if not args.plan_only or stage == "llm"})
     if problems:
         raise PreflightError(problems)
     return options, plan_override
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stopped like Ctrl-C (the same clean-up), reported with its own exit status."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM takes Ctrl-C's path while the command runs: atomic writes drop their temporary files and
+    model workers are stopped; the previous handler comes back afterwards."""
+    import signal
+    import threading
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live on the main thread
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    with sigterm_as_interrupt():
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     from ...model_loaders.rules import DirectorRequest
     from .director import direct
     from .headless import make_reel
+    from .rundir import RunInUse, set_lock_policy
     from .stage import new_invocation
     from .voice import request_for_voice
 
     new_invocation()  # report.json keeps what earlier commands on the same run folder recorded
+    set_lock_policy(wait=args.wait, holder="cinereel CLI")
 
     request = DirectorRequest(sentence=args.sentence, duration_s=args.duration, shots=args.shots,
                               aspect=args.aspect, language=args.language, seed=args.seed,
@@ -226,15 +272,15 @@ def main(argv: list[str] | None = None) -> int:
             import psutil
 
             print_benchmark(stages, time.perf_counter() - started, time.time() - psutil.Process().create_time())
-    except (ValueError, FileNotFoundError, NotImplementedError, ModelUnavailable) as exc:
+    except (ValueError, FileNotFoundError, NotImplementedError, ModelUnavailable, RunInUse) as exc:
         print(f"cinereel: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:  # an --out that is a file or not writable, a full disk...
         print(f"cinereel: error: {os_problem(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("cinereel: cancelled; run the same command again to resume where it stopped", file=sys.stderr)
-        return EXIT_CANCELLED
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_CANCELLED
     except Exception:
         traceback.print_exc()
         print("cinereel: internal error: this is a bug in CineReel, please report it with the traceback above; "

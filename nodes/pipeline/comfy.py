@@ -125,3 +125,85 @@ def send_ui_event(event: str, data: dict[str, Any]) -> None:
     instance = getattr(getattr(server_mod, "PromptServer", None), "instance", None)
     if instance is not None and hasattr(instance, "send_sync"):
         instance.send_sync(event, data)
+
+
+# -- ComfyUI's memory manager ------------------------------------------------------
+
+class ResidentEntry:
+    """CineReel's resident model as one entry of ComfyUI's list of loaded models.
+
+    ``comfy.model_management.current_loaded_models`` is what ComfyUI unloads when asked: the Unload
+    Models / Free Memory buttons (``POST /free``), an out-of-memory recovery, ``--disable-smart-memory``,
+    and its own loads when they need room. Listing the resident model there makes each of those evict it
+    through the residency manager. The entry has the methods ComfyUI calls on its ``LoadedModel`` (2024
+    and 0.3.6x alike); ``model`` and ``model.model`` (there, a ModelPatcher and its module) are read only
+    for identity, reference counts and a class name in a debug log, so both are this entry.
+    """
+
+    def __init__(self, device: Any, label: str):
+        self.device = device
+        self.label = label
+        self.model = self  # a live reference too: 2024's cleanup_models drops entries with refcount <= 2
+        self.currently_used = False  # never handed to ControlNet's re-load of "models in use"
+        self.unloading = False
+
+    def model_unload(self, memory_to_free: Any = None, unpatch_weights: bool = True) -> bool:
+        from ...model_loaders.residency import RESIDENCY
+
+        self.unloading = True  # ComfyUI removes the entry from its list itself
+        RESIDENCY.evict("ComfyUI unloaded models")
+        return True
+
+    def model_memory(self) -> int:
+        return 0
+
+    def model_loaded_memory(self) -> int:
+        return 0
+
+    def model_offloaded_memory(self) -> int:
+        return 0
+
+    def model_memory_required(self, device: Any) -> int:
+        return 0
+
+    def model_use_more_vram(self, extra_memory: Any, force_patch_weights: bool = False) -> int:
+        return 0
+
+    def is_dead(self) -> bool:
+        return False
+
+    def real_model(self) -> ResidentEntry:
+        return self  # not None: 0.3.6x's cleanup_models keeps the entry
+
+
+_ENTRY: ResidentEntry | None = None
+
+
+def follow_residency(_event: dict[str, Any], resident: Any) -> None:
+    """Residency listener: keep ComfyUI's list of loaded models showing CineReel's resident model."""
+    global _ENTRY
+    mm = sys.modules.get("comfy.model_management")
+    loaded = getattr(mm, "current_loaded_models", None)
+    if not isinstance(loaded, list):
+        return  # headless, or a ComfyUI without the list: the CineReel Unload Models node still frees it
+    if _ENTRY is not None and not _ENTRY.unloading and any(e is _ENTRY for e in loaded):
+        loaded[:] = [e for e in loaded if e is not _ENTRY]
+    _ENTRY = None
+    if resident is not None:
+        _ENTRY = ResidentEntry(mm.get_torch_device(), resident.label)
+        loaded.append(_ENTRY)
+
+
+def add_get_route(path: str, answer: Callable[[], Any]) -> bool:
+    """Serve ``answer()`` as JSON at ``GET path`` on ComfyUI's server; False when there is no server."""
+    server_mod = sys.modules.get("server")
+    instance = getattr(getattr(server_mod, "PromptServer", None), "instance", None)
+    if instance is None or not hasattr(instance, "routes"):
+        return False
+    from aiohttp import web
+
+    async def respond(_request: Any) -> Any:
+        return web.json_response(answer())
+
+    instance.routes.get(path)(respond)
+    return True

@@ -41,7 +41,6 @@ def direct(
 ) -> Reel:
     """Plan the reel for ``request`` (or validate ``plan_override``) in its run directory."""
     from ...model_loaders.vocabulary.plan import validate_plan
-    from .reel import Reel
 
     timer = StageTimer("director")
     request.validate()
@@ -52,6 +51,13 @@ def direct(
         if problem := narration_problem(override, request.voice_engine):
             raise ValueError(problem)
     run = RunDir.create(out_root, run_id_for(request, run_id, plan_override))
+    with run.locked():  # planning, plan.json and the report: one process at a time
+        return _plan_in(run, llm, request, override, timer)
+
+
+def _plan_in(run: RunDir, llm: ModelHandle, request: DirectorRequest, override: Any, timer: StageTimer) -> Reel:
+    from ...model_loaders.vocabulary.plan import validate_plan
+    from .reel import Reel
 
     def make(model: Any, tmp: Path) -> None:
         if override is not None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ...model_loaders.handles import ModelHandle
 from ...model_loaders.residency import RESIDENCY
 from .comfy import Progress, check_cancel, send_ui_event
-from .stage import Job, StageTimer, add_warning, artifact_key, run_jobs, write_report
+from .stage import Job, StageTimer, add_warning, artifact_key, call_record, run_jobs, write_report
 
 if TYPE_CHECKING:
     from ...model_loaders.vocabulary.plan import Shot
@@ -332,6 +332,8 @@ def _shot_report(reel: Reel, state: ShotState, best: Attempt, shot_passed: bool,
             "render_s": round(a.render_s, 3), "critic_s": round(a.critic_s, 3),
             "parameters": {"seed": a.shot.seed, "flow_shift": a.shot.flow_shift, "ref_weight": a.shot.ref_weight,
                            "camera": a.shot.camera, "camera_detail": a.shot.camera_detail},
+            "sent": {"keyframe": call_record(reel.run_dir, reel.artifacts.get(a.keyframe)),
+                     "clip": call_record(reel.run_dir, reel.artifacts.get(a.clip))},
         })
     reason = None if shot_passed else (best.critique or {}).get("reason")
     return {"shot": state.original.id, "passed": shot_passed, "flagged": not shot_passed, "reason": reason,

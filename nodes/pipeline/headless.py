@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 
 from ...model_loaders.handles import ModelHandle
 from .backends import PREVIEW_CHOICES, make_handle
-from .director import direct
+from .director import direct, run_id_for
 from .keyframes import render_keyframes
 from .motion import animate
 from .music import score_music
 from .reel import Reel
+from .rundir import RunDir
 from .voice import narrate, request_for_voice
 
 if TYPE_CHECKING:
@@ -73,13 +74,16 @@ def make_reel(
         ("mix", lambda r: mix_stage(r, options.target_lufs, options.true_peak_dbtp)),
         ("assemble", lambda r: assemble_stage(r, options.crf, options.preset)),
     ]
-    started = time.perf_counter()
-    reel = direct(h["llm"], request_for_voice(request, h["voice"]), out_root, run_id, plan_override)
-    if on_stage:
-        on_stage("director", time.perf_counter() - started)
-    for name, run in stages:
+    request = request_for_voice(request, h["voice"])
+    root = Path(out_root).resolve() / "cinereel" / run_id_for(request, run_id, plan_override)
+    with RunDir(root).locked():  # the whole reel, so no other process interleaves with it
         started = time.perf_counter()
-        reel = run(reel)
+        reel = direct(h["llm"], request, out_root, run_id, plan_override)
         if on_stage:
-            on_stage(name, time.perf_counter() - started)
+            on_stage("director", time.perf_counter() - started)
+        for name, run in stages:
+            started = time.perf_counter()
+            reel = run(reel)
+            if on_stage:
+                on_stage(name, time.perf_counter() - started)
     return reel

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from ...model_loaders.handles import ModelHandle
 from .comfy import Progress
-from .stage import Job, StageTimer, run_jobs, step_callback, write_report
+from .rundir import RunDir
+from .stage import Job, StageTimer, call_record, record_call, run_jobs, step_callback, write_report
 
 if TYPE_CHECKING:
     from ...model_loaders.vocabulary.plan import Plan, Shot
@@ -56,12 +57,15 @@ def keyframe_job(plan: Plan, shot: Shot, portraits: dict[str, Job], run_root: Pa
               "references": {c: job.key for c, job in refs.items()}, "model": handle.key}
     suffix = "" if attempt == 1 else f".attempt{attempt}"
 
+    rel = f"keyframes/{shot.id}{suffix}.png"
+
     def make(model: Any, tmp: Path) -> None:
         images = {c: _load_image(run_root / job.rel) for c, job in refs.items()}
         _save_png(model.render_keyframe(shot.model_dump(mode="json"), plan.model_dump(mode="json"), images,
                                         shot.seed, callback=step_callback()), tmp)
+        record_call(RunDir(run_root), rel, model, handle)
 
-    return Job(f"keyframe:{shot.id}", f"keyframes/{shot.id}{suffix}.png", inputs, make)
+    return Job(f"keyframe:{shot.id}", rel, inputs, make)
 
 
 def render_keyframes(reel: Reel, handle: ModelHandle, progress: Progress | None = None) -> Reel:
@@ -73,6 +77,7 @@ def render_keyframes(reel: Reel, handle: ModelHandle, progress: Progress | None 
     progress = progress or Progress(len(jobs))
     made, count = run_jobs(reel.run_dir, handle.as_role("keyframes"), jobs, progress)
     out = reel.evolve(artifacts=made)
-    out = out.evolve(notes=timer.notes(out, keyframes_made=count))
+    renders = {shot.id: call_record(reel.run_dir, made[f"keyframe:{shot.id}"]) for shot in plan.shots}
+    out = out.evolve(notes=timer.notes(out, keyframes_made=count, keyframe_renders=renders))
     write_report(out)
     return out

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ...model_loaders.handles import ModelHandle
 from .comfy import Progress, check_cancel
 from .rundir import atomic_write_text
-from .stage import Job, StageTimer, artifact_key, run_jobs, step_callback, write_report
+from .stage import Job, StageTimer, artifact_key, call_record, record_call, run_jobs, step_callback, write_report
 
 if TYPE_CHECKING:
     from ...model_loaders.vocabulary.plan import Plan, Shot
@@ -61,6 +61,7 @@ def clip_job(reel: Reel, shot: Shot, handle: ModelHandle, attempt: int = 1, pres
                                    num_frames, shot.seed, callback=step_callback())
         watch = NonFiniteWatch()
         write_clip(watch.frames(frames), plan.fps, tmp, preset=preset)
+        record_call(reel.run_dir, rel, model, handle)
         check_cancel()
         atomic_write_text(qc_path, json.dumps({"technical": watch.problems(), "nonfinite_frames": watch.count}))
 
@@ -96,6 +97,7 @@ def animate(reel: Reel, handle: ModelHandle, preset: str = "ultrafast", progress
     jobs = [clip_job(reel, shot, handle, preset=preset) for shot in reel.plan.shots]
     made, count = run_jobs(reel.run_dir, handle.as_role("motion"), jobs, progress or Progress(len(jobs)))
     out = reel.evolve(artifacts=made)
-    out = out.evolve(notes=timer.notes(out, clips_made=count))
+    renders = {shot.id: call_record(reel.run_dir, made[f"clip:{shot.id}"]) for shot in reel.plan.shots}
+    out = out.evolve(notes=timer.notes(out, clips_made=count, clip_renders=renders))
     write_report(out)
     return out

@@ -7,11 +7,13 @@ the run in a second, with all such mistakes named together, not one per attempt 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .mix import MAX_CEILING_DBTP, MAX_TARGET_LUFS, MIN_CEILING_DBTP, MIN_TARGET_LUFS
 
 if TYPE_CHECKING:
+    from ...model_loaders.handles import ModelHandle
     from ...model_loaders.rules import DirectorRequest
     from ...model_loaders.vocabulary.plan import Plan
     from .headless import PipelineOptions
@@ -81,3 +83,47 @@ def plan_problems(plan_text: str | None, voice_engine: str | None) -> list[str]:
         return [str(exc)]
     problem = narration_problem(plan, voice_engine)
     return [problem] if problem else []
+
+
+def checkpoint_problems(handles: dict[str, ModelHandle]) -> list[str]:
+    """Every chosen checkpoint checked against its model's published layout (files only, nothing loads):
+    which folder, which files are missing, and the ``hf download`` command that fixes each."""
+    from ...model_loaders.model_layouts import layouts, problems
+
+    found: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for stage, handle in handles.items():
+        if handle.family not in layouts() or (handle.family, handle.checkpoint) in seen:
+            continue  # the preview backends and a server need no checkpoint; one LLM serves two roles
+        seen.add((handle.family, handle.checkpoint))
+        allow = bool(handle.option("allow_download", False))
+        found += [f"{stage}: {problem}" for problem in problems(handle.family, handle.checkpoint, allow,
+                                                                 _suggested_folder(handle.family))]
+    return found
+
+
+def _suggested_folder(family: str) -> Path | None:
+    """Where a ComfyUI user should download ``family``'s checkpoint (models/cinereel/<repo name>); None
+    headless, where the hub cache is the place."""
+    from ...model_loaders.model_layouts import layout
+    from .comfy import model_folders
+
+    roots = model_folders()
+    return roots[0] / layout(family).repo.split("/")[-1] if roots else None
+
+
+def check_checkpoints(handles: dict[str, ModelHandle]) -> None:
+    problems = checkpoint_problems(handles)
+    if problems:
+        raise PreflightError(problems)
+
+
+def check_queued_loaders(prompt: dict[str, Any]) -> None:
+    """ComfyUI: every CineReel loader in the queued graph and its checkpoint, checked in seconds before the
+    director plans (so a queue with three missing models fails once, naming all three, not after an hour)."""
+    from .backends import handles_in_prompt
+
+    handles, problems = handles_in_prompt(prompt)
+    problems += checkpoint_problems(handles)
+    if problems:
+        raise PreflightError(problems)

@@ -14,14 +14,19 @@ import json
 import os
 import re
 import secrets
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 MANIFEST = "manifest.json"
+LOCK_FILE = ".lock"
+SUPERSEDED_LOG = "superseded.json"
+PARTIAL = re.compile(r"^\..+\.[0-9a-f]{12}\.partial(\..*)?$")  # atomic_write's temporary names
 PRODUCER_VERSION = "1"  # bump to invalidate every cached artifact when a producer changes output
 
 
@@ -98,6 +103,117 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+class RunInUse(RuntimeError):
+    """Another process is working on this run folder."""
+
+
+# -- the run lock ----------------------------------------------------------------------
+# One process at a time works on a run folder. The lock is the OS's (flock, or a byte-range lock on
+# Windows) on <run>/.lock, so it is released when its process dies, by kill -9 too: a stale lock is
+# simply free. Within a process it is re-entrant (the CLI holds it for the whole reel; each stage takes
+# it again), counted per folder.
+
+_held: dict[str, tuple[Any, int]] = {}
+_held_guard = threading.Lock()
+_policy = {"wait": False, "holder": "ComfyUI"}
+
+
+def set_lock_policy(wait: bool, holder: str) -> None:
+    """How this process takes a busy run: wait for it (CLI ``--wait``) or refuse at once; and its name."""
+    _policy.update(wait=wait, holder=holder)
+
+
+def _try_lock(handle: Any) -> bool:
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    import fcntl
+
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def lock_holder(root: Path) -> str:
+    """Who holds ``root``'s lock, as its holder wrote it (``process 123 (cinereel CLI) since 10:02:03``)."""
+    try:
+        return (root / LOCK_FILE).read_text(encoding="utf-8").strip() or "another process"
+    except OSError:
+        return "another process"
+
+
+def is_locked(root: Path) -> bool:
+    """Whether a live process holds ``root``'s run lock (this one included)."""
+    if str(root) in _held:
+        return True
+    if not (root / LOCK_FILE).exists():
+        return False
+    with open(root / LOCK_FILE, "a+", encoding="utf-8") as handle:
+        return not _try_lock(handle)  # closing the file releases a lock taken here
+
+
+@contextmanager
+def run_lock(root: Path, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold ``root``'s run lock; the first hold in this process also clears what a dead one left half-written."""
+    key = str(root)
+    with _held_guard:
+        if key in _held:
+            handle, count = _held[key]
+            _held[key] = (handle, count + 1)
+            first = False
+        else:
+            handle, first = _acquire(root, on_wait), True
+            _held[key] = (handle, 1)
+    try:
+        if first:
+            remove_partials(root)
+        yield
+    finally:
+        with _held_guard:
+            handle, count = _held[key]
+            if count > 1:
+                _held[key] = (handle, count - 1)
+            else:
+                del _held[key]
+                handle.close()  # releases the OS lock
+
+
+def _acquire(root: Path, on_wait: Callable[[str], None] | None) -> Any:
+    root.mkdir(parents=True, exist_ok=True)
+    handle = open(root / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held until released
+    if not _try_lock(handle):
+        holder = lock_holder(root)
+        if not _policy["wait"]:
+            handle.close()
+            raise RunInUse(f"run {root.name} is in use by {holder}; wait until it finishes (headless: add --wait "
+                           f"to queue behind it) or choose another run id")
+        if on_wait is not None:
+            on_wait(f"run {root.name} is in use by {holder}; waiting for it to finish")
+        while not _try_lock(handle):
+            time.sleep(0.5)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} ({_policy['holder']}) since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.flush()
+    return handle
+
+
+def remove_partials(root: Path) -> list[Path]:
+    """Delete the temporary files of writes that never finished (a killed process); only inside ``root``.
+    Called with the run lock held, so no live writer owns them."""
+    removed = [path for path in root.rglob(".*") if path.is_file() and PARTIAL.match(path.name)]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
 class RunDir:
     """One run's folder: ``<output root>/cinereel/<run id>/`` and its artifact manifest."""
 
@@ -151,24 +267,48 @@ class RunDir:
         """
         key = input_key(inputs)
         target = self.path(rel)
-        if self.is_current(rel, key):
-            return target, False
-        if target.exists():
-            self._supersede(rel)
-        atomic_write(target, make)
-        self._record(rel, key)
+        with self.locked():
+            if self.is_current(rel, key):
+                return target, False
+            if target.exists():
+                self._supersede(rel, key)
+            atomic_write(target, make)
+            self._record(rel, key)
         return target, True
 
-    def _supersede(self, rel: str) -> None:
-        """Keep a file made from other inputs instead of overwriting it: work is never lost."""
+    def locked(self) -> Any:
+        """The run lock (re-entrant); see ``run_lock``."""
+        return run_lock(self.root, lambda message: print(f"cinereel: {message}", file=sys.stderr))
+
+    def _supersede(self, rel: str, new_key: str) -> None:
+        """Keep a file made from other inputs instead of overwriting it: work is never lost. Each version
+        gets its own folder (microseconds, then a counter), and superseded.json says what moved and why."""
         src = self.path(rel)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        dest = self.path(f"superseded/{stamp}/{rel}")
+        stamp = time.strftime("%Y%m%d-%H%M%S") + f".{time.time_ns() // 1000 % 1_000_000:06d}"
+        folder, count = stamp, 1
+        while self.path(f"superseded/{folder}/{rel}").exists():
+            count += 1
+            folder = f"{stamp}-{count}"
+        dest = self.path(f"superseded/{folder}/{rel}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(src, dest)
+        old_key = (self.manifest().get(rel) or {}).get("key")
+        log = self.superseded() + [{"artifact": rel, "moved_to": f"superseded/{folder}/{rel}", "time": time.time(),
+                                    "reason": "its inputs changed" if old_key else "it was not in the manifest",
+                                    "old_key": old_key, "new_key": new_key}]
+        atomic_write_text(self.root / SUPERSEDED_LOG, json.dumps(log, indent=1))
+
+    def superseded(self) -> list[dict[str, Any]]:
+        """Every artifact version moved aside, oldest first."""
+        try:
+            return json.loads((self.root / SUPERSEDED_LOG).read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return []
 
     def write_json(self, rel: str, data: Any) -> Path:
-        return atomic_write_text(self.path(rel), json.dumps(data, indent=2, ensure_ascii=False, default=_json_default))
+        with self.locked():
+            return atomic_write_text(self.path(rel), json.dumps(data, indent=2, ensure_ascii=False,
+                                                                default=_json_default))
 
     def read_json(self, rel: str) -> Any:
         return json.loads(self.path(rel).read_text(encoding="utf-8"))

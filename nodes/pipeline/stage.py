@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ...model_loaders.handles import ModelHandle
 from ...model_loaders.residency import RESIDENCY
 from .comfy import Progress, check_cancel
-from .rundir import RunDir, input_key
+from .rundir import RunDir, atomic_write_text, input_key
 
 if TYPE_CHECKING:
     from .reel import Reel
@@ -53,11 +53,12 @@ def run_jobs(
     if progress is not None and len(jobs) > len(pending):
         progress.update(len(jobs) - len(pending))
     if pending:
-        if handle is None:
-            _run_pending(run, None, pending, progress)
-        else:
-            with RESIDENCY.use(handle) as model:
-                _run_pending(run, model, pending, progress)
+        with run.locked():
+            if handle is None:
+                _run_pending(run, None, pending, progress)
+            else:
+                with RESIDENCY.use(handle) as model:
+                    _run_pending(run, model, pending, progress)
     return {job.name: job.rel for job in jobs}, len(pending)
 
 
@@ -80,6 +81,27 @@ def _run_pending(run: RunDir, model: Any, pending: Sequence[Job], progress: Prog
                 progress.update()
     finally:
         _current_progress.reset(token)
+
+
+def call_rel(artifact_rel: str) -> str:
+    """Where a render's call record goes: beside its artifact (``clips/s1.attempt1.call.json``)."""
+    return str(Path(artifact_rel).with_suffix(".call.json"))
+
+
+def record_call(run: RunDir, artifact_rel: str, model: Any, handle: ModelHandle) -> None:
+    """Keep what a real renderer was sent (prompt, negative prompt, seed, flow shift, guidance, steps...);
+    the preview renderers draw without a model call to record, and a plug-in backend may keep none."""
+    last_call = getattr(model, "last_call", None)
+    if not handle.family.startswith("preview-") and last_call is not None:
+        atomic_write_text(run.path(call_rel(artifact_rel)), json.dumps(last_call(), ensure_ascii=False))
+
+
+def call_record(run: RunDir, artifact_rel: str | None) -> dict[str, Any] | None:
+    """The call record of ``artifact_rel``, or None (a preview render, or an artifact made before records)."""
+    path = run.path(call_rel(artifact_rel)) if artifact_rel else None
+    if path is None or not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def artifact_key(reel: Reel, name: str) -> str:
@@ -163,6 +185,7 @@ def write_report(reel: Reel) -> Path:
         **notes,
         "invocation": _invocation,
         "history": report_history(reel),
+        "superseded": reel.run_dir.superseded(),
     }
     timings = notes.get("timings", {})
     if timings:

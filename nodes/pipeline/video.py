@@ -13,6 +13,7 @@ deadlock, and its last lines are quoted in the error when it fails.
 from __future__ import annotations
 
 import re
+import secrets
 import subprocess
 import tempfile
 import textwrap
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from ...model_loaders.children import die_with_parent
 
 AUDIO_RATE = 48_000
 AUDIO_BITRATE = "192k"
@@ -59,7 +62,8 @@ def _failure(what: str, returncode: int, log: bytes) -> FFmpegError:
 def _run(args: Sequence[str], what: str) -> str:
     """Run ffmpeg to completion; return its stderr, where it reports what it read and did."""
     done = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", *args],
-                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
+                          **die_with_parent())
     if done.returncode != 0:
         raise _failure(what, done.returncode, done.stderr)
     return done.stderr.decode("utf-8", "replace")
@@ -106,7 +110,7 @@ def write_clip(frames: np.ndarray | Iterable[np.ndarray], fps: int, path: Path, 
             # spare last frame and join clips without re-encoding ("copy").
             "-bf", "0", "-movflags", "+faststart", "-f", "mp4", str(path)]
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, **die_with_parent())
         assert proc.stdin is not None
         try:
             for index, frame in enumerate(_prepend(first, stream)):
@@ -231,7 +235,7 @@ def _decode(path: Path, info: dict[str, Any], select: str | None, expected: int)
             "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
     count = 0
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, **die_with_parent())
         assert proc.stdout is not None
         try:
             while count < expected and _read_exactly(proc.stdout, memoryview(frames[count]).cast("B")):
@@ -280,7 +284,7 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     channels, rate = info["channels"] or 2, info["sample_rate"]
     args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:a:0",
             "-ac", str(channels), "-ar", str(rate), "-f", "f32le", "-c:a", "pcm_f32le", "pipe:1"]
-    done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, check=False, **die_with_parent())
     if done.returncode != 0:
         raise _failure(f"decode the audio of {Path(path).name}", done.returncode, done.stderr)
     samples = np.frombuffer(done.stdout, dtype="<f4").reshape(-1, channels)
@@ -315,19 +319,21 @@ def can_copy(clips: Sequence[Path], frames_per_shot: Sequence[int], fps: int) ->
 def _concat_copy(clips: Sequence[Path], frames_per_shot: Sequence[int], fps: int, audio_wav: Path | None,
                  out_path: Path, total_samples: int) -> None:
     """Join the clips' packets as they are (concat demuxer, ``outpoint`` after each shot's frames)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as listing:
+    # Beside the output, named as a partial file: a killed run's leftover is cleaned when the run resumes.
+    listing = Path(out_path).parent / f".{Path(out_path).stem}.{secrets.token_hex(6)}.partial.concat.txt"
+    with open(listing, "x", encoding="utf-8") as text:
         for clip, count in zip(clips, frames_per_shot):
             escaped = str(Path(clip).resolve()).replace("'", "'\\''")
-            listing.write(f"file '{escaped}'\noutpoint {count / fps:.6f}\n")
+            text.write(f"file '{escaped}'\noutpoint {count / fps:.6f}\n")
     try:
-        inputs = ["-f", "concat", "-safe", "0", "-i", listing.name]
+        inputs = ["-f", "concat", "-safe", "0", "-i", str(listing)]
         if audio_wav is not None:
             inputs += ["-i", str(audio_wav)]
         graph = _audio_graph("1:a" if audio_wav is not None else None, total_samples)
         _run([*inputs, "-filter_complex", graph, "-map", "0:v", "-map", "[a]", "-c:v", "copy", *_AUDIO_OUT,
               str(out_path)], f"join the clips into {Path(out_path).name}")
     finally:
-        Path(listing.name).unlink(missing_ok=True)
+        listing.unlink(missing_ok=True)
 
 
 def assemble_reel(clips: Sequence[Path], frames_per_shot: Sequence[int], fps: int, audio_wav: Path | None,
