@@ -54,6 +54,7 @@ from .qwen import (
     CRITIC_PROMPT,
     DEFAULT_FRAME_SIZE,
     DIRECTOR_PROMPT,
+    Answer,
     check_frames,
     critic_user_text,
     critique_from_answer,
@@ -64,6 +65,7 @@ from .qwen import (
     parse_json_answer,
     plan_from_answer,
     plan_generation_schema,
+    plan_that_fits,
     read_prompt,
     to_pil,
 )
@@ -120,16 +122,21 @@ class OpenAICompatLLM:
         system = read_prompt(self.handle.option("director_prompt"), DIRECTOR_PROMPT, "director")
         messages = [{"role": "system", "content": system}, {"role": "user", "content": director_user_message(req)}]
         schema = plan_generation_schema(req.shots, req.language_override, narration_char_limit(req))
-        warnings: list[str] = []
 
-        def accept(text: str) -> dict[str, Any]:
-            attempt: list[str] = []
-            plan = plan_from_answer(text, req, attempt)
-            warnings.extend(attempt)
-            return plan
+        def answer(msgs: list[dict[str, Any]]) -> Answer:
+            accepted: dict[str, Any] = {}
 
-        plan = self._ask_valid(messages, schema, "cinereel_plan", int(self.handle.option("max_tokens", 4096)),
-                               accept, "plan")
+            def accept(text: str) -> dict[str, Any]:
+                attempt: list[str] = []
+                plan = plan_from_answer(text, req, attempt)
+                accepted.update(text=text, warnings=attempt)
+                return plan
+
+            plan = self._ask_valid(msgs, schema, "cinereel_plan", int(self.handle.option("max_tokens", 4096)),
+                                   accept, "plan")
+            return accepted["text"], plan, accepted["warnings"]
+
+        plan, warnings = plan_that_fits(answer, messages, req)
         return {"plan": plan, "warnings": warnings, "engine": self.engine}
 
     def critique(self, frames: Any, portraits: Sequence[Any], prompt: str) -> dict[str, Any]:

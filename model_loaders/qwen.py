@@ -84,11 +84,13 @@ GENERATION_LIMITS: dict[str, int] = {
     "shot.prompt": 700, "shot.negative_prompt": 300, "shot.camera_detail": 160, "shot.narration": 500,
     "critique.notes": 400,
 }
-# Narration characters per second of a shot's voice window that the model may write: English and the
-# Romance languages at the director's 2.3 words a second take about 14, Japanese and Chinese 7 and 4.5.
-# The bound is checked while decoding, so even a model that ignores the budget in its prompt cannot
-# write a line its shot has no time to speak.
-NARRATION_CHARS_PER_SECOND = 16
+# The narration budget is the speaking rate of the voice that will speak each line (speaking_rates.py);
+# an answer whose narration does not fit is sent back with the exact budget per shot, at most
+# NARRATION_REASKS times, then shortened at a word boundary with a warning. While decoding, narration is
+# also bounded to NARRATION_GUARD times the fastest characters a second in the rate table: a guard
+# against runaway text from any model, loose enough never to cut a line that fits its budget.
+NARRATION_REASKS = 2
+NARRATION_GUARD = 1.25
 # Top-level and per-shot plan fields the request fixes; the model does not write them.
 REQUEST_FIXED_FIELDS = ("version", "sentence", "duration_s", "fps", "width", "height")
 PIPELINE_SHOT_FIELDS = ("id", "duration_s", "seed", "flow_shift", "ref_weight")
@@ -135,7 +137,8 @@ def director_request(request: dict[str, Any]):
 
 def director_user_message(req) -> str:
     """The user turn: the sentence and every number the plan must keep to."""
-    from .rules import narration_budget, split_durations
+    from .rules import split_durations
+    from .speaking_rates import narration_budget, speaking_rate, speech_window_s
     from .vocabulary.languages import LANGUAGES
 
     width, height = req.frame_size
@@ -144,17 +147,74 @@ def director_user_message(req) -> str:
     language_line = (f"Narration language: {override} ({LANGUAGES[override].name}), chosen by the user."
                      if override else "Narration language: choose it from the locale.")
     budget_language = override or "en-US"
+    rate = speaking_rate(req.voice_engine, budget_language)
+    pace = f"the voice speaks {rate.describe()}" if req.voice_engine else \
+        f"the voice is not chosen yet, so the slower one's pace: {rate.describe()}"
+    if not override:
+        pace += "; the narration is checked against the pace of the language you choose"
     lines = [
         f"Sentence: {req.text}",
         f"Reel length: {req.duration_s:g} seconds in exactly {req.shots} shots, {width}x{height} at {req.fps} fps.",
         language_line,
-        "Shots (length; narration budget for a language written with spaces):",
+        f"Shots (length; seconds the voice has; the most narration that fits: {pace}):",
     ]
     for i, duration in enumerate(durations):
-        budget = narration_budget(duration, budget_language)
-        lines.append(f"  {i + 1}. {duration:.2f} s; about {budget} words")
+        budget = narration_budget(duration, budget_language, req.voice_engine)
+        lines.append(f"  {i + 1}. {duration:.2f} s; {speech_window_s(duration):.2f} s of speech; "
+                     f"at most {budget} {rate.unit}")
     lines.append("Write the plan as one JSON object.")
     return "\n".join(lines)
+
+
+def narration_reask(plan: dict[str, Any], overruns: Sequence[Any]) -> str:
+    """The user turn that sends back an answer whose narration does not fit, with each shot's exact budget."""
+    numbers = {shot["id"]: i + 1 for i, shot in enumerate(plan["shots"])}
+    lines = [f"That plan's narration is too long for the voice that will speak it ({overruns[0].rate.describe()}). "
+             "Answer again with the same plan as one JSON object, with the narration of these shots shortened "
+             "to fit (say less, keep the same language):"]
+    for o in overruns:
+        lines.append(f"  shot {numbers[o.shot_id]} ({o.shot_id}): {o.length} {o.rate.unit}, about {o.needed_s:.1f} s "
+                     f"of speech; the shot has {o.window_s:.2f} s: at most {o.budget} {o.rate.unit}")
+    return "\n".join(lines)
+
+
+Answer = tuple[str, dict[str, Any], list[str]]  # the model's text, the plan made from it, its warnings
+
+
+def plan_that_fits(answer: Callable[[list[dict[str, Any]]], Answer], messages: list[dict[str, Any]],
+                   req) -> tuple[dict[str, Any], list[str]]:
+    """The plan from ``answer(messages)``, asked again (at most NARRATION_REASKS times) while its narration
+    does not fit the voice of ``req``; what still does not fit is shortened at a word boundary, with a warning."""
+    from .speaking_rates import plan_overruns
+
+    text, plan, warnings = answer(messages)
+    for _ in range(NARRATION_REASKS):
+        overruns = plan_overruns(plan, req.voice_engine)
+        if not overruns:
+            return plan, warnings
+        log.warning("director narration too long, asking again: %s", "; ".join(o.describe() for o in overruns))
+        messages = [*messages, {"role": "assistant", "content": text},
+                    {"role": "user", "content": narration_reask(plan, overruns)}]
+        text, plan, warnings = answer(messages)
+    return shortened_to_fit(plan, req.voice_engine, warnings), warnings
+
+
+def shortened_to_fit(plan: dict[str, Any], voice_engine: str | None, warnings: list[str]) -> dict[str, Any]:
+    """``plan`` with every narration that does not fit cut to its budget at a word boundary; one warning each."""
+    from .speaking_rates import plan_overruns, shorten
+
+    cut = {o.shot_id: o for o in plan_overruns(plan, voice_engine)}
+    shots = []
+    for shot in plan["shots"]:
+        o = cut.get(shot["id"])
+        if o is not None:
+            short = shorten(shot["narration"], o.budget, plan["language"])
+            warnings.append(f"the director's narration for {o.shot_id} was still too long after {NARRATION_REASKS} "
+                            f"requests to shorten it ({o.describe()}); it was cut at a word boundary to "
+                            f"{short!r}")
+            shot = {**shot, "narration": short}
+        shots.append(shot)
+    return {**plan, "shots": shots}
 
 
 # =============================================================================
@@ -189,12 +249,15 @@ def _strip_annotations(node: Any) -> Any:
 
 
 def narration_char_limit(req) -> int:
-    """The most narration characters a shot of ``req`` may hold (``NARRATION_CHARS_PER_SECOND`` of the
-    longest shot's voice window, at most ``GENERATION_LIMITS['shot.narration']``)."""
-    from .rules import VOICE_START_S, VOICE_TAIL_S, split_durations
+    """The decoding bound on any shot's narration characters: NARRATION_GUARD times the fastest characters a
+    second in the rate table over the longest shot's voice window, at most ``GENERATION_LIMITS['shot.narration']``.
+    A guard, not the budget (``plan_that_fits`` holds each shot to its voice's budget)."""
+    from .rules import split_durations
+    from .speaking_rates import fastest_characters_per_second, speech_window_s
 
-    window = max(split_durations(req.duration_s, req.shots, req.fps)) - VOICE_START_S - VOICE_TAIL_S
-    return max(0, min(GENERATION_LIMITS["shot.narration"], math.floor(window * NARRATION_CHARS_PER_SECOND)))
+    window = speech_window_s(max(split_durations(req.duration_s, req.shots, req.fps)))
+    limit = math.floor(window * fastest_characters_per_second() * NARRATION_GUARD)
+    return max(0, min(GENERATION_LIMITS["shot.narration"], limit))
 
 
 def plan_generation_schema(shots: int, language: str | None = None,
@@ -533,19 +596,24 @@ class QwenDirectorCritic:
                     {"role": "user", "content": director_user_message(req)}]
         schema = plan_generation_schema(req.shots, req.language_override, narration_char_limit(req))
         budget = int(self.handle.option("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
-        warnings: list[str] = []
 
         def ask(msgs: list[dict[str, Any]]) -> str:
             return self._generate(msgs, schema, budget, images=None, video=None,
                                   reserve=PLAN_CLOSE_RESERVE + SHOT_CLOSE_RESERVE * req.shots)
 
-        def accept(text: str) -> dict[str, Any]:
-            attempt_warnings: list[str] = []
-            plan = plan_from_answer(text, req, attempt_warnings)
-            warnings.extend(attempt_warnings)
-            return plan
+        def answer(msgs: list[dict[str, Any]]) -> Answer:
+            accepted: dict[str, Any] = {}
 
-        plan = with_one_reask(ask, messages, accept, DirectorError, "qwen3.5 director plan")
+            def accept(text: str) -> dict[str, Any]:
+                attempt_warnings: list[str] = []
+                plan = plan_from_answer(text, req, attempt_warnings)
+                accepted.update(text=text, warnings=attempt_warnings)
+                return plan
+
+            plan = with_one_reask(ask, msgs, accept, DirectorError, "qwen3.5 director plan")
+            return accepted["text"], plan, accepted["warnings"]
+
+        plan, warnings = plan_that_fits(answer, messages, req)
         return {"plan": plan, "warnings": warnings, "engine": self.engine}
 
     # -- critic -------------------------------------------------------------

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from .speaking_rates import ENGINES as VOICE_ENGINES
+from .speaking_rates import narration_budget, narration_length
 from .vocabulary.frames import ASPECTS, RESOLUTIONS, frame_size
 from .vocabulary.languages import LANGUAGES, normalize_language
 from .vocabulary.plan import DEFAULT_FLOW_SHIFT, MAX_REEL_SECONDS, MAX_SHOTS, Plan, validate_plan
@@ -63,11 +65,7 @@ NO_PLACE = "an unnamed city"
 DEFAULT_LANGUAGE = "en-US"
 REF_WEIGHT = 0.75
 
-# -- narration pacing ---------------------------------------------------------
-VOICE_START_S = 0.25  # the voice stage starts each line this far into its shot
-VOICE_TAIL_S = 0.25  # and keeps this much quiet before the cut
-WORDS_PER_SECOND = 2.3
-CHARS_PER_SECOND: dict[str, float] = {"ja": 7.0, "zh": 4.5}  # scripts written without spaces: sized by characters
+# -- narration pacing (the speaking rates and voice window: speaking_rates.py) ----------
 NARRATION_FILL = 0.8  # a line this full of its budget is full; below it, more mood lines and a filler join
 NARRATION_THIN = 0.6  # below this, the line also borrows the rest of the story, then repeats what was said
 COMBINE_LINES = 3  # templates combined in search of the best fit (fresh ones, the first from the arc)
@@ -89,6 +87,9 @@ class DirectorRequest:
     seed: int = 0
     fps: int = 16
     resolution: str = "720p"  # or "480p"
+    # The engine that will speak the narration ("espeak-ng" or "kokoro"; Kokoro hands the languages it lacks
+    # to eSpeak NG): each shot's narration is sized to its speaking rate. None: not known, the slower engine's.
+    voice_engine: str | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` listing every problem with the request; return None when it is valid."""
@@ -187,12 +188,18 @@ def _check_language(r: DirectorRequest) -> str | None:
     return None
 
 
+def _check_voice_engine(r: DirectorRequest) -> str | None:
+    if r.voice_engine is None or r.voice_engine in VOICE_ENGINES:
+        return None
+    return f"voice_engine must be one of {', '.join(VOICE_ENGINES)} (or None when not known), got {r.voice_engine!r}"
+
+
 def _check_seed(r: DirectorRequest) -> str | None:
     return None if _is_int(r.seed) else f"seed must be a whole number, got {r.seed!r}"
 
 
 _REQUEST_CHECKS = (_check_sentence, _check_duration, _check_shots, _check_fps, _check_shots_fit_duration,
-                   _check_aspect, _check_resolution, _check_language, _check_seed)
+                   _check_aspect, _check_resolution, _check_language, _check_voice_engine, _check_seed)
 
 
 # =============================================================================
@@ -1080,23 +1087,6 @@ def _templates(key: str) -> dict[str, Any]:
     return json.loads((DATA_DIR / "narration" / f"{key}.json").read_text(encoding="utf-8"))
 
 
-def narration_budget(duration_s: float, language: str) -> int:
-    """How much narration fits a shot of ``duration_s``: words (2.3/s), or characters for ja (7/s) and zh (4.5/s).
-
-    The voice starts VOICE_START_S into the shot and stops VOICE_TAIL_S before its end.
-    """
-    speaking_s = max(0.0, duration_s - VOICE_START_S - VOICE_TAIL_S)
-    rate = CHARS_PER_SECOND.get(_template_key(language), WORDS_PER_SECOND)
-    return math.floor(speaking_s * rate + 1e-9)
-
-
-def narration_length(text: str, language: str) -> int:
-    """``text``'s size in the unit of ``narration_budget``: characters without spaces for ja and zh, else words."""
-    if _template_key(language) in CHARS_PER_SECOND:
-        return sum(1 for ch in text if not ch.isspace())
-    return len(text.split())
-
-
 ARC = ("open", "meet", "journey", "turn", "close")
 
 
@@ -1225,8 +1215,10 @@ def _extend(chosen: list[str], pool: Sequence[str], below: float, budget: int, s
             added += 1
 
 
-def write_narration(scene: Scene, durations: Sequence[float], language: str, seed: int) -> list[str]:
-    """One line per shot in ``language`` (which must have templates), each sized to its shot.
+def write_narration(scene: Scene, durations: Sequence[float], language: str, seed: int,
+                    voice_engine: str | None = None) -> list[str]:
+    """One line per shot in ``language`` (which must have templates), each sized to its shot as
+    ``voice_engine`` speaks it (``narration_budget``).
 
     The lines tell a small story across the reel: the place and the hour, the
     subject, the journey, a turn, and a close.
@@ -1240,7 +1232,7 @@ def write_narration(scene: Scene, durations: Sequence[float], language: str, see
     lines = []
     for index, duration in enumerate(durations):
         pools = _line_pools(templates, index, len(durations), cast, scene.mood, rng)
-        chosen = _choose(pools, narration_budget(duration, language), said, slots, templates["joiner"], language)
+        chosen = _choose(pools, narration_budget(duration, language, voice_engine), said, slots, templates["joiner"], language)
         said.update(dict.fromkeys(chosen, index))
         lines.append(templates["joiner"].join(template.format(**slots) for template in chosen))
     return lines
@@ -1334,7 +1326,7 @@ class RuleDirector:
         durations = split_durations(request.duration_s, request.shots, request.fps)
         if part_frame := _part_frame_warning(request):
             warnings.append(part_frame)
-        narration = write_narration(scene, durations, language, request.seed)
+        narration = write_narration(scene, durations, language, request.seed, request.voice_engine)
         width, height = request.frame_size
         plan = validate_plan({
             "title": _title(sentence),

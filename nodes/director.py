@@ -7,11 +7,12 @@ from typing import Any
 from ..model_loaders.handles import ModelHandle
 from ..model_loaders.vocabulary.frames import ASPECTS, RESOLUTIONS
 from ..model_loaders.vocabulary.languages import LANGUAGES
-from .base import LLM, ReelNode, choice, integer, number, seed_input, text
+from .base import LLM, VOICE_MODEL, ReelNode, choice, integer, number, seed_input, text
 from .pipeline.comfy import output_root, send_ui_event
 from .pipeline.director import LANGUAGE_AUTO, direct, shot_list
 from .pipeline.preflight import check_queued_loaders
 from .pipeline.rundir import check_run_id
+from .pipeline.voice import request_for_voice
 
 
 class DirectorNode(ReelNode):
@@ -47,6 +48,9 @@ class DirectorNode(ReelNode):
                 "resolution": choice(tuple(RESOLUTIONS), "Frame size, the two Wan2.2 was trained at. 720p: 1280x720 (or "
                                      "720x1280). 480p: 832x480 (or 480x832), about 2.3x faster to render, for "
                                      "drafts and smaller GPUs."),
+                "voice_model": (VOICE_MODEL, {"tooltip": "Optional: the voice loader the Narrate node uses. Each "
+                                "shot's narration is then sized to that voice's speaking rate, and a plan_override "
+                                "it cannot speak in time is refused. Not connected: sized for the slower voice."}),
             },
             "hidden": {"prompt": "PROMPT"},
         }
@@ -68,7 +72,7 @@ class DirectorNode(ReelNode):
 
     def plan(self, llm: ModelHandle, sentence: str, duration_s: float, shots: int, aspect: str, language: str,
              seed: int, run_id: str = "", plan_override: str = "", resolution: str = "720p",
-             prompt: dict[str, Any] | None = None) -> dict[str, Any]:
+             voice_model: ModelHandle | None = None, prompt: dict[str, Any] | None = None) -> dict[str, Any]:
         from ..model_loaders.rules import DirectorRequest
 
         check_queued_loaders(prompt or {})  # every checkpoint of the graph, before the director loads
@@ -76,7 +80,7 @@ class DirectorNode(ReelNode):
         request = DirectorRequest(sentence=sentence, duration_s=float(duration_s), shots=int(shots), aspect=aspect,
                                   language=None if language == LANGUAGE_AUTO else language, seed=int(seed),
                                   resolution=resolution)
-        reel = direct(llm, request, output_root(), run_id or None, plan_override or None)
+        reel = direct(llm, request_for_voice(request, voice_model), output_root(), run_id or None, plan_override or None)
         rows = shot_list(reel.plan)
         send_ui_event("cinereel.plan", {"run_id": reel.run_id, "shots": rows})
         summary = {"run_id": reel.run_id, "language": reel.plan.language, "locale": reel.plan.locale,

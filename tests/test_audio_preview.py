@@ -252,9 +252,49 @@ def test_line_that_would_pass_the_reel_end_is_moved_earlier_whole():
     assert_placed_whole(track, time_stretch(line, 1.25).audio, entry)
 
 
-def test_narration_longer_than_the_reel_is_refused():
-    with pytest.raises(ValueError, match="does not fit in the reel"):
-        place_narration([tone_line("a", 0.0, 5.0, 4.0), tone_line("b", 5.0, 6.0, 3.0)], 6.0, SR)
+LONG_LINE = "The city wakes before the sun, and every quiet street remembers the footsteps of the night before."
+
+
+def espeak_again(voice: EspeakVoice, language: str):
+    """The narration stage's resynthesize: the line's text spoken again by the real engine at ``speed``."""
+    def again(line: NarrationLine, speed: float) -> NarrationLine:
+        audio, sr = voice.synthesize(line.text, language, speed)
+        return NarrationLine(line.shot_id, line.start_s, line.end_s, audio, sr, line.text)
+
+    return again
+
+
+def spoken_line(voice: EspeakVoice, shot_id: str, start_s: float, end_s: float, text: str) -> NarrationLine:
+    audio, sr = voice.synthesize(text, "en-US")
+    return NarrationLine(shot_id, start_s, end_s, audio, sr, text)
+
+
+def test_narration_longer_than_the_reel_is_trimmed_by_speaking_fewer_whole_words(voice):
+    lines = [spoken_line(voice, "a", 0.0, 3.0, LONG_LINE), spoken_line(voice, "b", 3.0, 5.0, SAMPLES["en-US"])]
+    assert sum(len(line.audio) / line.sample_rate for line in lines) / 1.25 > 5.0  # cannot fit even faster
+    track, report = place_narration(lines, 5.0, SR, resynthesize=espeak_again(voice, "en-US"))
+    trimmed = [entry for entry in report if entry["action"] == "trimmed"]
+    assert [entry["shot_id"] for entry in trimmed] == ["a"]
+    entry = trimmed[0]
+    kept, left_out = entry["text"], entry["left_out"]
+    assert kept and left_out and f"{kept} {left_out}" == LONG_LINE  # whole words kept, whole words left out
+    assert entry["speed"] == 1.25
+    for line, placed in zip(lines, report):
+        audio, sr = voice.synthesize(placed["text"], "en-US", placed["speed"])
+        assert_placed_whole(track, resample(audio, sr, SR), placed)
+        assert placed["end_s"] <= line.end_s - LINE_TAIL_S + 1e-9
+    one_more_word = " ".join(LONG_LINE.split()[: len(kept.split()) + 1])
+    longer, sr = voice.synthesize(one_more_word, "en-US", 1.25)
+    assert len(resample(longer, sr, SR)) / SR > 3.0 - 0.25 - LINE_TAIL_S  # the most words that fit were kept
+
+
+def test_without_a_voice_engine_a_line_the_reel_cannot_hold_is_left_out_whole():
+    lines = [tone_line("a", 0.0, 5.0, 4.0), tone_line("b", 5.0, 6.0, 3.0)]
+    track, report = place_narration(lines, 6.0, SR)
+    assert [e["action"] for e in report] == ["fit", "trimmed"]
+    assert report[1]["text"] == "" and report[1]["left_out"] == "line b"
+    assert_placed_whole(track, lines[0].audio, report[0])
+    assert not track[round(report[0]["end_s"] * SR):].any()
 
 
 def test_placement_rejects_bad_windows():
@@ -287,15 +327,14 @@ def test_placement_never_cuts_or_overlaps_lines(durations, speech, compress):
     def faster(line: NarrationLine, speed: float) -> NarrationLine:
         return NarrationLine(line.shot_id, line.start_s, line.end_s, line.audio[: round(len(line.audio) / speed)], sr)
 
-    try:
-        track, report = place_narration(lines, total, sr, resynthesize=faster if compress else None)
-    except ValueError as err:
-        assert "does not fit" in str(err)
-        return
+    track, report = place_narration(lines, total, sr, resynthesize=faster if compress else None)
     assert len(track) == round(total * sr)
     spans = []
     for line, entry in zip(lines, report):
         start, end = round(entry["start_s"] * sr), round(entry["end_s"] * sr)
+        if entry["action"] == "trimmed":  # these lines have no words to keep: left out whole
+            assert start == end and entry["text"] == ""
+            continue
         kept = faster(line, entry["speed"]).audio if entry["speed"] > 1 else line.audio
         np.testing.assert_array_equal(track[start:end], kept)
         if end > start:

@@ -35,6 +35,8 @@ def model_draft() -> dict:
     return plan
 
 
+LONG_NARRATION = ("Lanterns swing above the stalls while two old friends laugh, trade bowls of noodles, and argue "
+                  "about which vendor makes the best mango sticky rice in the whole city tonight")
 CRITIQUE = {"scores": {"composition": 8, "motion_coherence": 6, "character_consistency": 9, "lighting_fidelity": 7},
             "label": "OBJECT_MORPHING", "notes": "the lantern melts in frames 3 and 4"}
 
@@ -45,6 +47,7 @@ class Server:
     def __init__(self, mode: str = "good"):
         self.mode = mode
         self.requests: list[dict] = []
+        self.plans_answered = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -83,7 +86,13 @@ class Server:
             return 400, {"error": {"message": "response_format json_schema is not supported", "type": "invalid"}}
         name = body.get("response_format", {}).get("json_schema", {}).get("name", "")
         is_critique = name == "cinereel_critique" or "critic" in body["messages"][0]["content"][:40]
-        content = json.dumps(CRITIQUE if is_critique else model_draft(), ensure_ascii=False)
+        draft = model_draft()
+        if not is_critique and self.mode in ("long_narration_once", "long_narration"):
+            self.plans_answered += 1
+            if self.mode == "long_narration" or self.plans_answered == 1:
+                for shot in draft["shots"]:
+                    shot["narration"] = LONG_NARRATION
+        content = json.dumps(CRITIQUE if is_critique else draft, ensure_ascii=False)
         if self.mode == "malformed":
             content = '{"title": "Night market", "shots": [ {"type": "hero", '
         status = "sleep" if self.mode == "slow" else 200
@@ -350,3 +359,46 @@ def test_a_reel_whose_critic_cannot_answer_finishes_with_its_clips_flagged(serve
     warnings = [line for line in captured.err.splitlines() if line.startswith("cinereel: warning: ")]
     assert len(warnings) == 2 and all("critic_unavailable" in w and cause in w for w in warnings), captured.err
     assert report["warnings"] == [w[len("cinereel: warning: "):] for w in warnings]
+
+
+def kokoro_budget(duration_s: float) -> int:
+    """Words Kokoro holds in a shot by the rate table (en-US), the voice starting 0.25 s in, ending 0.25 s early."""
+    table = json.loads((Path(__file__).resolve().parents[1] / "model_loaders" / "rules_data" / "speaking_rates.json")
+                       .read_text(encoding="utf-8"))
+    return int((duration_s - 0.5) * table["engines"]["kokoro"]["languages"]["en-US"]["per_second"] + 1e-9)
+
+
+def test_narration_too_long_for_the_voice_is_sent_back_with_each_shot_s_exact_budget(server):
+    from cinereel.model_loaders.openai_compat import load_openai
+
+    srv = server("long_narration_once")
+    result = load_openai(handle_for(srv.base_url)).plan({**REQUEST, "voice_engine": "kokoro"})
+    assert len(srv.requests) == 2, "one answer, one request to shorten it"
+    first, again = (r["body"]["messages"] for r in srv.requests)
+    assert again[: len(first)] == first
+    assert again[-2]["role"] == "assistant" and LONG_NARRATION in again[-2]["content"]
+    ask = again[-1]["content"]
+    budget = kokoro_budget(4.0)
+    assert "Kokoro en-US" in ask
+    for number in (1, 2, 3):
+        assert (f"shot {number} (shot-0{number}): {len(LONG_NARRATION.split())} words" in ask
+                and f"the shot has 3.50 s: at most {budget} words" in ask), ask
+    plan = validate_plan(result["plan"])
+    assert [s.narration for s in plan.shots] == [s["narration"] for s in model_draft()["shots"]]
+    assert all(len(s.narration.split()) <= budget for s in plan.shots)
+    assert result["warnings"] == []
+
+
+def test_narration_that_stays_too_long_is_cut_at_a_word_boundary_with_a_warning(server):
+    from cinereel.model_loaders.openai_compat import load_openai
+    from cinereel.model_loaders.qwen import NARRATION_REASKS
+
+    srv = server("long_narration")
+    result = load_openai(handle_for(srv.base_url)).plan({**REQUEST, "voice_engine": "kokoro"})
+    assert len(srv.requests) == 1 + NARRATION_REASKS
+    budget = kokoro_budget(4.0)
+    words = LONG_NARRATION.split()
+    for shot in validate_plan(result["plan"]).shots:
+        assert shot.narration == " ".join(words[:budget])
+    assert len(result["warnings"]) == 3
+    assert all("cut at a word boundary" in w and "Kokoro en-US" in w for w in result["warnings"])

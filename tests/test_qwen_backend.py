@@ -121,7 +121,8 @@ def test_generation_schema_is_the_plan_schema_minus_what_the_request_fixes():
     assert "$ref" not in json.dumps(schema)
 
 
-@pytest.mark.parametrize("duration,shots,limit", [(10.0, 2, 72), (3.0, 2, 16), (2.0, 2, 8), (30.0, 1, 472)])
+# 1.25 x the table's fastest 16.7 characters/s (eSpeak NG French) over the longest shot less 0.5 s, at most 500.
+@pytest.mark.parametrize("duration,shots,limit", [(10.0, 2, 93), (3.0, 2, 20), (2.0, 2, 10), (30.0, 1, 500)])
 def test_narration_is_bounded_by_the_longest_shot_s_voice_window(duration, shots, limit):
     from cinereel.model_loaders.rules import DirectorRequest
 
@@ -152,3 +153,51 @@ def test_importing_the_backend_does_not_import_torch_or_transformers(pack_root):
             "heavy = [n for n in ('torch', 'transformers', 'openai', 'llguidance') if n in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+class ScriptedQwen(qwen.QwenDirectorCritic):
+    """The Qwen director with its decoding replaced by fixed answers, recording the messages it is sent: the
+    narration re-ask is code around the model, and random weights never write a line too long to speak."""
+
+    def __init__(self, answers: list[str]):
+        super().__init__(None, None, ModelHandle("qwen3.5", "scripted"), Path("."))
+        self.answers, self.sent = answers, []
+
+    def _generate(self, messages, schema, max_new_tokens, images, video, reserve=0):
+        self.sent.append(messages)
+        return self.answers[min(len(self.sent), len(self.answers)) - 1]
+
+
+def qwen_draft(narration: str | None = None) -> str:
+    from cinereel.model_loaders.preview import PreviewLLM
+
+    plan = PreviewLLM().plan({**REQUEST, "language": "fr"})["plan"]
+    for key in qwen.REQUEST_FIXED_FIELDS:
+        plan.pop(key)
+    for shot in plan["shots"]:
+        for key in qwen.PIPELINE_SHOT_FIELDS:
+            shot.pop(key)
+        if narration is not None:
+            shot["narration"] = narration
+    return json.dumps(plan, ensure_ascii=False)
+
+
+LONG_FRENCH = ("La ville retient son souffle tandis que la silhouette avance seule sous les néons, "
+               "et chaque pas l'emmène un peu plus loin dans la nuit qui ne finit jamais")
+
+
+def test_qwen_sends_narration_that_does_not_fit_back_with_the_exact_budget():
+    director = ScriptedQwen([qwen_draft(LONG_FRENCH), qwen_draft()])
+    result = director.plan({**REQUEST, "language": "fr", "voice_engine": "espeak-ng"})
+    assert len(director.sent) == 2
+    ask = director.sent[1][-1]["content"]
+    table = json.loads((HERE.parent / "model_loaders" / "rules_data" / "speaking_rates.json").read_text("utf-8"))
+    rate = table["engines"]["espeak-ng"]["languages"]["fr"]["per_second"]
+    budget = int(4.5 * rate + 1e-9)
+    assert f"{rate:g} words/s, eSpeak NG fr" in ask
+    for number in (1, 2):
+        assert f"shot {number} (shot-0{number}): {len(LONG_FRENCH.split())} words" in ask
+        assert f"the shot has 4.50 s: at most {budget} words" in ask
+    assert director.sent[1][-2] == {"role": "assistant", "content": qwen_draft(LONG_FRENCH)}
+    assert all(len(s["narration"].split()) <= budget for s in result["plan"]["shots"])
+    assert result["warnings"] == []

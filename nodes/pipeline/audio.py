@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,9 @@ class _Slot:
     speed: float = 1.0
     start: int = 0
     action: str = "fit"
+    compress_tried: bool = False
+    text: str | None = None  # what is spoken, when a trim left words out
+    left_out: str = ""
 
     @property
     def end(self) -> int:
@@ -149,8 +153,8 @@ def place_narration(
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Lay the lines on one mono track of exactly ``round(total_s * sample_rate)`` samples.
 
-    Each line starts at its shot's start plus ``lead_in_s``, to the sample. A line
-    is never cut. When it would run past its shot (less a short tail), in order:
+    Each line starts at its shot's start plus ``lead_in_s``, to the sample. Audio is
+    never cut mid-word. When a line would run past its shot (less a short tail), in order:
 
     1. ``compressed``: it is spoken again faster through ``resynthesize(line, speed)``,
        at most 1.25x (the voice engine's own rate control, so pitch is kept);
@@ -158,12 +162,17 @@ def place_narration(
        enough (or there is none) and the reel has room;
     3. ``pushed_next``: the next line starts later, cascading while the reel has room;
     4. ``overrun``: the reel cannot absorb it, so the last lines move earlier, back
-       to back, the final one ending a short tail before the reel's end.
+       to back, the final one ending a short tail before the reel's end;
+    5. ``trimmed``: the lines cannot all fit in the reel even back to back, so the line
+       that runs furthest past its own shot is spoken again at 1.25x with the most
+       whole words that fit its shot (found by re-synthesising shorter word prefixes),
+       and the lines are laid out again; repeated until they fit. Without
+       ``resynthesize`` such a line is left out whole.
 
-    Returns the track and one report per line, in time order: ``shot_id``, ``text``,
-    actual ``start_s`` and ``end_s``, ``shift_s`` (actual minus intended start),
-    ``speed`` and ``action``. Raises ``ValueError`` when the lines cannot all fit
-    in the reel even back to back.
+    Returns the track and one report per line, in time order: ``shot_id``, ``text``
+    (what is spoken), actual ``start_s`` and ``end_s``, ``shift_s`` (actual minus intended
+    start), ``speed`` and ``action``; a trimmed line also has ``left_out``, the words no
+    longer spoken. Never raises for narration that is too long: the pictures are done.
     """
     sample_rate = checked_sample_rate(sample_rate)
     if not (math.isfinite(total_s) and total_s > 0):
@@ -175,17 +184,8 @@ def place_narration(
     gap = round(LINE_GAP_S * sample_rate)
     reel_limit = total - round(LINE_TAIL_S * sample_rate)
 
-    for slot in slots:
-        slot.start = min(slot.nominal, total)
-    spoken = [slot for slot in slots if len(slot.audio)]  # a silent line takes no room and pushes nothing
-    cursor = 0
-    for i, slot in enumerate(spoken):
-        slot.start = max(slot.nominal, cursor)
-        _compress_to_fit(slot, sample_rate, resynthesize)
-        following = spoken[i + 1].nominal if i + 1 < len(spoken) else None
-        slot.action = _overrun_action(slot, following, gap, reel_limit)
-        cursor = slot.end + gap
-    _pull_back_from_reel_end(spoken, reel_limit, gap, sample_rate)
+    while not _lay_out(slots, total, gap, reel_limit, sample_rate, resynthesize):
+        _trim_furthest_over(slots, gap, reel_limit, sample_rate, resynthesize)
 
     track = np.zeros(total, dtype=np.float32)
     for slot in slots:
@@ -212,11 +212,28 @@ def _slots(lines: Sequence[NarrationLine], total_s: float, sample_rate: int, lea
     ]
 
 
+def _lay_out(slots: list[_Slot], total: int, gap: int, reel_limit: int, sample_rate: int,
+             resynthesize: Resynthesize | None) -> bool:
+    """Place every line (steps 1 to 4 of ``place_narration``); False when they cannot all fit in the reel."""
+    for slot in slots:
+        slot.start = min(slot.nominal, total)
+    spoken = [slot for slot in slots if len(slot.audio)]  # a silent line takes no room and pushes nothing
+    cursor = 0
+    for i, slot in enumerate(spoken):
+        slot.start = max(slot.nominal, cursor)
+        _compress_to_fit(slot, sample_rate, resynthesize)
+        following = spoken[i + 1].nominal if i + 1 < len(spoken) else None
+        slot.action = _overrun_action(slot, following, gap, reel_limit)
+        cursor = slot.end + gap
+    return _pull_back_from_reel_end(spoken, reel_limit, gap)
+
+
 def _compress_to_fit(slot: _Slot, sample_rate: int, resynthesize: Resynthesize | None) -> None:
-    """Speak the line faster (up to ``MAX_SPEECH_SPEED``) when it would outrun its shot."""
+    """Speak the line faster (up to ``MAX_SPEECH_SPEED``) when it would outrun its shot; once per line."""
     room = slot.limit - slot.start
-    if resynthesize is None or len(slot.audio) <= room:
+    if resynthesize is None or len(slot.audio) <= room or slot.compress_tried:
         return
+    slot.compress_tried = True
     needed = len(slot.audio) / room if room > 0 else MAX_SPEECH_SPEED
     speeds = [min(MAX_SPEECH_SPEED, math.ceil(needed * 100) / 100)]
     if speeds[0] < MAX_SPEECH_SPEED:
@@ -233,6 +250,8 @@ def _compress_to_fit(slot: _Slot, sample_rate: int, resynthesize: Resynthesize |
 
 
 def _overrun_action(slot: _Slot, following_nominal: int | None, gap: int, reel_limit: int) -> str:
+    if slot.left_out:
+        return "trimmed"
     if slot.end <= slot.limit:
         return "compressed" if slot.speed > 1.0 else "fit"
     if following_nominal is None:
@@ -240,37 +259,86 @@ def _overrun_action(slot: _Slot, following_nominal: int | None, gap: int, reel_l
     return "spilled" if slot.end + gap <= following_nominal else "pushed_next"
 
 
-def _pull_back_from_reel_end(slots: list[_Slot], reel_limit: int, gap: int, sample_rate: int) -> None:
-    """Move the last lines earlier, back to back, until the final one ends by ``reel_limit``."""
+def _pull_back_from_reel_end(slots: list[_Slot], reel_limit: int, gap: int) -> bool:
+    """Move the last lines earlier, back to back, until the final one ends by ``reel_limit``; False when even
+    back to back they need more than the reel."""
     limit = reel_limit
     for slot in reversed(slots):
         if slot.end <= limit:
-            return
+            return True
         slot.start = limit - len(slot.audio)
         if slot.start < 0:
-            raise ValueError(
-                f"narration does not fit in the reel: the lines need {_seconds_needed(slots, gap, sample_rate):.2f} s "
-                f"back to back but the reel has {reel_limit / sample_rate:.2f} s; shorten the narration"
-            )
-        if slot.end > slot.limit:
+            return False
+        if slot.end > slot.limit and not slot.left_out:
             slot.action = "overrun"
         limit = slot.start - gap
+    return True
 
 
-def _seconds_needed(slots: list[_Slot], gap: int, sample_rate: int) -> float:
-    return (sum(len(s.audio) for s in slots) + gap * max(0, len(slots) - 1)) / sample_rate
+def _own_rooms(slots: list[_Slot], gap: int, reel_limit: int) -> list[int]:
+    """Per line, the samples from its intended start to its shot's limit (and a gap before the next line, and
+    the reel's limit): lines that all fit their own rooms always fit the reel."""
+    rooms = []
+    for i, slot in enumerate(slots):
+        bound = min(slot.limit, reel_limit, slots[i + 1].nominal - gap if i + 1 < len(slots) else reel_limit)
+        rooms.append(max(0, bound - slot.nominal))
+    return rooms
+
+
+def _trim_furthest_over(slots: list[_Slot], gap: int, reel_limit: int, sample_rate: int,
+                        resynthesize: Resynthesize | None) -> None:
+    """Trim the line that runs furthest past its own room to the most whole words that fit it (at least one
+    word fewer, so that trimming always ends)."""
+    spoken = [slot for slot in slots if len(slot.audio)]
+    rooms = _own_rooms(spoken, gap, reel_limit)
+    slot, room = max(zip(spoken, rooms), key=lambda pair: len(pair[0].audio) - pair[1])
+    text = (slot.text if slot.text is not None else slot.line.text).strip()
+    prefixes = word_prefixes(text) if resynthesize is not None else []
+    kept, audio, speed = "", np.zeros(0, dtype=np.float32), slot.speed
+    low, high = 0, len(prefixes)  # binary search: the longest prefix whose speech fits ``room``
+    while low < high:
+        middle = (low + high + 1) // 2
+        candidate = _spoken(slot.line, prefixes[middle - 1], sample_rate, resynthesize)
+        if len(candidate) <= room:
+            low, kept, audio, speed = middle, prefixes[middle - 1], candidate, MAX_SPEECH_SPEED
+        else:
+            high = middle - 1
+    slot.left_out = " ".join([text[len(kept):].strip(), slot.left_out]).strip()  # a second trim cuts earlier
+    slot.text, slot.audio, slot.speed, slot.action = kept, audio, speed, "trimmed"
+    slot.compress_tried = True  # compressing again would speak the whole line
+
+
+def _spoken(line: NarrationLine, text: str, sample_rate: int, resynthesize: Resynthesize) -> np.ndarray:
+    shorter = NarrationLine(line.shot_id, line.start_s, line.end_s, line.audio, line.sample_rate, text)
+    spoken = resynthesize(shorter, MAX_SPEECH_SPEED)
+    if not isinstance(spoken, NarrationLine):
+        raise TypeError(f"resynthesize must return a NarrationLine, got {type(spoken).__name__}")
+    return resample(spoken.audio, spoken.sample_rate, sample_rate)
+
+
+_WORD_END = re.compile(r"(?<=[\s、。，！？；：])")
+
+
+def word_prefixes(text: str) -> list[str]:
+    """The shorter versions of ``text`` that end at a word boundary (a space, or CJK punctuation for scripts
+    written without spaces), shortest first; the whole text is not one of them."""
+    pieces = [piece for piece in _WORD_END.split(text.strip()) if piece.strip()]
+    return ["".join(pieces[:k]).strip() for k in range(1, len(pieces))]
 
 
 def _report(slot: _Slot, sample_rate: int) -> dict[str, Any]:
-    return {
+    report = {
         "shot_id": slot.line.shot_id,
-        "text": slot.line.text,
+        "text": slot.text if slot.text is not None else slot.line.text,
         "start_s": slot.start / sample_rate,
         "end_s": slot.end / sample_rate,
         "shift_s": (slot.start - slot.nominal) / sample_rate,
         "speed": slot.speed,
         "action": slot.action,
     }
+    if slot.left_out:
+        report["left_out"] = slot.left_out
+    return report
 
 
 # -- ducking ----------------------------------------------------------------------

@@ -183,7 +183,8 @@ def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str |
     """Everything the run needs, checked before any model loads: all problems in one ``PreflightError``."""
     from ...model_loaders.vocabulary.plan import validate_plan
     from .headless import PipelineOptions
-    from .preflight import PreflightError, checkpoint_problems, settings_problems
+    from .preflight import PreflightError, checkpoint_problems, plan_problems, settings_problems
+    from .voice import engine_of
 
     problems: list[str] = []
     handles: dict = {}
@@ -194,10 +195,12 @@ def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str |
     plan_override = None
     try:
         plan_override = read_plan(args.plan)
-        if plan_override is not None:
-            validate_plan(plan_override)
+        if plan_override is not None and "voice" not in handles:
+            validate_plan(plan_override)  # its narration is checked once the voice is known
     except ValueError as exc:
         problems.append(str(exc))
+    if "voice" in handles:
+        problems += plan_problems(plan_override, engine_of(handles["voice"]))
     options = PipelineOptions(handles=handles, target_lufs=args.target_lufs, gate=args.gate,
                               technical_check=args.technical_check, threshold=args.threshold,
                               max_retries=args.max_retries, keep=args.keep)
@@ -248,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
     from .headless import make_reel
     from .rundir import RunInUse, set_lock_policy
     from .stage import new_invocation
+    from .voice import request_for_voice
 
     new_invocation()  # report.json keeps what earlier commands on the same run folder recorded
     set_lock_policy(wait=args.wait, holder="cinereel CLI")
@@ -257,6 +261,7 @@ def run(args: argparse.Namespace) -> int:
                               resolution=args.resolution)
     try:
         options, plan_override = preflight(args, request)  # every setting, before anything loads
+        request = request_for_voice(request, options.handles["voice"])  # narration sized to that voice
         if args.plan_only:
             reel = direct(options.handles["llm"], request, args.out, args.run_id, plan_override)
             print(json.dumps(reel.plan.model_dump(mode="json"), indent=2, ensure_ascii=False))

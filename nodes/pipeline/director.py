@@ -45,6 +45,11 @@ def direct(
     timer = StageTimer("director")
     request.validate()
     override = validate_plan(plan_override) if plan_override and plan_override.strip() else None
+    if override is not None:
+        from .preflight import narration_problem
+
+        if problem := narration_problem(override, request.voice_engine):
+            raise ValueError(problem)
     run = RunDir.create(out_root, run_id_for(request, run_id, plan_override))
     with run.locked():  # planning, plan.json and the report: one process at a time
         return _plan_in(run, llm, request, override, timer)

@@ -20,7 +20,7 @@ from .motion import animate
 from .music import score_music
 from .reel import Reel
 from .rundir import RunDir
-from .voice import narrate
+from .voice import narrate, request_for_voice
 
 if TYPE_CHECKING:
     from ...model_loaders.rules import DirectorRequest
@@ -75,6 +75,7 @@ def make_reel(
         ("mix", lambda r: mix_stage(r, options.target_lufs, options.true_peak_dbtp)),
         ("assemble", lambda r: assemble_stage(r, options.crf, options.preset, keep=options.keep)),
     ]
+    request = request_for_voice(request, h["voice"])
     root = Path(out_root).resolve() / "cinereel" / run_id_for(request, run_id, plan_override)
     with RunDir(root).locked():  # the whole reel, so no other process interleaves with it
         started = time.perf_counter()

@@ -15,6 +15,7 @@ from .mix import MAX_CEILING_DBTP, MAX_TARGET_LUFS, MIN_CEILING_DBTP, MIN_TARGET
 if TYPE_CHECKING:
     from ...model_loaders.handles import ModelHandle
     from ...model_loaders.rules import DirectorRequest
+    from ...model_loaders.vocabulary.plan import Plan
     from .headless import PipelineOptions
 
 
@@ -55,6 +56,33 @@ def check_settings(request: DirectorRequest, options: PipelineOptions) -> None:
     problems = settings_problems(request, options)
     if problems:
         raise PreflightError(problems)
+
+
+def narration_problem(plan: Plan, voice_engine: str | None) -> str | None:
+    """What is wrong with a given plan whose narration its voice cannot speak in its shots, even at the
+    narration stage's top speed-up; None when every line fits. ``voice_engine`` None: the slower engine."""
+    from ...model_loaders.speaking_rates import plan_overruns
+    from .audio import MAX_SPEECH_SPEED
+
+    overruns = plan_overruns(plan.model_dump(mode="json"), voice_engine, MAX_SPEECH_SPEED)
+    if not overruns:
+        return None
+    return (f"the plan's narration cannot be spoken in its shots: {'; '.join(o.describe() for o in overruns)}; "
+            "shorten those lines or lengthen those shots")
+
+
+def plan_problems(plan_text: str | None, voice_engine: str | None) -> list[str]:
+    """Everything wrong with a user's plan (``--plan``, ``plan_override``): its schema, then its narration."""
+    from ...model_loaders.vocabulary.plan import validate_plan
+
+    if plan_text is None or not plan_text.strip():
+        return []
+    try:
+        plan = validate_plan(plan_text)
+    except ValueError as exc:
+        return [str(exc)]
+    problem = narration_problem(plan, voice_engine)
+    return [problem] if problem else []
 
 
 def checkpoint_problems(handles: dict[str, ModelHandle]) -> list[str]:

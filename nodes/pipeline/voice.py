@@ -3,11 +3,14 @@
 Lines are synthesised under one residency of the voice engine, then placed
 sample-accurately at shot start + lead-in on one 48 kHz track. A line that
 would overrun its shot is spoken faster (up to 1.25x), spilled into silence,
-or pushes the next line; never cut mid-word. The placement report says which.
+or pushes the next line; when the reel cannot hold it, it is spoken again with
+fewer whole words and the run records a warning. Never cut mid-word, and never
+an error: the pictures are done by now. The placement report says which.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +20,7 @@ from .comfy import Progress
 from .stage import Job, StageTimer, add_warning, run_jobs, write_report
 
 if TYPE_CHECKING:
+    from ...model_loaders.rules import DirectorRequest
     from ...model_loaders.vocabulary.plan import Shot
     from .reel import Reel
 
@@ -76,6 +80,27 @@ def track_job(reel: Reel, lines: dict[str, Job], language: str, voice: str, lead
 ENGINES = {"preview-voice": "espeak-ng", "kokoro": "kokoro"}
 
 
+def engine_of(handle: ModelHandle | None) -> str | None:
+    """The speaking engine of a voice handle ("espeak-ng", "kokoro"); None for no handle or another family."""
+    return ENGINES.get(handle.family) if handle is not None else None
+
+
+def request_for_voice(request: DirectorRequest, handle: ModelHandle | None) -> DirectorRequest:
+    """``request`` with the engine of ``handle`` as its voice, so the director sizes narration to that voice."""
+    engine = engine_of(handle)
+    if engine is None or request.voice_engine is not None:
+        return request
+    return dataclasses.replace(request, voice_engine=engine)
+
+
+def trim_warnings(placements: list[dict[str, Any]]) -> list[str]:
+    """One warning per line the reel could not hold whole (see ``place_narration``)."""
+    return [f"the narration of {p['shot_id']} ran longer than the reel could hold"
+            + (f", even spoken {p['speed']:g}x faster" if p["speed"] > 1 else "")
+            + f"; it was cut at a word boundary to {p['text']!r} (left out: {p['left_out']!r})"
+            for p in placements if p.get("action") == "trimmed"]
+
+
 def voice_engine_for(handle: ModelHandle, language: str) -> tuple[ModelHandle, str | None]:
     """The handle that can speak ``language``: Kokoro's nine languages, else eSpeak NG with a warning."""
     from ...model_loaders.vocabulary.languages import LANGUAGES
@@ -102,8 +127,9 @@ def narrate(reel: Reel, handle: ModelHandle, voice: str = "", lead_in_s: float =
     out = reel.evolve(artifacts=made)
     notes = {"narration": {"language": plan.language, "engine": ENGINES.get(handle.family, handle.family),
                            "voice": voice or "default", "lines": placements}}
-    if warning:
-        notes["warnings"] = add_warning(out, warning)
+    for problem in ([warning] if warning else []) + trim_warnings(placements):
+        notes["warnings"] = add_warning(out, problem)
+        out = out.evolve(notes={"warnings": notes["warnings"]})
     out = out.evolve(notes=timer.notes(out, **notes))
     write_report(out)
     return out
