@@ -9,6 +9,7 @@ or pushes the next line; never cut mid-word. The placement report says which.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,7 @@ def line_job(shot: Shot, language: str, voice: str, handle: ModelHandle) -> Job:
 
 
 def track_job(reel: Reel, lines: dict[str, Job], language: str, voice: str, lead_in_s: float,
-              handle: ModelHandle) -> Job:
+              handle: ModelHandle, given: Collection[str] = ()) -> Job:
     from .audio import NarrationLine, place_narration
 
     plan, root = reel.plan, reel.run_dir.root
@@ -56,6 +57,8 @@ def track_job(reel: Reel, lines: dict[str, Job], language: str, voice: str, lead
 
     def make(model: Any, tmp: Path) -> None:
         def resynthesize(line: NarrationLine, speed: float) -> NarrationLine:
+            if line.shot_id in given:  # the user's own voice-over is placed as it is, never re-spoken
+                return line
             audio, sr = model.synthesize(line.text, language, voice or None, speed)
             return NarrationLine(line.shot_id, line.start_s, line.end_s, audio, sr, line.text)
 
@@ -71,6 +74,13 @@ def track_job(reel: Reel, lines: dict[str, Job], language: str, voice: str, lead
                                                        encoding="utf-8")
 
     return Job("narration", "audio/narration.wav", inputs, make)
+
+
+def user_lines(reel: Reel) -> dict[str, Job]:
+    """The shots whose line is the user's own recording (``user_media.py``), by shot id."""
+    from .user_media import user_job
+
+    return {s.id: job for s in reel.plan.shots if (job := user_job(reel, f"narration:{s.id}")) is not None}
 
 
 ENGINES = {"preview-voice": "espeak-ng", "kokoro": "kokoro"}
@@ -96,12 +106,16 @@ def narrate(reel: Reel, handle: ModelHandle, voice: str = "", lead_in_s: float =
     if warning:
         voice = ""  # a voice name chosen for Kokoro means nothing to eSpeak
     lines = {s.id: line_job(s, plan.language, voice, handle) for s in plan.shots if s.narration.strip()}
-    jobs = [*lines.values(), track_job(reel, lines, plan.language, voice, lead_in_s, handle)]
-    made, count = run_jobs(reel.run_dir, handle.as_role("voice"), jobs, progress or Progress(len(jobs)))
+    given = user_lines(reel)  # CineReel Audio to Voice-over: those shots are not synthesised
+    lines = {s.id: given.get(s.id) or lines[s.id] for s in plan.shots if s.id in given or s.id in lines}
+    jobs = [*lines.values(), track_job(reel, lines, plan.language, voice, lead_in_s, handle, set(given))]
+    engine = handle.as_role("voice") if len(given) < len(lines) else None  # nothing to speak: no model
+    made, count = run_jobs(reel.run_dir, engine, jobs, progress or Progress(len(jobs)))
     placements = json.loads((reel.run_dir.root / "audio" / "narration.json").read_text(encoding="utf-8"))
     out = reel.evolve(artifacts=made)
     notes = {"narration": {"language": plan.language, "engine": ENGINES.get(handle.family, handle.family),
-                           "voice": voice or "default", "lines": placements}}
+                           "voice": voice or "default", "lines": placements,
+                           "sources": {k: "user audio" if k in given else "synthesised" for k in lines}}}
     if warning:
         notes["warnings"] = add_warning(out, warning)
     out = out.evolve(notes=timer.notes(out, **notes))
