@@ -249,7 +249,8 @@ class AudioToMusicNode(_IntoReelNode):
 class AudioToVoiceOverNode(_IntoReelNode):
     DESCRIPTION = ("Makes your own recording a shot's spoken line. The Narrate node then speaks nothing for that "
                    "shot and places your recording at the shot's start plus the lead-in, as it places its lines "
-                   "(never sped up or cut; a long one spills into the next shot's silence or pushes its line).")
+                   "(never sped up or cut; a long one spills into the next shot's silence or pushes its line). Its "
+                   "words are not known, so reel.srt has no subtitle for it.")
     OUTPUT_TOOLTIPS = ("The REEL with your voice-over; connect it to the Narrate node.",)
     FUNCTION = "add"
 

@@ -222,6 +222,7 @@ def test_a_voice_over_replaces_synthesis_for_its_shot_and_is_placed_as_lines_are
     assert made["sources"] == {"shot_01": "synthesised", "shot_02": "user audio"}
     line = next(line for line in made["lines"] if line["shot_id"] == "shot_02")
     assert line["start_s"] == pytest.approx(5.25) and line["speed"] == 1.0
+    assert line["text"] == ""  # the recording's words are unknown: no subtitle claims the plan's line for it
 
 
 def test_only_voice_overs_load_no_voice_model(tmp_path, spy):

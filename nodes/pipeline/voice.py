@@ -67,7 +67,8 @@ def track_job(reel: Reel, lines: dict[str, Job], language: str, voice: str, lead
             if shot.id in lines:
                 audio, sr = _read_wav(root / lines[shot.id].rel)
                 start = plan.shot_start_s(shot.id)
-                narration.append(NarrationLine(shot.id, start, start + shot.duration_s, audio, sr, shot.narration))
+                text = "" if shot.id in given else shot.narration  # a recording's words are unknown: no subtitle
+                narration.append(NarrationLine(shot.id, start, start + shot.duration_s, audio, sr, text))
         track, placements = place_narration(narration, plan.duration_s, SAMPLE_RATE, lead_in_s, resynthesize)
         _write_wav(tmp, track, SAMPLE_RATE)
         (root / "audio" / "narration.json").write_text(json.dumps(placements, indent=2, ensure_ascii=False),
