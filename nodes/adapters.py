@@ -1,4 +1,9 @@
-"""Adapters from a REEL to ComfyUI's native types, so core nodes work on CineReel's output.
+"""Adapters between a REEL and ComfyUI's native types, both ways.
+
+Out of a REEL (so core nodes work on CineReel's output): REEL to Image / Audio / Video. Into a REEL (so a user
+brings their own media from core Load Image / Load Audio): Image to Portrait / Keyframe, Audio to Music /
+Voice-over. These take a REEL and return a REEL; the item is written into the run folder, keyed by its content,
+and the stage that would have made it uses it instead (``pipeline/user_media.py``).
 
 IMAGE is a float tensor (batch, height, width, channels) in [0, 1]; AUDIO is
 ``{"waveform": (batch, channels, samples), "sample_rate": int}``; VIDEO is
@@ -11,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base import CATEGORY, choice, integer, reel_input
+from .base import CATEGORY, REEL, choice, integer, reel_input, text
 
 if TYPE_CHECKING:
     from .pipeline.reel import Reel
@@ -142,8 +147,133 @@ def video_file_class() -> type:
                            "update ComfyUI, or use the reel.mp4 path shown on the Assemble node") from None
 
 
+# -- into a REEL -----------------------------------------------------------------------
+
+def _array(value: Any) -> Any:
+    """A torch tensor (what ComfyUI passes) or any array-like, as numpy."""
+    if hasattr(value, "detach"):
+        return value.detach().cpu().float().numpy()
+    return value
+
+
+def _audio(audio: Any) -> tuple[Any, int]:
+    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
+        raise ValueError("AUDIO must be {'waveform': (batch, channels, samples), 'sample_rate': int}, as Load "
+                         "Audio gives it")
+    return _array(audio["waveform"]), audio["sample_rate"]
+
+
+def _done(out: Reel, before: Reel) -> tuple | dict:
+    """The new REEL; a warning the adapter added (a batch of several images) is shown on the node."""
+    earlier = set(before.notes.get("warnings", []))
+    new = [w for w in out.notes.get("warnings", []) if w not in earlier]
+    return {"ui": {"text": [f"⚠ {w}" for w in new]}, "result": (out,)} if new else (out,)
+
+
+IMAGE_TOOLTIP = "The picture, from Load Image or any node that outputs an IMAGE (of a batch, the first image)."
+AUDIO_TOOLTIP = "The sound, from Load Audio or any node that outputs AUDIO: mono or stereo, any sample rate."
+SHOT_TOOLTIP = "The shot: its id from the Director's shot list (e.g. shot_02) or its number, from 1."
+
+
+class _IntoReelNode:
+    CATEGORY = f"{CATEGORY}/adapters"
+    RETURN_TYPES = (REEL,)
+    RETURN_NAMES = ("reel",)
+
+
+class ImageToPortraitNode(_IntoReelNode):
+    DESCRIPTION = ("Makes your own picture a character's master portrait. The Keyframes node then draws no "
+                   "portrait for that character and uses yours as the reference in every shot they appear in. "
+                   "Connect it between the Director and the Keyframes node.")
+    OUTPUT_TOOLTIPS = ("The REEL with your portrait; connect it to the Keyframes node (or another adapter).",)
+    FUNCTION = "add"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "reel": reel_input("The REEL from the CineReel Director (or another adapter)."),
+            "image": ("IMAGE", {"tooltip": IMAGE_TOOLTIP + " Kept as it is: the keyframe model fits references "
+                                "itself."}),
+            "character": text("The character's id from the Director's plan (e.g. astronaut) or their name; blank: "
+                              "the plan's first character. A name not in the plan is refused with the list."),
+        }}
+
+    def add(self, reel: Reel, image: Any, character: str = "") -> tuple | dict:
+        from .pipeline.user_media import add_portrait
+
+        return _done(add_portrait(reel, _array(image), character), reel)
+
+
+class ImageToKeyframeNode(_IntoReelNode):
+    DESCRIPTION = ("Makes your own picture a shot's keyframe, scaled to cover the reel's frame and cropped "
+                   "centred (no stretching). The Keyframes node then draws nothing for that shot (the report "
+                   "says the keyframe is yours), and the Animate node moves your picture.")
+    OUTPUT_TOOLTIPS = ("The REEL with your keyframe; connect it to the Keyframes or Animate node.",)
+    FUNCTION = "add"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "reel": reel_input("The REEL from the CineReel Director, another adapter or the Keyframes node "
+                               "(before Animate)."),
+            "image": ("IMAGE", {"tooltip": IMAGE_TOOLTIP}),
+            "shot": text(SHOT_TOOLTIP, "1"),
+        }}
+
+    def add(self, reel: Reel, image: Any, shot: str = "1") -> tuple | dict:
+        from .pipeline.user_media import add_keyframe
+
+        return _done(add_keyframe(reel, _array(image), shot), reel)
+
+
+class AudioToMusicNode(_IntoReelNode):
+    DESCRIPTION = ("Makes your own music the reel's bed: resampled to 48 kHz, looped (with a short crossfade) or "
+                   "cut (with a short fade) to the reel's length. The Score Music node then composes nothing, "
+                   "and the Mix node ducks your music under the narration.")
+    OUTPUT_TOOLTIPS = ("The REEL with your music bed; connect it to the Score Music or Mix node.",)
+    FUNCTION = "add"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "reel": reel_input("The REEL from the Director or any later stage before Mix & Master."),
+            "audio": ("AUDIO", {"tooltip": AUDIO_TOOLTIP}),
+        }}
+
+    def add(self, reel: Reel, audio: Any) -> tuple | dict:
+        from .pipeline.user_media import add_music
+
+        return _done(add_music(reel, *_audio(audio)), reel)
+
+
+class AudioToVoiceOverNode(_IntoReelNode):
+    DESCRIPTION = ("Makes your own recording a shot's spoken line. The Narrate node then speaks nothing for that "
+                   "shot and places your recording at the shot's start plus the lead-in, as it places its lines "
+                   "(never sped up or cut; a long one spills into the next shot's silence or pushes its line). Its "
+                   "words are not known, so reel.srt has no subtitle for it.")
+    OUTPUT_TOOLTIPS = ("The REEL with your voice-over; connect it to the Narrate node.",)
+    FUNCTION = "add"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "reel": reel_input("The REEL from the Director or any later stage before Narrate."),
+            "audio": ("AUDIO", {"tooltip": AUDIO_TOOLTIP + " Mixed down to mono."}),
+            "shot": text(SHOT_TOOLTIP, "1"),
+        }}
+
+    def add(self, reel: Reel, audio: Any, shot: str = "1") -> tuple | dict:
+        from .pipeline.user_media import add_voice_over
+
+        return _done(add_voice_over(reel, *_audio(audio), shot), reel)
+
+
 NODES = {
     "CineReelToImage": (ReelToImageNode, "CineReel REEL to Image"),
     "CineReelToAudio": (ReelToAudioNode, "CineReel REEL to Audio"),
     "CineReelToVideo": (ReelToVideoNode, "CineReel REEL to Video"),
+    "CineReelImageToPortrait": (ImageToPortraitNode, "CineReel Image to Portrait"),
+    "CineReelImageToKeyframe": (ImageToKeyframeNode, "CineReel Image to Keyframe"),
+    "CineReelAudioToMusic": (AudioToMusicNode, "CineReel Audio to Music"),
+    "CineReelAudioToVoiceOver": (AudioToVoiceOverNode, "CineReel Audio to Voice-over"),
 }

@@ -205,13 +205,16 @@ def _timed(job: Job, timings: dict[str, float]) -> Job:
 def revise_failures(reel: Reel, failed: list[ShotState]) -> None:
     """Append the next attempt to each failed shot, its parameters changed by the failure label."""
     from .retry import revise
+    from .user_media import user_items
 
+    given = user_items(reel)
     for state in failed:
         previous = state.latest
         label = (previous.critique or {}).get("label")
         revision = revise(previous.shot, reel.plan, label, previous.number + 1, state.original.seed)
-        keyframe = f"keyframe:{revision.shot.id}@{previous.number + 1}" if revision.rerender_keyframe \
-            else previous.keyframe
+        # The user's own keyframe is never redrawn: only its clip is re-animated with the revised parameters.
+        redraw = revision.rerender_keyframe and f"keyframe:{revision.shot.id}" not in given
+        keyframe = f"keyframe:{revision.shot.id}@{previous.number + 1}" if redraw else previous.keyframe
         state.attempts.append(Attempt(previous.number + 1, revision.shot, keyframe, label_fixed=label,
                                       changes={k: list(v) for k, v in revision.changes.items()}))
 
@@ -219,11 +222,11 @@ def revise_failures(reel: Reel, failed: list[ShotState]) -> None:
 def render_round(reel: Reel, states: list[ShotState], keyframe_model: ModelHandle,
                  motion_model: ModelHandle, clip_preset: str) -> Reel:
     """Re-draw the keyframes that need it (one residency), then re-animate every clip (one residency)."""
-    from .keyframes import cast, keyframe_job, portrait_job
+    from .keyframes import keyframe_job, portrait_jobs
     from .motion import clip_job
 
     timings: dict[str, float] = {}
-    portraits = {c: portrait_job(reel.plan, c, keyframe_model) for c in cast(reel.plan)}
+    portraits = portrait_jobs(reel, keyframe_model)  # the user's portraits where given, as the keyframe stage
     keyframe_jobs = []
     for state in states:
         attempt = state.latest

@@ -3,6 +3,8 @@
 Phase-major: every portrait and keyframe is drawn under one residency of the
 keyframe model. Each keyframe is conditioned on the portraits of the
 characters in its shot, so characters stay the same person across shots.
+A portrait or keyframe the user gave (``user_media.py``) is used as it is and
+not drawn; the report's ``portrait_sources`` and ``keyframe_sources`` say which.
 """
 
 from __future__ import annotations
@@ -68,16 +70,33 @@ def keyframe_job(plan: Plan, shot: Shot, portraits: dict[str, Job], run_root: Pa
     return Job(f"keyframe:{shot.id}", rel, inputs, make)
 
 
+def portrait_jobs(reel: Reel, handle: ModelHandle) -> dict[str, Job]:
+    """The portrait of each character in frame: the user's picture where one was given, else a render."""
+    from .user_media import user_job
+
+    return {c: user_job(reel, f"portrait:{c}") or portrait_job(reel.plan, c, handle) for c in cast(reel.plan)}
+
+
 def render_keyframes(reel: Reel, handle: ModelHandle, progress: Progress | None = None) -> Reel:
+    from .user_media import USER_FOLDER, user_job
+
     timer = StageTimer("keyframes")
     plan = reel.plan
-    portraits = {c: portrait_job(plan, c, handle) for c in cast(plan)}
-    shots = [keyframe_job(plan, shot, portraits, reel.run_dir.root, handle) for shot in plan.shots]
+    portraits = portrait_jobs(reel, handle)
+    shots = [user_job(reel, f"keyframe:{shot.id}") or keyframe_job(plan, shot, portraits, reel.run_dir.root, handle)
+             for shot in plan.shots]
     jobs = [*portraits.values(), *shots]
+    given = {job.name for job in jobs if job.rel.startswith(USER_FOLDER)}
     progress = progress or Progress(len(jobs))
-    made, count = run_jobs(reel.run_dir, handle.as_role("keyframes"), jobs, progress)
-    out = reel.evolve(artifacts=made)
-    renders = {shot.id: call_record(reel.run_dir, made[f"keyframe:{shot.id}"]) for shot in plan.shots}
-    out = out.evolve(notes=timer.notes(out, keyframes_made=count, keyframe_renders=renders))
+    # The user's pictures were written by their adapter nodes: checked here without loading the model.
+    made, _ = run_jobs(reel.run_dir, None, [j for j in jobs if j.name in given], progress)
+    drawn, count = run_jobs(reel.run_dir, handle.as_role("keyframes"), [j for j in jobs if j.name not in given],
+                            progress)
+    out = reel.evolve(artifacts={**made, **drawn})
+    renders = {shot.id: call_record(reel.run_dir, out.artifacts[f"keyframe:{shot.id}"]) for shot in plan.shots}
+    sources = {kind: {job.name.split(":", 1)[1]: "user image" if job.name in given else "rendered"
+                      for job in jobs if job.name.startswith(f"{kind}:")} for kind in ("portrait", "keyframe")}
+    out = out.evolve(notes=timer.notes(out, keyframes_made=count, keyframe_renders=renders,
+                                       portrait_sources=sources["portrait"], keyframe_sources=sources["keyframe"]))
     write_report(out)
     return out

@@ -1,4 +1,5 @@
-"""Music stage: an instrumental bed for the whole reel from the plan's mood and pacing."""
+"""Music stage: an instrumental bed for the whole reel from the plan's mood and pacing, or the user's own
+(``user_media.py``: already fitted to the reel by CineReel Audio to Music; nothing is composed)."""
 
 from __future__ import annotations
 
@@ -33,11 +34,20 @@ def music_job(reel: Reel, handle: ModelHandle, tempo_bpm: float | None) -> Job:
 
 def score_music(reel: Reel, handle: ModelHandle, tempo_bpm: float | None = None,
                 progress: Progress | None = None) -> Reel:
+    from .user_media import check_duration, user_job
+
     timer = StageTimer("music")
-    made, count = run_jobs(reel.run_dir, handle.as_role("music"), [music_job(reel, handle, tempo_bpm)],
+    given = user_job(reel, "music")
+    if given is not None:  # the user's own bed (CineReel Audio to Music): nothing composed, no model loaded
+        check_duration(reel, given)
+        made, _ = run_jobs(reel.run_dir, None, [given], progress or Progress(1))
+        music = {"engine": "user audio", "source": reel.notes["user_media"]["music"]["from"]}
+    else:
+        made, _ = run_jobs(reel.run_dir, handle.as_role("music"), [music_job(reel, handle, tempo_bpm)],
                            progress or Progress(1))
+        engine = {"preview-music": "synth"}.get(handle.family, handle.family)  # others are named by their family
+        music = {"engine": engine, "tempo_bpm": tempo_bpm or "from mood"}
     out = reel.evolve(artifacts=made)
-    engine = {"preview-music": "synth"}.get(handle.family, handle.family)  # others are named by their family
-    out = out.evolve(notes=timer.notes(out, music={"engine": engine, "tempo_bpm": tempo_bpm or "from mood"}))
+    out = out.evolve(notes=timer.notes(out, music=music))
     write_report(out)
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +52,7 @@ def line_job(shot: Shot, language: str, voice: str, handle: ModelHandle) -> Job:
 
 
 def track_job(reel: Reel, lines: dict[str, Job], language: str, voice: str, lead_in_s: float,
-              handle: ModelHandle) -> Job:
+              handle: ModelHandle, given: Collection[str] = ()) -> Job:
     from .audio import NarrationLine, place_narration
 
     plan, root = reel.plan, reel.run_dir.root
@@ -60,6 +61,8 @@ def track_job(reel: Reel, lines: dict[str, Job], language: str, voice: str, lead
 
     def make(model: Any, tmp: Path) -> None:
         def resynthesize(line: NarrationLine, speed: float) -> NarrationLine:
+            if line.shot_id in given:  # the user's own voice-over is placed as it is, never re-spoken
+                return line
             audio, sr = model.synthesize(line.text, language, voice or None, speed)
             return NarrationLine(line.shot_id, line.start_s, line.end_s, audio, sr, line.text)
 
@@ -68,13 +71,21 @@ def track_job(reel: Reel, lines: dict[str, Job], language: str, voice: str, lead
             if shot.id in lines:
                 audio, sr = _read_wav(root / lines[shot.id].rel)
                 start = plan.shot_start_s(shot.id)
-                narration.append(NarrationLine(shot.id, start, start + shot.duration_s, audio, sr, shot.narration))
+                text = "" if shot.id in given else shot.narration  # a recording's words are unknown: no subtitle
+                narration.append(NarrationLine(shot.id, start, start + shot.duration_s, audio, sr, text))
         track, placements = place_narration(narration, plan.duration_s, SAMPLE_RATE, lead_in_s, resynthesize)
         _write_wav(tmp, track, SAMPLE_RATE)
         (root / "audio" / "narration.json").write_text(json.dumps(placements, indent=2, ensure_ascii=False),
                                                        encoding="utf-8")
 
     return Job("narration", "audio/narration.wav", inputs, make)
+
+
+def user_lines(reel: Reel) -> dict[str, Job]:
+    """The shots whose line is the user's own recording (``user_media.py``), by shot id."""
+    from .user_media import user_job
+
+    return {s.id: job for s in reel.plan.shots if (job := user_job(reel, f"narration:{s.id}")) is not None}
 
 
 ENGINES = {"preview-voice": "espeak-ng", "kokoro": "kokoro"}
@@ -121,12 +132,16 @@ def narrate(reel: Reel, handle: ModelHandle, voice: str = "", lead_in_s: float =
     if warning:
         voice = ""  # a voice name chosen for Kokoro means nothing to eSpeak
     lines = {s.id: line_job(s, plan.language, voice, handle) for s in plan.shots if s.narration.strip()}
-    jobs = [*lines.values(), track_job(reel, lines, plan.language, voice, lead_in_s, handle)]
-    made, count = run_jobs(reel.run_dir, handle.as_role("voice"), jobs, progress or Progress(len(jobs)))
+    given = user_lines(reel)  # CineReel Audio to Voice-over: those shots are not synthesised
+    lines = {s.id: given.get(s.id) or lines[s.id] for s in plan.shots if s.id in given or s.id in lines}
+    jobs = [*lines.values(), track_job(reel, lines, plan.language, voice, lead_in_s, handle, set(given))]
+    engine = handle.as_role("voice") if len(given) < len(lines) else None  # nothing to speak: no model
+    made, count = run_jobs(reel.run_dir, engine, jobs, progress or Progress(len(jobs)))
     placements = json.loads((reel.run_dir.root / "audio" / "narration.json").read_text(encoding="utf-8"))
     out = reel.evolve(artifacts=made)
     notes = {"narration": {"language": plan.language, "engine": ENGINES.get(handle.family, handle.family),
-                           "voice": voice or "default", "lines": placements}}
+                           "voice": voice or "default", "lines": placements,
+                           "sources": {k: "user audio" if k in given else "synthesised" for k in lines}}}
     for problem in ([warning] if warning else []) + trim_warnings(placements):
         notes["warnings"] = add_warning(out, problem)
         out = out.evolve(notes={"warnings": notes["warnings"]})
