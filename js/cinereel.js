@@ -1,13 +1,16 @@
 // CineReel's UI: shows what the graph produces where it is made.
-// - the shot list on the Director node
-// - the critic's scores per shot on the Critic Gate node
-// - the resident model on every CineReel loader and Unload node
+// - the shot list on the Director node, with the stages of its run as they finish (cinereel.plan, cinereel.stage)
+// - the critic's scores per shot on the Critic Gate node (cinereel.gate, and the node's output)
+// - a "resident" badge on the one loader whose model is resident, and the resident model on Unload nodes
+//   (cinereel.residency, matched to the handle each loader reports when it runs)
 // - the finished reel playing on the Assemble node
-// Text a model wrote is always set with textContent, never parsed as HTML.
+// Every event the server sends (grep send_ui_event) has a listener here, so none is "unhandled".
+// Text a model or a user wrote is always set with textContent, never parsed as HTML.
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
+const PANEL_MAX = 260;
 const PANEL_STYLE = [
   "font: 11px/1.35 ui-monospace, monospace",
   "color: var(--input-text, #ddd)",
@@ -15,8 +18,9 @@ const PANEL_STYLE = [
   "border-radius: 6px",
   "padding: 6px",
   "overflow: auto",
-  "max-height: 260px",
+  `max-height: ${PANEL_MAX}px`,
   "white-space: pre-wrap",
+  "box-sizing: border-box",
 ].join(";");
 
 function panel(node, name) {
@@ -24,10 +28,11 @@ function panel(node, name) {
   if (!widget) {
     const element = document.createElement("div");
     element.style.cssText = PANEL_STYLE;
-    // The frontend sizes DOM widgets from these: tall enough for the content, scrolling past 260 px.
-    const height = () => Math.min(260, Math.max(40, element.scrollHeight + 8));
+    element.dataset.cinereelPanel = name;
+    // The frontend sizes DOM widgets from these: tall enough for the content, scrolling past PANEL_MAX.
+    const height = () => Math.min(PANEL_MAX, Math.max(40, element.scrollHeight + 8));
     widget = node.addDOMWidget(name, "cinereel_panel", element, {
-      serialize: false, hideOnZoom: false, getMinHeight: height, getMaxHeight: () => 260,
+      serialize: false, hideOnZoom: false, getMinHeight: height, getMaxHeight: () => PANEL_MAX,
     });
     widget.element = element;
   }
@@ -42,18 +47,68 @@ function row(parent, text, bold = false) {
   return line;
 }
 
-function showShots(node, shots, plan) {
+// Grow a node to fit its panels once their text is laid out; never shrink it (the shipped workflows reserve
+// room for the results, and a node that shrank and grew on every run would jump around).
+function fit(node) {
+  requestAnimationFrame(() => {
+    const wanted = node.computeSize?.();
+    if (wanted) node.setSize?.([Math.max(node.size[0], wanted[0]), Math.max(node.size[1], wanted[1])]);
+    node.setDirtyCanvas?.(true, true);
+  });
+}
+
+function nodes() {
+  return app.graph?._nodes ?? app.graph?.nodes ?? [];
+}
+
+function nodeById(id) {
+  return id == null ? null : app.graph?.getNodeById?.(id) ?? null;
+}
+
+// -- the Director: plan, shot list, stages --------------------------------------------------
+
+function showPlan(node) {
+  const state = node.cinereel ?? {};
   const el = panel(node, "cinereel_shots");
   el.replaceChildren();
+  const plan = state.plan;
   if (plan) {
-    row(el, `${plan.run_id} · ${plan.locale} · ${plan.language} · ${plan.mood} · ${plan.time_of_day}`, true);
+    const parts = [plan.run_id, plan.locale, plan.language, plan.mood, plan.time_of_day].filter((p) => p);
+    row(el, parts.join(" · "), true);
     for (const warning of plan.warnings || []) row(el, `⚠ ${warning}`);
   }
-  for (const s of shots) {
+  if (state.stages?.length) row(el, `done: ${state.stages.join(" → ")}`);
+  for (const s of state.shots || []) {
     row(el, `${s.id}  ${s.type}  ${Number(s.start_s).toFixed(1)}s +${Number(s.duration_s).toFixed(1)}s  ${s.camera}`, true);
     if (s.narration) row(el, `  “${s.narration}”`);
+    if (s.prompt) {
+      const details = document.createElement("details");
+      const summary = document.createElement("summary");
+      summary.textContent = "prompt";
+      const prompt = document.createElement("div");
+      prompt.textContent = s.prompt;
+      details.append(summary, prompt);
+      details.addEventListener("toggle", () => fit(node));
+      el.appendChild(details);
+    }
   }
+  fit(node);
 }
+
+const directorOfRun = new Map(); // run_id -> Director node id, from the cinereel.plan event
+
+function onPlan(node, runId, shots, summary) {
+  node.cinereel = { ...(node.cinereel ?? {}), shots };
+  if (summary) node.cinereel.plan = summary;
+  if (runId) {
+    directorOfRun.set(runId, node.id);
+    if (node.cinereel.runId !== runId) node.cinereel.stages = [];
+    node.cinereel.runId = runId;
+  }
+  showPlan(node);
+}
+
+// -- the Critic Gate --------------------------------------------------------------------------
 
 function showScores(node, rows) {
   const el = panel(node, "cinereel_scores");
@@ -66,7 +121,10 @@ function showScores(node, rows) {
         `character ${r.scores.character_consistency}  lighting ${r.scores.lighting_fidelity}`);
     }
   }
+  fit(node);
 }
+
+// -- Assemble and plain text ----------------------------------------------------------------
 
 function showVideo(node, file) {
   const el = panel(node, "cinereel_video");
@@ -75,55 +133,145 @@ function showVideo(node, file) {
   const video = document.createElement("video");
   video.controls = true;
   video.loop = true;
+  video.preload = "auto";
   video.style.width = "100%";
+  video.style.maxHeight = `${PANEL_MAX - 40}px`;
+  video.addEventListener("loadedmetadata", () => fit(node));
   video.src = api.apiURL(`/view?${params}`);
   el.appendChild(video);
   row(el, `${file.subfolder}/${file.filename}`);
+  fit(node);
 }
 
 function showText(node, lines) {
   const el = panel(node, "cinereel_status");
   el.replaceChildren();
   for (const line of lines) row(el, String(line));
+  fit(node);
 }
 
-const residentListeners = new Set();
+// -- the resident model ------------------------------------------------------------------------
+
+let resident = { key: null, label: null }; // what the server last said is resident
+
+function isLoader(node) {
+  return node.comfyClass?.startsWith("CineReel") && node.comfyClass.endsWith("Loader");
+}
+
+function isUnload(node) {
+  return node.comfyClass === "CineReelUnloadModels";
+}
+
+// Exactly one loader wears the badge: the one whose handle (reported in its output when it ran) is the
+// resident one. Its key (checkpoint, dtype, device, options) decides; the label (family:checkpoint) only when
+// no loader's key matches. Unload nodes show what is resident, whatever it is.
+function updateBadges() {
+  const loaders = nodes().filter(isLoader);
+  let wearer = resident.key ? loaders.find((n) => n.cinereelHandle?.key === resident.key) : null;
+  if (!wearer && resident.label) wearer = loaders.find((n) => n.cinereelHandle?.label === resident.label);
+  for (const node of loaders) node.cinereelResident = node === wearer ? resident.label : null;
+  for (const node of nodes().filter(isUnload)) {
+    node.cinereelResident = resident.label ? `resident: ${resident.label}` : "nothing resident";
+  }
+  app.graph?.setDirtyCanvas?.(true, true);
+}
+
+function drawBadge(node, ctx, text, color) {
+  const title = globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+  ctx.save();
+  ctx.font = "bold 11px sans-serif";
+  const room = Math.max(40, node.size[0] * 0.55);
+  let shown = text;
+  while (shown.length > 4 && ctx.measureText(shown).width > room - 12) shown = shown.slice(0, -2);
+  if (shown !== text) shown = `${shown.slice(0, -1)}…`;
+  const w = ctx.measureText(shown).width + 12;
+  const h = 18;
+  const x = node.size[0] - w - 8;
+  const y = -title + (title - h) / 2;
+  ctx.fillStyle = color;
+  ctx.beginPath();
+  if (ctx.roundRect) ctx.roundRect(x, y, w, h, 9);
+  else ctx.rect(x, y, w, h);
+  ctx.fill();
+  ctx.fillStyle = "#fff";
+  ctx.textBaseline = "middle";
+  ctx.fillText(shown, x + 6, y + h / 2 + 0.5);
+  ctx.restore();
+}
 
 app.registerExtension({
   name: "CineReel.ui",
   async setup() {
-    api.addEventListener("cinereel.residency", ({ detail }) => {
-      for (const node of residentListeners) {
-        const text = detail?.resident ? `resident: ${detail.resident}` : "resident: none";
-        showText(node, [text]);
-        node.setDirtyCanvas?.(true, true);
+    let executing = null;
+    api.addEventListener("executing", ({ detail }) => {
+      executing = typeof detail === "object" && detail !== null ? detail.node ?? null : detail;
+    });
+    api.addEventListener("execution_start", () => {
+      for (const node of nodes()) {
+        if (node.comfyClass === "CineReelDirector" && node.cinereel?.stages?.length) {
+          node.cinereel.stages = [];
+          showPlan(node);
+        }
       }
     });
+    api.addEventListener("cinereel.plan", ({ detail }) => {
+      const node = nodeById(executing);
+      if (node?.comfyClass === "CineReelDirector" && Array.isArray(detail?.shots)) {
+        onPlan(node, detail.run_id, detail.shots, null);
+      }
+    });
+    api.addEventListener("cinereel.stage", ({ detail }) => {
+      const node = nodeById(directorOfRun.get(detail?.run_id));
+      if (!node?.cinereel || !detail?.stage) return;
+      const stages = (node.cinereel.stages ??= []);
+      if (!stages.includes(detail.stage)) stages.push(detail.stage);
+      showPlan(node);
+    });
+    api.addEventListener("cinereel.gate", ({ detail }) => {
+      const node = nodeById(executing);
+      if (node?.comfyClass === "CineReelCriticGate" && Array.isArray(detail?.rows)) showScores(node, detail.rows);
+    });
+    api.addEventListener("cinereel.residency", ({ detail }) => {
+      resident = { key: detail?.resident_key ?? null, label: detail?.resident ?? null };
+      updateBadges();
+    });
+    try {
+      const now = await api.fetchApi("/cinereel/residency");
+      if (now.ok) {
+        const body = await now.json();
+        resident = { key: body.resident_key ?? null, label: body.resident ?? null };
+      }
+    } catch {
+      // an older pack server without the route: badges appear with the first residency event
+    }
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!nodeData?.name?.startsWith("CineReel")) return;
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (output) {
       onExecuted?.apply(this, arguments);
-      if (output?.cinereel_shots) showShots(this, output.cinereel_shots, output.cinereel_plan?.[0]);
+      if (output?.cinereel_shots) onPlan(this, output.cinereel_plan?.[0]?.run_id, output.cinereel_shots, output.cinereel_plan?.[0]);
       if (output?.cinereel_scores) showScores(this, output.cinereel_scores);
       if (output?.cinereel_video?.[0]) showVideo(this, output.cinereel_video[0]);
       if (output?.text) showText(this, output.text);
-      requestAnimationFrame(() => {  // after the panel's text is laid out, so scrollHeight is known
-        this.setSize?.([Math.max(this.size[0], 360), this.computeSize()[1]]);
-        this.setDirtyCanvas?.(true, true);
-      });
+      if (output?.cinereel_handle?.[0]) {
+        this.cinereelHandle = output.cinereel_handle[0];
+        updateBadges();
+      }
     };
     if (nodeData.name.endsWith("Loader") || nodeData.name === "CineReelUnloadModels") {
+      const unload = nodeData.name === "CineReelUnloadModels";
+      const onDrawForeground = nodeType.prototype.onDrawForeground;
+      nodeType.prototype.onDrawForeground = function (ctx) {
+        onDrawForeground?.apply(this, arguments);
+        if (this.flags?.collapsed || !this.cinereelResident) return;
+        if (unload) drawBadge(this, ctx, this.cinereelResident, "#555");
+        else drawBadge(this, ctx, "● resident", "#2e7d32");
+      };
       const onAdded = nodeType.prototype.onAdded;
       nodeType.prototype.onAdded = function () {
         onAdded?.apply(this, arguments);
-        residentListeners.add(this);
-      };
-      const onRemoved = nodeType.prototype.onRemoved;
-      nodeType.prototype.onRemoved = function () {
-        onRemoved?.apply(this, arguments);
-        residentListeners.delete(this);
+        if (unload) this.cinereelResident = resident.label ? `resident: ${resident.label}` : "nothing resident";
       };
     }
   },

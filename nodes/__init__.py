@@ -18,12 +18,14 @@ def _show_resident(entry: dict, resident) -> None:
 
     send_ui_event("cinereel.residency", {"event": entry["event"], "model": f"{entry['family']}:{entry['checkpoint']}",
                                          "resident": resident.label if resident else None,
+                                         "resident_key": resident.key if resident else None,
                                          "seconds": round(entry["seconds"], 2)})
 
 
 def _residency_now() -> dict:
     resident = RESIDENCY.resident
-    return {"resident": resident.label if resident else None, "log": RESIDENCY.log}
+    return {"resident": resident.label if resident else None, "resident_key": resident.key if resident else None,
+            "log": RESIDENCY.log}
 
 
 def _join_comfy() -> None:

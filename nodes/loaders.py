@@ -41,8 +41,10 @@ def _loader_node(stage: str, class_name: str, description: str) -> type:
             return spec
 
         def load(self, backend: str, dtype: str, device: str, residency: str, unload_comfy_models: bool,
-                 **options: Any) -> tuple:
-            return (make_handle(stage, backend, dtype, device, residency, unload_comfy_models, **options),)
+                 **options: Any) -> dict[str, Any]:
+            handle = make_handle(stage, backend, dtype, device, residency, unload_comfy_models, **options)
+            # The browser extension matches this to the resident model's key to badge the one resident loader.
+            return {"ui": {"cinereel_handle": [{"key": handle.key, "label": handle.label}]}, "result": (handle,)}
 
     LoaderNode.__name__ = LoaderNode.__qualname__ = class_name
     return LoaderNode

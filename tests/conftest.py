@@ -304,6 +304,42 @@ def check_full_real_reel(report: dict, shots: int, width: int, height: int, fram
     assert delivery["duration"] == pytest.approx(frames / delivery["fps"], abs=1 / delivery["fps"])
 
 
+# -- a current ComfyUI (0.3.64) server, shared by every test module that needs one -----
+
+def unavailable(reason: str) -> None:
+    """Skip, or fail where the current ComfyUI must be tested (CI sets CINEREEL_COMFY_REQUIRED=1)."""
+    if os.environ.get("CINEREEL_COMFY_REQUIRED") == "1":
+        pytest.fail(f"CINEREEL_COMFY_REQUIRED=1, but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """ComfyUI 0.3.64's ``main.py --cpu`` with the pack in custom_nodes (tests/comfy_current.py), started once per
+    session for tests/test_comfy_current.py and tests/test_browser.py; skips (or fails under
+    CINEREEL_COMFY_REQUIRED=1) when there is no ComfyUI source or its requirements are not installed."""
+    current = load_test_module("comfy_current")
+    try:
+        source = current.comfy_source(tmp_path_factory.mktemp("comfyui-source"))
+    except current.Unavailable as why:
+        unavailable(str(why))
+    missing = current.missing_requirements(source / "requirements.txt")
+    if missing:
+        unavailable(f"ComfyUI {current.VERSION}'s requirements are not installed in this venv ({', '.join(missing)}): "
+                    f"`.venv/bin/pip install -c tests/comfyui-constraints.txt -r {source / 'requirements.txt'}` "
+                    "(README, 'Run the tests')")
+    comfy = current.ComfyServer(source, tmp_path_factory.mktemp("comfyui-base"))
+    comfy.start()
+    try:
+        try:
+            comfy.wait_until_ready()
+        except current.ServerDied as died:
+            pytest.fail(str(died), pytrace=False)
+        yield comfy
+    finally:
+        comfy.stop()
+
+
 # Test modules import shared helpers as `from cinereel_testkit import ...`
 # (with --import-mode=importlib, conftest is not importable by its own name).
 sys.modules.setdefault("cinereel_testkit", sys.modules[__name__])

@@ -7,10 +7,10 @@ archive) or its requirements are not installed in this venv; CI installs them (`
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import cinereel
 import pytest
@@ -20,37 +20,13 @@ current = load_test_module("comfy_current")
 
 pytestmark = [pytest.mark.comfy, pytest.mark.slow]
 
-PREVIEW = PACK_ROOT / "workflows" / "cinereel_preview.json"
-
-
-def unavailable(reason: str) -> None:
-    """Skip, or fail where the current ComfyUI must be tested (CI sets CINEREEL_COMFY_REQUIRED=1)."""
-    if os.environ.get("CINEREEL_COMFY_REQUIRED") == "1":
-        pytest.fail(f"CINEREEL_COMFY_REQUIRED=1, but {reason}", pytrace=False)
-    pytest.skip(reason)
+PREVIEW = PACK_ROOT / "workflows" / "CineReel preview reel (CPU, no weights).json"
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    try:
-        source = current.comfy_source(tmp_path_factory.mktemp("comfyui-source"))
-    except current.Unavailable as why:
-        unavailable(str(why))
-    missing = current.missing_requirements(source / "requirements.txt")
-    if missing:
-        unavailable(f"ComfyUI {current.VERSION}'s requirements are not installed in this venv ({', '.join(missing)}): "
-                    f"`.venv/bin/pip install -c tests/comfyui-constraints.txt -r {source / 'requirements.txt'}` "
-                    "(README, 'Run the tests')")
-    comfy = current.ComfyServer(source, tmp_path_factory.mktemp("comfyui-base"))
-    comfy.start()
-    try:
-        try:
-            comfy.wait_until_ready()
-        except current.ServerDied as died:
-            pytest.fail(str(died), pytrace=False)
-        yield comfy
-    finally:
-        comfy.stop()
+def server(comfy_server):
+    """The session's ComfyUI server (tests/conftest.py; shared with tests/test_browser.py)."""
+    return comfy_server
 
 
 @pytest.fixture(scope="session")
@@ -89,12 +65,14 @@ def test_every_node_is_listed_with_a_tooltip_on_every_input(object_info):
 
 def test_the_shipped_workflows_are_its_templates(server):
     shipped = sorted(p.stem for p in (PACK_ROOT / "workflows").glob("*.json"))
-    assert shipped and "cinereel_preview" in shipped
+    assert shipped and PREVIEW.stem in shipped
     templates = server.get("/api/workflow_templates")
     assert sorted(templates.get(current.PACK_FOLDER, [])) == shipped, templates
-    for name in shipped:
-        served = server.get(f"/api/workflow_templates/{current.PACK_FOLDER}/{name}.json")
+    for name in shipped:  # names with spaces and parentheses, as the template browser requests them
+        served = server.get(f"/api/workflow_templates/{current.PACK_FOLDER}/{quote(name)}.json")
         assert served == json.loads((PACK_ROOT / "workflows" / f"{name}.json").read_text(encoding="utf-8"))
+        status, thumbnail = server.request("GET", f"/api/workflow_templates/{current.PACK_FOLDER}/{quote(name)}.jpg")
+        assert status == 200 and thumbnail[:3] == b"\xff\xd8\xff", (name, status)  # a JPEG beside it
 
 
 def test_the_preview_workflow_makes_a_reel(server, preview_prompt, preview_run):
@@ -172,7 +150,7 @@ def test_the_server_log_shows_no_import_failure(server, object_info):
     assert "IMPORT FAILED" not in log and "Cannot import" not in log, server.log_tail(80)
 
 
-REAL_WORKFLOW = PACK_ROOT / "workflows" / "cinereel_720p.json"
+REAL_WORKFLOW = PACK_ROOT / "workflows" / "CineReel 720p reel (real models, GPU).json"
 HUB_IDS = {"llm": "Qwen/Qwen3.5-35B-A3B", "keyframes": "black-forest-labs/FLUX.2-klein-4B",
            "motion": "Wan-AI/Wan2.2-I2V-A14B-Diffusers", "voice": "hexgrad/Kokoro-82M",
            "music": "ACE-Step/acestep-v15-xl-turbo-diffusers"}

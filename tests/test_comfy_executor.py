@@ -120,7 +120,7 @@ def test_the_preview_workflow_runs_as_dropped_in(comfy, pack_root):
     from cinereel.nodes.pipeline.video import probe
     from cinereel_testkit import workflow_to_prompt
 
-    workflow = json.loads((pack_root / "workflows" / "cinereel_preview.json").read_text(encoding="utf-8"))
+    workflow = json.loads((pack_root / "workflows" / "CineReel preview reel (CPU, no weights).json").read_text(encoding="utf-8"))
     prompt = workflow_to_prompt(workflow, comfy.nodes.NODE_CLASS_MAPPINGS)
     director_id = next(k for k, v in prompt.items() if v["class_type"] == "CineReelDirector")
     assert prompt[director_id]["inputs"]["sentence"].startswith("A lone astronaut")

@@ -71,10 +71,13 @@ def test_preview_loaders_return_handles_without_weights():
 
     LLMLoader = NODES["CineReelLLMLoader"][0]
 
-    (handle,) = LLMLoader().load("preview (rules + technical critic)", "bfloat16", "auto", "auto", True)
+    out = LLMLoader().load("preview (rules + technical critic)", "bfloat16", "auto", "auto", True)
+    (handle,) = out["result"]
     assert handle.family == "preview-llm" and handle.residency == "in_process"
     assert handle.option("unload_comfy_models") is True
-    (worker,) = LLMLoader().load("preview (rules + technical critic)", "bfloat16", "cpu", "subprocess", False)
+    # what the browser extension matches to the resident model, to badge the one resident loader
+    assert out["ui"] == {"cinereel_handle": [{"key": handle.key, "label": "preview-llm:preview"}]}
+    (worker,) = LLMLoader().load("preview (rules + technical critic)", "bfloat16", "cpu", "subprocess", False)["result"]
     assert worker.residency == "subprocess" and worker.key != handle.key
 
 

@@ -127,7 +127,7 @@ def test_the_handle_key_is_unchanged_when_downloads_stay_off():
 @pytest.mark.comfy
 def test_the_720p_workflow_with_no_checkpoints_fails_at_the_director_naming_every_one(comfy, empty_hub_cache,
                                                                                       pack_root):
-    workflow = json.loads((pack_root / "workflows" / "cinereel_720p.json").read_text(encoding="utf-8"))
+    workflow = json.loads((pack_root / "workflows" / "CineReel 720p reel (real models, GPU).json").read_text(encoding="utf-8"))
     prompt = workflow_to_prompt(workflow, comfy.nodes.NODE_CLASS_MAPPINGS)
     director = next(node for node in prompt.values() if node["class_type"] == "CineReelDirector")
     director["inputs"]["run_id"] = "no-checkpoints"

@@ -1,4 +1,4 @@
-"""workflows/cinereel_720p.json, every real backend on tiny checkpoints in a ComfyUI model folder, through
+"""workflows/CineReel 720p reel (real models, GPU).json, every real backend on tiny checkpoints in a ComfyUI model folder, through
 the real executor: the Qwen director plans, one load per model and stage, the critic on the director's
 checkpoint, a finished reel."""
 
@@ -31,7 +31,7 @@ def test_the_720p_workflow_runs_every_real_backend_on_tiny_checkpoints(comfy, tm
         (models / name).symlink_to(getattr(load_test_module(module), function)(), target_is_directory=True)
     comfy.folder_paths.add_model_folder_path("cinereel", str(models))
 
-    workflow = json.loads((pack_root / "workflows" / "cinereel_720p.json").read_text(encoding="utf-8"))
+    workflow = json.loads((pack_root / "workflows" / "CineReel 720p reel (real models, GPU).json").read_text(encoding="utf-8"))
     prompt = workflow_to_prompt(workflow, comfy.nodes.NODE_CLASS_MAPPINGS)
     by_type = {node["class_type"]: (node_id, node["inputs"]) for node_id, node in prompt.items()}
     # The recommended GPU settings, as a CPU user changes them: real folders, float32, no offload, no compile.
