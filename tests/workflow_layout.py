@@ -18,10 +18,10 @@ SIZE = {
     "CineReelLLMLoader": (340, 322, 322), "CineReelKeyframeLoader": (340, 322, 322),
     "CineReelMotionLoader": (340, 346, 346), "CineReelVoiceLoader": (340, 178, 178),
     "CineReelMusicLoader": (340, 226, 226),
-    "CineReelDirector": (420, 334, 660),
+    "CineReelDirector": (420, 354, 680),
     "CineReelKeyframes": (340, 46, 120), "CineReelAnimate": (340, 78, 150), "CineReelCriticGate": (380, 214, 800),
     "CineReelNarrate": (340, 102, 180), "CineReelScoreMusic": (340, 78, 150), "CineReelMix": (340, 130, 200),
-    "CineReelAssemble": (440, 82, 640), "CineReelToImage": (320, 82, 150), "PreviewImage": (320, 258, 300),
+    "CineReelAssemble": (440, 106, 664), "CineReelToImage": (320, 82, 150), "PreviewImage": (320, 258, 300),
     "CineReelUnloadModels": (320, 58, 130),
 }
 COLOURS = {"Models": "#3f789e", "Story": "#a1309b", "Pictures": "#b58b2a", "Motion": "#8A8", "Sound": "#88A",
