@@ -54,7 +54,6 @@ from .qwen import (
     CRITIC_PROMPT,
     DEFAULT_FRAME_SIZE,
     DIRECTOR_PROMPT,
-    Answer,
     check_frames,
     critic_user_text,
     critique_from_answer,
@@ -63,7 +62,7 @@ from .qwen import (
     director_user_message,
     narration_char_limit,
     parse_json_answer,
-    plan_from_answer,
+    plan_answerer,
     plan_generation_schema,
     plan_that_fits,
     read_prompt,
@@ -123,19 +122,9 @@ class OpenAICompatLLM:
         messages = [{"role": "system", "content": system}, {"role": "user", "content": director_user_message(req)}]
         schema = plan_generation_schema(req.shots, req.language_override, narration_char_limit(req))
 
-        def answer(msgs: list[dict[str, Any]]) -> Answer:
-            accepted: dict[str, Any] = {}
-
-            def accept(text: str) -> dict[str, Any]:
-                attempt: list[str] = []
-                plan = plan_from_answer(text, req, attempt)
-                accepted.update(text=text, warnings=attempt)
-                return plan
-
-            plan = self._ask_valid(msgs, schema, "cinereel_plan", int(self.handle.option("max_tokens", 4096)),
-                                   accept, "plan")
-            return accepted["text"], plan, accepted["warnings"]
-
+        max_tokens = int(self.handle.option("max_tokens", 4096))
+        answer = plan_answerer(req, lambda msgs, accept: self._ask_valid(msgs, schema, "cinereel_plan", max_tokens,
+                                                                         accept, "plan"))
         plan, warnings = plan_that_fits(answer, messages, req)
         return {"plan": plan, "warnings": warnings, "engine": self.engine}
 

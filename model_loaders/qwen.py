@@ -181,6 +181,25 @@ def narration_reask(plan: dict[str, Any], overruns: Sequence[Any]) -> str:
 Answer = tuple[str, dict[str, Any], list[str]]  # the model's text, the plan made from it, its warnings
 
 
+def plan_answerer(req: Any, ask_valid: Callable[[list[dict[str, Any]], Callable[[str], dict[str, Any]]],
+                                                dict[str, Any]]) -> Callable[[list[dict[str, Any]]], Answer]:
+    """``answer(messages)`` for ``plan_that_fits``: the plan ``ask_valid(messages, accept)`` accepts, with the
+    answer's text and the warnings its validation raised (both backends ask differently, accept alike)."""
+    def answer(msgs: list[dict[str, Any]]) -> Answer:
+        accepted: dict[str, Any] = {}
+
+        def accept(text: str) -> dict[str, Any]:
+            warnings: list[str] = []
+            plan = plan_from_answer(text, req, warnings)
+            accepted.update(text=text, warnings=warnings)
+            return plan
+
+        plan = ask_valid(msgs, accept)
+        return accepted["text"], plan, accepted["warnings"]
+
+    return answer
+
+
 def plan_that_fits(answer: Callable[[list[dict[str, Any]]], Answer], messages: list[dict[str, Any]],
                    req) -> tuple[dict[str, Any], list[str]]:
     """The plan from ``answer(messages)``, asked again (at most NARRATION_REASKS times) while its narration
@@ -601,18 +620,8 @@ class QwenDirectorCritic:
             return self._generate(msgs, schema, budget, images=None, video=None,
                                   reserve=PLAN_CLOSE_RESERVE + SHOT_CLOSE_RESERVE * req.shots)
 
-        def answer(msgs: list[dict[str, Any]]) -> Answer:
-            accepted: dict[str, Any] = {}
-
-            def accept(text: str) -> dict[str, Any]:
-                attempt_warnings: list[str] = []
-                plan = plan_from_answer(text, req, attempt_warnings)
-                accepted.update(text=text, warnings=attempt_warnings)
-                return plan
-
-            plan = with_one_reask(ask, msgs, accept, DirectorError, "qwen3.5 director plan")
-            return accepted["text"], plan, accepted["warnings"]
-
+        answer = plan_answerer(req, lambda msgs, accept: with_one_reask(ask, msgs, accept, DirectorError,
+                                                                          "qwen3.5 director plan"))
         plan, warnings = plan_that_fits(answer, messages, req)
         return {"plan": plan, "warnings": warnings, "engine": self.engine}
 
