@@ -197,10 +197,6 @@ def saved_files(entry: dict, output: Path) -> dict[str, list[Path]]:
 
 # -- UI-format workflow -> API-format prompt, from /object_info ------------------------
 
-def _is_widget(kind: Any) -> bool:
-    return isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
-
-
 def _inputs_in_order(info: dict) -> Iterator[tuple[str, list]]:
     order = info.get("input_order") or {s: list(info["input"].get(s, {})) for s in ("required", "optional")}
     for section in ("required", "optional"):
@@ -209,30 +205,10 @@ def _inputs_in_order(info: dict) -> Iterator[tuple[str, list]]:
 
 
 def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
-    """What the frontend sends when you press Queue: links become ``[source id, slot]``; ``widgets_values``
-    are read in input order, skipping the "control after generate" value after a seed; missing trailing
-    values (a workflow saved before an optional input was appended) take their defaults."""
-    links = {link[0]: link for link in workflow["links"]}
-    prompt = {}
-    for node in workflow["nodes"]:
-        if node.get("mode", 0) in (2, 4):  # muted or bypassed
-            continue
-        linked = {i["name"]: i["link"] for i in node.get("inputs", []) if i.get("link") is not None}
-        values = iter(node.get("widgets_values") or [])
-        inputs: dict[str, Any] = {}
-        for name, decl in _inputs_in_order(object_info[node["type"]]):
-            options = decl[1] if len(decl) > 1 and isinstance(decl[1], dict) else {}
-            if _is_widget(decl[0]):
-                value = next(values, options.get("default"))
-                if options.get("control_after_generate"):
-                    next(values, None)
-                if name not in linked:
-                    inputs[name] = value
-            if name in linked:
-                link = links[linked[name]]
-                inputs[name] = [str(link[1]), link[2]]
-        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
-    return prompt
+    """What the frontend sends when you press Queue, with each node's inputs as the server lists them."""
+    from cinereel_testkit import convert_workflow
+
+    return convert_workflow(workflow, lambda node_type: _inputs_in_order(object_info[node_type]))
 
 
 # -- media a person could play ----------------------------------------------------------

@@ -347,41 +347,43 @@ sys.modules.setdefault("cinereel_testkit", sys.modules[__name__])
 
 # -- UI-format workflows ---------------------------------------------------------
 
-def _is_widget(decl) -> bool:
-    kind = decl[0]
-    return isinstance(kind, list) or (type(kind) is str and kind in ("INT", "FLOAT", "STRING", "BOOLEAN"))
+def _is_widget(kind) -> bool:
+    return isinstance(kind, list) or (type(kind) is str and kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"))
 
 
 def workflow_to_prompt(workflow: dict, node_classes: dict) -> dict:
-    """Convert a UI-format workflow (what ComfyUI saves) to the API-format prompt its executor runs.
+    """Convert a UI-format workflow (what ComfyUI saves) to the API-format prompt its executor runs, reading
+    each node's inputs from its class's INPUT_TYPES (required, then optional)."""
+    def inputs_of(node_type: str):
+        spec = node_classes[node_type].INPUT_TYPES()
+        return [(name, decl) for section in ("required", "optional") for name, decl in spec.get(section, {}).items()]
 
-    This does what the frontend does when you press Queue: linked inputs become
-    [source id, slot]; widget values are read from ``widgets_values`` in the order
-    of INPUT_TYPES (required, then optional), skipping the extra "control after
-    generate" value that follows a seed widget.
-    """
+    return convert_workflow(workflow, inputs_of)
+
+
+def convert_workflow(workflow: dict, inputs_of) -> dict:
+    """What the frontend does when you press Queue: linked inputs become ``[source id, slot]``; widget values
+    are read from ``widgets_values`` in input order (``inputs_of(node type)`` gives ``(name, declaration)``
+    pairs), skipping the "control after generate" value after a seed; a workflow saved before an optional
+    input was appended has fewer values, and the new widgets take their defaults, as in the frontend."""
     links = {link[0]: link for link in workflow["links"]}
     prompt = {}
     for node in workflow["nodes"]:
         if node.get("mode", 0) in (2, 4):  # muted or bypassed
             continue
-        cls = node_classes[node["type"]]
-        spec = cls.INPUT_TYPES()
         linked = {i["name"]: i["link"] for i in node.get("inputs", []) if i.get("link") is not None}
-        values = iter(node.get("widgets_values", []))
+        values = iter(node.get("widgets_values") or [])
         inputs = {}
-        for section in ("required", "optional"):
-            for name, decl in spec.get(section, {}).items():
-                if _is_widget(decl):
-                    # A workflow saved before an optional input was appended has fewer values:
-                    # the frontend fills the new widgets with their defaults, and so does this.
-                    value = next(values, decl[1].get("default"))
-                    if len(decl) > 1 and decl[1].get("control_after_generate"):
-                        next(values, None)
-                    if name not in linked:
-                        inputs[name] = value
-                if name in linked:
-                    link = links[linked[name]]
-                    inputs[name] = [str(link[1]), link[2]]
+        for name, decl in inputs_of(node["type"]):
+            options = decl[1] if len(decl) > 1 and isinstance(decl[1], dict) else {}
+            if _is_widget(decl[0]):
+                value = next(values, options.get("default"))
+                if options.get("control_after_generate"):
+                    next(values, None)
+                if name not in linked:
+                    inputs[name] = value
+            if name in linked:
+                link = links[linked[name]]
+                inputs[name] = [str(link[1]), link[2]]
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return prompt

@@ -55,7 +55,7 @@ def test_every_widget_value_is_saved_in_input_order(workflow):
         spec = cls.INPUT_TYPES()
         count = sum(1 + bool(len(decl) > 1 and decl[1].get("control_after_generate"))
                     for section in ("required", "optional") for decl in spec.get(section, {}).values()
-                    if _is_widget(decl))
+                    if _is_widget(decl[0]))
         assert len(node.get("widgets_values", [])) == count, (node["type"], node.get("widgets_values"))
         if node["type"].endswith("Loader"):
             assert list(spec["optional"])[-1] == "allow_download" and node["widgets_values"][-1] is False
