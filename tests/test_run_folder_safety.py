@@ -209,3 +209,36 @@ def test_report_lists_what_was_superseded(tmp_path):
     report = json.loads((out / "cinereel" / "edited" / "report.json").read_text(encoding="utf-8"))
     moved = {entry["artifact"] for entry in report["superseded"]}
     assert "audio/mix.wav" in moved and all(e["reason"] == "its inputs changed" for e in report["superseded"])
+
+
+WRITE_SITES = ("director.json", "plan.json", "report.json", "manifest.json", "portraits/", "keyframes/", "clips/",
+               "audio/narration_", "audio/narration.wav", "audio/music", "audio/mix.wav", "reel.mp4")
+
+
+def test_a_full_disk_at_every_write_site_is_one_line_and_the_run_resumes(tmp_path, capsys, monkeypatch):
+    """Fault injection: the disk fills at each place the pipeline writes, one after the other, on one run
+    folder. Every failure is one line (exit 2) and leaves a folder the next command resumes; the last one
+    finishes the reel with nothing half-written left."""
+    import errno
+
+    from cinereel.nodes.pipeline import audio, reel, rundir
+    from cinereel.nodes.pipeline.cli import main
+
+    out, run_id = tmp_path / "out", "disk-full-everywhere"
+    root = out / "cinereel" / run_id
+    real_write = rundir.atomic_write
+    for site in WRITE_SITES:
+        def full_at_site(path, write, site=site):
+            if path.resolve().relative_to(root.resolve()).as_posix().startswith(site):
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            return real_write(path, write)
+
+        for module in (rundir, audio, reel):
+            monkeypatch.setattr(module, "atomic_write", full_at_site)
+        code = main([SENTENCE, *SHORT, "--out", str(out), "--run-id", run_id])
+        err = capsys.readouterr().err.splitlines()[-1]
+        assert (code, err.split(" (")[0]) == (2, "cinereel: error: the disk is full"), (site, code, err)
+        assert "run the same command again to resume" in err and partials(root) == [], site
+    monkeypatch.undo()
+    assert main([SENTENCE, *SHORT, "--out", str(out), "--run-id", run_id]) == 0
+    assert (root / "reel.mp4").stat().st_size > 0 and partials(root) == []
