@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from cinereel.model_loaders.handles import ModelHandle
@@ -145,6 +146,7 @@ def test_problems_of_the_machine_and_of_services_are_one_line_too(tmp_path, caps
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.delitem(sys.modules, "folder_paths", raising=False)  # a CLI process has no ComfyUI loaded
     half_made = tmp_path / "klein"
     (half_made / "vae").mkdir(parents=True)  # a download stopped early
 

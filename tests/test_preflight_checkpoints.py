@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import huggingface_hub
@@ -20,6 +21,12 @@ SENTENCE = "A lone astronaut walks through a neon-lit Tokyo alley at dusk"
 HUB_IDS = {"llm": "Qwen/Qwen3.5-35B-A3B", "keyframes": "black-forest-labs/FLUX.2-klein-4B",
            "motion": "Wan-AI/Wan2.2-I2V-A14B-Diffusers", "voice": "hexgrad/Kokoro-82M",
            "music": "ACE-Step/acestep-v15-xl-turbo-diffusers"}
+
+
+@pytest.fixture
+def headless(monkeypatch):
+    """A CLI process: no ComfyUI loaded (earlier executor tests in this process loaded its folder_paths)."""
+    monkeypatch.delitem(sys.modules, "folder_paths", raising=False)
 
 
 @pytest.fixture
@@ -61,7 +68,8 @@ def test_the_tiny_fixtures_carry_the_published_layouts():
     assert model_layouts.missing_files("acestep", base) == []
 
 
-def test_every_uncached_hub_id_is_one_line_with_its_download_command(empty_hub_cache, tmp_path, capsys):
+def test_every_uncached_hub_id_is_one_line_with_its_download_command(empty_hub_cache, headless, tmp_path,
+                                                                     capsys):
     mark = RESIDENCY.mark()
     stages = [arg for stage, repo in HUB_IDS.items() for arg in (f"--{stage}", repo)]
     assert main([SENTENCE, *stages, "--out", str(tmp_path / "out")]) == 2
