@@ -368,8 +368,7 @@ def finish_plan(draft: Any, req, warnings: list[str]) -> dict[str, Any]:
 
     Deterministic; does not validate (``validate_plan`` does).
     """
-    from .rules import REF_WEIGHT, shot_seed, split_durations
-    from .vocabulary.plan import DEFAULT_FLOW_SHIFT
+    from .rules import shot_seed, split_durations
 
     if not isinstance(draft, dict):
         raise ValueError(f"the answer must be a JSON object, got {type(draft).__name__}")
@@ -412,8 +411,8 @@ def finish_plan(draft: Any, req, warnings: list[str]) -> dict[str, Any]:
             "duration_s": durations[i],
             "characters": in_frame,
             "seed": shot_seed(req.seed, i),
-            "flow_shift": DEFAULT_FLOW_SHIFT.get(kind, 8.0),
-            "ref_weight": REF_WEIGHT,
+            "flow_shift": req.flow_shift_for(kind),
+            "ref_weight": req.ref_weight,
         })
     plan = {k: v for k, v in draft.items() if k not in REQUEST_FIXED_FIELDS + ("characters", "shots")}
     if req.language_override:

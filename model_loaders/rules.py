@@ -17,6 +17,7 @@ narration languages are data: add them without touching this code.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -36,7 +37,15 @@ from .speaking_rates import ENGINES as VOICE_ENGINES
 from .speaking_rates import narration_budget, narration_length
 from .vocabulary.frames import ASPECTS, RESOLUTIONS, frame_size
 from .vocabulary.languages import LANGUAGES, normalize_language
-from .vocabulary.plan import DEFAULT_FLOW_SHIFT, MAX_REEL_SECONDS, MAX_SHOTS, Plan, validate_plan
+from .vocabulary.plan import (
+    DEFAULT_FLOW_SHIFT,
+    MAX_FLOW_SHIFT,
+    MAX_REEL_SECONDS,
+    MAX_SHOTS,
+    MIN_FLOW_SHIFT,
+    Plan,
+    validate_plan,
+)
 
 __all__ = [
     "DirectorRequest",
@@ -90,12 +99,31 @@ class DirectorRequest:
     # The engine that will speak the narration ("espeak-ng" or "kokoro"; Kokoro hands the languages it lacks
     # to eSpeak NG): each shot's narration is sized to its speaking rate. None: not known, the slower engine's.
     voice_engine: str | None = None
+    # What every planned shot starts with (the critic's retries change them per shot afterwards): the flow
+    # shift of hero shots, of b-roll and establishing shots (never above MAX_FLOW_SHIFT), and the strength of
+    # the character references. A plan given as a whole (--plan) keeps its own values.
+    flow_shift_hero: float = DEFAULT_FLOW_SHIFT["hero"]
+    flow_shift_broll: float = DEFAULT_FLOW_SHIFT["broll"]
+    ref_weight: float = REF_WEIGHT
 
     def validate(self) -> None:
         """Raise ``ValueError`` listing every problem with the request; return None when it is valid."""
         problems = [problem for check in _REQUEST_CHECKS if (problem := check(self))]
         if problems:
             raise ValueError("; ".join(problems))
+
+    def flow_shift_for(self, kind: str) -> float:
+        """The flow shift a new shot of type ``kind`` starts with."""
+        return float(self.flow_shift_hero if kind == "hero" else self.flow_shift_broll)
+
+    def identity(self) -> dict[str, Any]:
+        """The request as the inputs that key its run folder and plan: the shot defaults are left out while
+        they are the defaults, so run ids and plans made before they were settings stay the same."""
+        fields = dataclasses.asdict(self)
+        for name in PLAN_DEFAULT_FIELDS:
+            if fields[name] == _REQUEST_DEFAULTS[name]:
+                del fields[name]
+        return fields
 
     @property
     def text(self) -> str:
@@ -198,8 +226,25 @@ def _check_seed(r: DirectorRequest) -> str | None:
     return None if _is_int(r.seed) else f"seed must be a whole number, got {r.seed!r}"
 
 
+def _check_flow_shifts(r: DirectorRequest) -> str | None:
+    bad = [f"{name} must be a number from {MIN_FLOW_SHIFT:g} to {MAX_FLOW_SHIFT:g} (the cap: higher gave plastic "
+           f"skin), got {value!r}" for name in ("flow_shift_hero", "flow_shift_broll")
+           if not (_is_number(value := getattr(r, name)) and MIN_FLOW_SHIFT <= value <= MAX_FLOW_SHIFT)]
+    return "; ".join(bad) or None
+
+
+def _check_ref_weight(r: DirectorRequest) -> str | None:
+    if _is_number(r.ref_weight) and 0.0 <= r.ref_weight <= 1.0:
+        return None
+    return f"ref_weight must be a number from 0 to 1, got {r.ref_weight!r}"
+
+
 _REQUEST_CHECKS = (_check_sentence, _check_duration, _check_shots, _check_fps, _check_shots_fit_duration,
-                   _check_aspect, _check_resolution, _check_language, _check_voice_engine, _check_seed)
+                   _check_aspect, _check_resolution, _check_language, _check_voice_engine, _check_seed,
+                   _check_flow_shifts, _check_ref_weight)
+# The request fields that only set what each planned shot starts with (DirectorRequest.identity()).
+PLAN_DEFAULT_FIELDS = ("flow_shift_hero", "flow_shift_broll", "ref_weight")
+_REQUEST_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DirectorRequest)}
 
 
 # =============================================================================
@@ -1293,8 +1338,8 @@ def _shots(scene: Scene, request: DirectorRequest, durations: Sequence[float], n
             "characters": [c["id"] for c in in_frame],
             "narration": narration[i],
             "seed": shot_seed(request.seed, i),
-            "flow_shift": DEFAULT_FLOW_SHIFT[kind],
-            "ref_weight": REF_WEIGHT,
+            "flow_shift": request.flow_shift_for(kind),
+            "ref_weight": request.ref_weight,
         })
     return shots
 

@@ -213,6 +213,20 @@ def option_problem(stage: str, name: str, value: Any, declaration: tuple) -> str
     return None
 
 
+# Options whose declared default is the widget's suggestion, not the backend's own default (the server backend
+# has no default address): kept in a handle even at that value.
+NO_BACKEND_DEFAULT = ("base_url",)
+
+
+def without_defaults(stage: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Headless: the options that differ from their declared (and the backend's) default. A value written
+    out at its default, in a settings file or with --set, keys its handle like leaving it out."""
+    declared = dict(STAGES[stage].options)
+    return {name: value for name, value in options.items()
+            if name not in declared or name in NO_BACKEND_DEFAULT or value != declared[name][1].get("default")
+            or type(value) is not type(declared[name][1].get("default"))}
+
+
 def make_handle(stage: str, selected: str | Backend, dtype: str = "bfloat16", device: str = "auto",
                 residency: str = "auto", unload_comfy_models: bool = True, **options: Any) -> ModelHandle:
     """The handle for ``selected``; raises before anything loads if that backend cannot run yet."""

@@ -28,16 +28,23 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report a process ended by it
 EXIT_BUG = 1
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(sentence: bool = True) -> argparse.ArgumentParser:
+    """The run's options; ``sentence=False`` for ``cinereel config show``, which takes the same flags."""
     p = argparse.ArgumentParser(
         prog="cinereel",
         description="Turn one sentence into a cinematic reel (MP4 with narration and music). "
                     "Uses the weights-free preview backends: runs on any CPU.",
         epilog="Run folders: 'cinereel runs [--out DIR]' lists them; 'cinereel clean --older-than 7d [--out DIR]' "
-               "removes old ones.",
+               "removes old ones. Settings file: 'cinereel config init' writes one, 'cinereel config show' prints "
+               "what is in effect.",
     )
-    p.add_argument("sentence", help="one sentence describing the reel, e.g. 'A lone astronaut walks through a "
-                                    "neon-lit Tokyo alley at dusk'")
+    if sentence:
+        p.add_argument("sentence", help="one sentence describing the reel, e.g. 'A lone astronaut walks through a "
+                                        "neon-lit Tokyo alley at dusk'")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="a settings file (TOML, or YAML with PyYAML) holding any option below, grouped per stage; "
+                        "flags override it, CINEREEL_<SECTION>_<KEY> environment variables sit between "
+                        "(default: $CINEREEL_CONFIG)")
     p.add_argument("--duration", type=float, default=30.0, help="reel length in seconds (default 30)")
     p.add_argument("--shots", type=int, default=6, help="number of shots (default 6)")
     p.add_argument("--aspect", choices=ASPECTS, default="16:9", help="16:9 is 1280x720, 9:16 is 720x1280 "
@@ -66,6 +73,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="STAGE.OPTION=VALUE",
                    help="a loader option, e.g. --set motion.steps=30 --set llm.base_url=http://127.0.0.1:8000/v1 "
                         "(repeatable; values are JSON where they parse)")
+    p.add_argument("--flow-shift-hero", type=float, default=5.0,
+                   help="flow shift every hero shot starts with (default 5; never above 8)")
+    p.add_argument("--flow-shift-broll", type=float, default=8.0,
+                   help="flow shift every b-roll and establishing shot starts with (default 8, the cap)")
+    p.add_argument("--ref-weight", type=float, default=0.75,
+                   help="character reference strength every shot starts with, 0 to 1 (default 0.75)")
     p.add_argument("--allow-download", action="store_true",
                    help="download a hub checkpoint that is not in the Hugging Face cache (tens of GB); without "
                         "it a missing checkpoint stops the run at once with the command that fetches it")
@@ -128,11 +141,12 @@ HANDLE_SETTINGS = ("residency", "unload_comfy_models")
 def handles_from_args(args: argparse.Namespace) -> dict:
     """The model handle of every stage from --llm ... --music and --set; raises ``PreflightError`` naming
     every problem (an unknown option, a checkpoint that is neither a hub id nor a folder) at once."""
-    from .backends import STAGES, backend_for_checkpoint, make_handle
+    from .backends import STAGES, backend_for_checkpoint, make_handle, without_defaults
     from .preflight import PreflightError
 
     problems: list[str] = []
-    options: dict[str, dict] = {stage: {} for stage in STAGES}
+    from_settings = getattr(args, "loader_options", {})  # the settings file and CINEREEL_* variables
+    options: dict[str, dict] = {stage: dict(from_settings.get(stage, {})) for stage in STAGES}
     for item in args.set:
         key, sep, raw = item.partition("=")
         stage, dot, name = key.partition(".")
@@ -151,7 +165,8 @@ def handles_from_args(args: argparse.Namespace) -> dict:
     handles = {}
     for stage in STAGES:
         try:
-            settings = {"allow_download": True, **options[stage]} if args.allow_download else options[stage]
+            chosen = without_defaults(stage, options[stage])  # written-out defaults key as left out
+            settings = {"allow_download": True, **chosen} if args.allow_download else chosen
             handles[stage] = make_handle(stage, backend_for_checkpoint(stage, getattr(args, stage)), args.dtype,
                                          args.device, **settings)
         except PreflightError as exc:
@@ -203,7 +218,8 @@ def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str |
         problems += plan_problems(plan_override, engine_of(handles["voice"]))
     options = PipelineOptions(handles=handles, target_lufs=args.target_lufs, gate=args.gate,
                               technical_check=args.technical_check, threshold=args.threshold,
-                              max_retries=args.max_retries, keep=args.keep)
+                              max_retries=args.max_retries, keep=args.keep,
+                              settings=settings.report() if (settings := getattr(args, "settings", None)) else None)
     problems += settings_problems(request, options)
     problems += checkpoint_problems({stage: handle for stage, handle in handles.items()
                                      if not args.plan_only or stage == "llm"})
@@ -240,9 +256,33 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in RUN_COMMANDS:  # cinereel runs / cinereel clean: the run folders, no reel
         return runs_main(argv)
-    args = parser().parse_args(argv)
+    if argv and argv[0] == "config":  # cinereel config init / show: the settings file
+        from .settings import config_main
+
+        return config_main(argv[1:])
+    from .preflight import PreflightError
+    from .settings import resolve
+
+    try:
+        args, resolved = resolve(parser(), argv)  # flags > CINEREEL_* > --config FILE > defaults
+    except PreflightError as exc:  # an unknown key, a value of the wrong type: before anything loads
+        print(f"cinereel: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for note in resolved.ignored:
+        print(f"cinereel: note: ignored {note}", file=sys.stderr)
     with sigterm_as_interrupt():
         return run(args)
+
+
+def with_settings(reel, options: PipelineOptions):
+    """The REEL with the run's effective settings in its notes, and report.json rewritten to say them."""
+    from .stage import write_report
+
+    if options.settings is None:
+        return reel
+    reel = reel.evolve(notes={"settings": options.settings})
+    write_report(reel)
+    return reel
 
 
 def run(args: argparse.Namespace) -> int:
@@ -258,12 +298,14 @@ def run(args: argparse.Namespace) -> int:
 
     request = DirectorRequest(sentence=args.sentence, duration_s=args.duration, shots=args.shots,
                               aspect=args.aspect, language=args.language, seed=args.seed,
-                              resolution=args.resolution)
+                              resolution=args.resolution, flow_shift_hero=args.flow_shift_hero,
+                              flow_shift_broll=args.flow_shift_broll, ref_weight=args.ref_weight)
     try:
         options, plan_override = preflight(args, request)  # every setting, before anything loads
         request = request_for_voice(request, options.handles["voice"])  # narration sized to that voice
         if args.plan_only:
-            reel = direct(options.handles["llm"], request, args.out, args.run_id, plan_override)
+            reel = with_settings(direct(options.handles["llm"], request, args.out, args.run_id, plan_override),
+                                 options)
             print(json.dumps(reel.plan.model_dump(mode="json"), indent=2, ensure_ascii=False))
             print_warnings(reel)
             return 0

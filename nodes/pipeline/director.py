@@ -29,7 +29,7 @@ LANGUAGE_AUTO = "auto (from the place in the sentence)"
 def run_id_for(request: DirectorRequest, run_id: str | None, plan_override: str | None) -> str:
     if run_id and run_id.strip():
         return check_run_id(run_id.strip())
-    return derive_run_id(request.sentence, request=dataclasses.asdict(request), plan_override=plan_override or "")
+    return derive_run_id(request.sentence, request=request.identity(), plan_override=plan_override or "")
 
 
 def direct(
@@ -68,7 +68,7 @@ def _plan_in(run: RunDir, llm: ModelHandle, request: DirectorRequest, override: 
         tmp.write_text(json.dumps({**planned, "plan": plan.model_dump(mode="json")}, indent=2, ensure_ascii=False),
                        encoding="utf-8")
 
-    inputs = {"request": dataclasses.asdict(request), "llm": llm.key, "override": override}
+    inputs = {"request": request.identity(), "llm": llm.key, "override": override}
     job = Job("director", "director.json", inputs, make)
     run_jobs(run, None if override is not None else llm.as_role("director"), [job], Progress(1))
     result = run.read_json("director.json")

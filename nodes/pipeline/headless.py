@@ -43,6 +43,8 @@ class PipelineOptions:
     max_retries: int = 3
     technical_check: bool = True  # off: the critic also judges black, blank, still or flickering clips
     keep: str = "all"  # what stays on disk once the reel is made: all, best or final (retention.py)
+    # The effective settings and where each came from (settings.Resolved.report()), recorded in report.json.
+    settings: dict | None = None
 
 
 StageCallback = Callable[[str, float], None]
@@ -80,6 +82,8 @@ def make_reel(
     with RunDir(root).locked():  # the whole reel, so no other process interleaves with it
         started = time.perf_counter()
         reel = direct(h["llm"], request, out_root, run_id, plan_override)
+        if options.settings is not None:  # report.json says what the run was configured with
+            reel = reel.evolve(notes={"settings": options.settings})
         if on_stage:
             on_stage("director", time.perf_counter() - started)
         for name, run in stages:
