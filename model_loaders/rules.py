@@ -34,6 +34,7 @@ from typing import Any, Generic, TypeVar
 
 from .speaking_rates import ENGINES as VOICE_ENGINES
 from .speaking_rates import narration_budget, narration_length
+from .textlang import detect_language
 from .vocabulary.frames import ASPECTS, RESOLUTIONS, frame_size
 from .vocabulary.languages import LANGUAGES, normalize_language
 from .vocabulary.plan import DEFAULT_FLOW_SHIFT, MAX_REEL_SECONDS, MAX_SHOTS, Plan, validate_plan
@@ -1238,15 +1239,29 @@ def write_narration(scene: Scene, durations: Sequence[float], language: str, see
     return lines
 
 
-def narration_language(request: DirectorRequest, place: Place | None, warnings: list[str]) -> str:
-    """The override, else the place's language, else English; English with a warning when there is no template."""
-    language = request.language_override or (place.language if place else DEFAULT_LANGUAGE)
+def narration_language(request: DirectorRequest, place: Place | None, warnings: list[str],
+                       written_in: str | None = None) -> str:
+    """The override, else the place's language, else the language the sentence is written in (``written_in``),
+    else English; English with a warning when there is no template.
+
+    When the place and the text disagree ("A fisherman at dawn in Lisbon", written in English), the place
+    decides and a warning says why and how to choose the other.
+    """
+    language = request.language_override or (place.language if place else written_in or DEFAULT_LANGUAGE)
+    if place and written_in and not request.language_override and _base(written_in) != _base(place.language):
+        warnings.append(f"the sentence is written in {LANGUAGES[written_in].name} but set in {place.name}: "
+                        f"the narration is in {LANGUAGES[place.language].name} (the place decides; set the "
+                        f"language to {written_in} to narrate in {LANGUAGES[written_in].name})")
     if _template_key(language) in narration_languages():
         return language
     warnings.append(f"no narration template for {language} ({LANGUAGES[language].name}); narration is in English "
                     f"({DEFAULT_LANGUAGE}), and the plan's language is {DEFAULT_LANGUAGE} so that the voice "
                     "matches the words")
     return DEFAULT_LANGUAGE
+
+
+def _base(language: str) -> str:
+    return language.split("-")[0]
 
 
 # =============================================================================
@@ -1322,7 +1337,8 @@ class RuleDirector:
         warnings: list[str] = []
         sentence = request.text
         scene = read_scene(sentence, warnings)
-        language = narration_language(request, scene.place, warnings)
+        written_in = detect_language(sentence)
+        language = narration_language(request, scene.place, warnings, written_in.code if written_in else None)
         durations = split_durations(request.duration_s, request.shots, request.fps)
         if part_frame := _part_frame_warning(request):
             warnings.append(part_frame)

@@ -65,7 +65,9 @@ def test_tokyo_sentence_gives_a_japanese_reel_at_dusk():
     assert [s.duration_s for s in plan.shots] == [5.0] * 6
     assert sum(s.duration_s for s in plan.shots) == 30.0
     assert (plan.width, plan.height, plan.fps) == (1280, 720, 16)
-    assert warnings == []
+    # written in English, set in Tokyo: the place decides, and the report says why
+    assert warnings == ["the sentence is written in English (US) but set in Tokyo: the narration is in Japanese "
+                        "(the place decides; set the language to en-US to narrate in English (US))"]
     for shot in plan.shots:
         assert KANA.search(shot.narration), shot.narration  # Japanese, not Chinese: kana in every line
     assert "東京" in plan.shots[0].narration  # the story opens on the place
