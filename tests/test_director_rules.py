@@ -82,7 +82,7 @@ def test_tokyo_astronaut_is_the_character_with_a_spacesuit():
     wardrobe = " ".join(astronaut.wardrobe).lower()
     assert "eva" in wardrobe and "visor" in wardrobe
     assert all("astronaut" in s.characters for s in plan.shots if s.type == "hero")
-    assert "neon-lit Tokyo alley at dusk" in plan.shots[0].prompt
+    assert plan.shots[0].prompt.startswith("Establishing wide shot: a narrow alley in Tokyo, at dusk.")  # read, not cut
 
 
 # -- places and languages -----------------------------------------------------------
