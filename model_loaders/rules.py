@@ -33,8 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from .reading import Subject, find_first, find_setting_name, settings_data, tables_for
+from .reading import find_subjects as find_lexicon_subjects
 from .speaking_rates import ENGINES as VOICE_ENGINES
 from .speaking_rates import narration_budget, narration_length
+from .textlang import detect_language
 from .vocabulary.frames import ASPECTS, RESOLUTIONS, frame_size
 from .vocabulary.languages import LANGUAGES, normalize_language
 from .vocabulary.plan import (
@@ -473,76 +476,19 @@ class Setting:
     noun: str  # the same as a noun phrase: "a city street"
     details: tuple[str, ...]  # b-roll subjects
     built: bool  # a town ("an unnamed city") or open land ("a place with no name")
+    backdrop: str = "street"  # what the storyboard draws behind the scene
 
 
-# The first setting whose keywords appear wins, so the more specific ones come first.
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        name="space",
-        keywords=("space", "outer space", "moon", "lunar", "mars", "martian", "planet*", "orbit*", "spaceship*",
-                  "spacecraft", "space station", "galaxy", "galaxies", "asteroid*", "nebula*"),
-        where="in deep space", noun="deep space",
-        details=("stars wheeling slowly over a curved horizon", "fine dust drifting in low gravity",
-                 "riveted hull panels catching hard light", "instrument lights blinking on a console",
-                 "a distant planet's thin blue atmosphere"),
-        built=False),
-    Setting(
-        name="interior",
-        keywords=("room", "cafe*", "bar", "kitchen*", "office*", "apartment*", "library", "libraries", "restaurant*",
-                  "studio*", "bedroom*", "living room", "inside", "indoors", "hallway*", "corridor*", "museum*",
-                  "church*", "temple*", "theater*", "theatre*", "diner*", "shop"),
-        where="in a lived-in interior", noun="a lived-in interior",
-        details=("steam rising from a cup on a table", "dust turning in a shaft of window light",
-                 "a record spinning on an old player", "a curtain stirring at an open window",
-                 "the slow hands of a wall clock"),
-        built=True),
-    Setting(
-        name="water",
-        keywords=("ocean*", "sea", "seas", "beach*", "harbor*", "harbour*", "river*", "lake*", "coast*", "shore*",
-                  "port", "waves", "pier*", "island*", "canal*", "boat*", "ship*"),
-        where="by the water", noun="the water",
-        details=("waves breaking over dark rocks", "light glittering on moving water",
-                 "a moored boat rocking against its ropes", "gulls wheeling over the water",
-                 "foam sliding back over wet sand"),
-        built=False),
-    Setting(
-        name="snow",
-        keywords=("snow*", "winter*", "ice", "icy", "glacier*", "blizzard*", "frozen", "frost*", "arctic"),
-        where="in a snowbound landscape", noun="a snowbound landscape",
-        details=("snowflakes drifting past a lamp", "breath fogging in the cold air", "fresh footprints in deep snow",
-                 "icicles dripping from an eave", "wind lifting powder off a ridge"),
-        built=False),
-    Setting(
-        name="desert",
-        keywords=("desert*", "dune*", "sand", "sands", "canyon*", "mesa", "oasis", "sahara"),
-        where="in the desert", noun="the desert",
-        details=("sand blowing off a dune crest", "heat shimmer over a straight road",
-                 "a lizard pausing on a warm rock", "wind-carved rock in raking light",
-                 "a lone thorn tree's shadow on the sand"),
-        built=False),
-    Setting(
-        name="nature",
-        keywords=("forest*", "wood", "woods", "jungle*", "mountain*", "valley*", "meadow*", "field*", "hill*",
-                  "highland*", "park", "garden*", "countryside", "village*", "farm*", "vineyard*", "waterfall*",
-                  "cliff*", "trail*", "path"),
-        where="in the open landscape", noun="the open landscape",
-        details=("wind moving through tall grass", "sunlight flickering through leaves",
-                 "a stream running over smooth stones", "clouds drifting across a ridgeline",
-                 "dew beading on a spider web"),
-        built=False),
-    Setting(
-        name="urban",
-        keywords=("city", "cities", "street*", "alley*", "alleyway*", "downtown", "market*", "rooftop*", "subway*",
-                  "metro", "train*", "station*", "avenue*", "boulevard*", "crossing", "bridge*", "skyline*",
-                  "neighborhood*", "neighbourhood*", "town", "square"),
-        where="on a city street", noun="a city street",
-        details=("worn paving stones catching the light", "steam curling from a street vent",
-                 "a flickering sign above a doorway", "traffic lights blurring in the distance",
-                 "laundry lines strung between old buildings", "a train sliding past lit windows"),
-        built=True),
-)
-URBAN = SETTINGS[-1]
-LANDSCAPE = SETTINGS[-2]
+# Settings are data (rules_data/settings.json, most specific first); other languages' keywords: reading/<lang>.json.
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(name=e["name"], keywords=tuple(e["keywords"]), where=e["where"], noun=e["noun"], details=tuple(e["details"]),
+            built=e["built"], backdrop=e["backdrop"])
+    for e in settings_data()["settings"])
+SETTING_BY_NAME = {setting.name: setting for setting in SETTINGS}
+URBAN = SETTING_BY_NAME[settings_data()["urban"]]
+LANDSCAPE = SETTING_BY_NAME[settings_data()["landscape"]]
+WEATHER_PROMPT: dict[str, str] = settings_data()["weather"]
+SEASON_PROMPT: dict[str, str] = settings_data()["season"]
 
 
 @functools.cache
@@ -568,10 +514,12 @@ def _find_time(folded: str) -> str | None:
     return None
 
 
-def mood_and_time(sentence: str) -> tuple[str, str]:
+def mood_and_time(sentence: str, language: str | None = None) -> tuple[str, str]:
     """The reel's mood and time of day from keywords in ``sentence``, each defaulting from the other."""
     folded = fold(sentence)
-    mood, time_of_day = _find_mood(folded), _find_time(folded)
+    mood = _find_mood(folded)
+    time_of_day = find_first("time", folded, tables_for(language), fold) if language else None
+    time_of_day = time_of_day or _find_time(folded)
     if mood and time_of_day:
         return mood, time_of_day
     if mood:
@@ -581,16 +529,25 @@ def mood_and_time(sentence: str) -> tuple[str, str]:
     return DEFAULT_MOOD, DEFAULT_TIME
 
 
-def find_setting(sentence: str, place: Place | None) -> Setting:
-    """Where the reel happens, broadly: the first of SETTINGS whose keywords the sentence uses.
+def find_setting(sentence: str, place: Place | None, language: str | None = None) -> Setting:
+    """Where the reel happens: the first of SETTINGS whose keywords (English, or the sentence's language) it uses.
 
-    Without any, a city (or no place at all) is an urban street and a region or country open land.
+    Without any, a city (or no place at all) is a city street and a region or country open land.
     """
-    found = {name for _, name in _index("setting").find(fold(sentence))}
-    for setting in SETTINGS:
-        if setting.name in found:
-            return setting
+    name = find_setting_name(fold(sentence), tables_for(language), fold)
+    if name:
+        return SETTING_BY_NAME[name]
     return URBAN if place is None or place.kind == "city" else LANDSCAPE
+
+
+def find_weather(sentence: str, language: str | None = None) -> str:
+    """The first weather the sentence names (rain, snow, fog, storm, wind), else "clear"."""
+    return find_first("weather", fold(sentence), tables_for(language), fold) or "clear"
+
+
+def find_season(sentence: str, language: str | None = None) -> str:
+    """The season the sentence names, else ""."""
+    return find_first("season", fold(sentence), tables_for(language), fold) or ""
 
 
 # =============================================================================
@@ -1040,10 +997,12 @@ class Scene:
     characters: tuple[dict[str, Any], ...]
     action: str  # what the subject does, from the sentence ("walks through a neon-lit Tokyo alley at dusk")
     location: str  # where, from the sentence ("a neon-lit Tokyo alley at dusk")
+    weather: str = "clear"  # clear | rain | snow | fog | storm | wind
+    season: str = ""  # spring | summer | autumn | winter, or "" when not said
 
     @property
     def where(self) -> str:
-        return f"in {self.place.english}" if self.place else self.setting.where
+        return f"{self.setting.where} in {self.place.english}" if self.place else self.setting.where
 
 
 def _action_start(sentence: str, mentions: Sequence[Mention]) -> int:
@@ -1084,7 +1043,7 @@ def _prompt(kind: str, k: int, scene: Scene, in_frame: Sequence[dict[str, Any]],
     """The English keyframe prompt for the k-th shot of type ``kind``."""
     framing = HERO_FRAMINGS[k % len(HERO_FRAMINGS)]
     if kind == "establishing":
-        subject = f"{'Final wide shot, pulling back' if closing else 'Establishing wide shot'}: {scene.location}"
+        subject = f"{'Final wide shot, pulling back' if closing else 'Establishing wide shot'}: {scene_description(scene)}"
     elif kind == "hero" and in_frame:
         whole_cast = len(in_frame) == len(scene.characters)
         who = _capitalize(english_subject(scene.subjects) if whole_cast else _names_in_text(in_frame))
@@ -1095,8 +1054,27 @@ def _prompt(kind: str, k: int, scene: Scene, in_frame: Sequence[dict[str, Any]],
         details = scene.setting.details
         subject = f"Cinematic b-roll detail shot: {details[k % len(details)]}, {scene.where}"
     lens = LENSES[kind][k % len(LENSES[kind])]
-    parts = [subject, LIGHTING[scene.time_of_day], GRADE[scene.mood], lens, STYLE]
+    parts = [subject, LIGHTING[scene.time_of_day], *_weather_and_season(scene), GRADE[scene.mood], lens, STYLE]
     return _clip(". ".join(_capitalize(p.rstrip(". ")) for p in parts) + ".", 2000)
+
+
+def scene_description(scene: Scene) -> str:
+    """The scene in a well-formed English phrase, from what was read, never a cut of the sentence:
+    "a rooftop above the city in Paris, at night, in steady rain"."""
+    where = f"{scene.setting.noun} in {scene.place.english}" if scene.place else scene.setting.noun
+    when = TIME_PHRASE[scene.time_of_day]
+    weather = {"clear": "", "rain": "in the rain", "snow": "in falling snow", "fog": "in thick fog",
+               "storm": "in a storm", "wind": "in a strong wind"}[scene.weather]
+    season = f"in {scene.season}" if scene.season else ""
+    return ", ".join(part for part in (where, when, weather, season) if part)
+
+
+TIME_PHRASE = {"dawn": "at dawn", "morning": "in the morning", "day": "in daylight", "golden hour": "at golden hour",
+               "dusk": "at dusk", "night": "at night"}
+
+
+def _weather_and_season(scene: Scene) -> list[str]:
+    return [p for p in (WEATHER_PROMPT[scene.weather], SEASON_PROMPT[scene.season]) if p]
 
 
 def _negative_prompt(kind: str, scene: Scene, in_frame: Sequence[dict[str, Any]]) -> str:
@@ -1283,15 +1261,29 @@ def write_narration(scene: Scene, durations: Sequence[float], language: str, see
     return lines
 
 
-def narration_language(request: DirectorRequest, place: Place | None, warnings: list[str]) -> str:
-    """The override, else the place's language, else English; English with a warning when there is no template."""
-    language = request.language_override or (place.language if place else DEFAULT_LANGUAGE)
+def narration_language(request: DirectorRequest, place: Place | None, warnings: list[str],
+                       written_in: str | None = None) -> str:
+    """The override, else the place's language, else the language the sentence is written in (``written_in``),
+    else English; English with a warning when there is no template.
+
+    When the place and the text disagree ("A fisherman at dawn in Lisbon", written in English), the place
+    decides and a warning says why and how to choose the other.
+    """
+    language = request.language_override or (place.language if place else written_in or DEFAULT_LANGUAGE)
+    if place and written_in and not request.language_override and _base(written_in) != _base(place.language):
+        warnings.append(f"the sentence is written in {LANGUAGES[written_in].name} but set in {place.name}: "
+                        f"the narration is in {LANGUAGES[place.language].name} (the place decides; set the "
+                        f"language to {written_in} to narrate in {LANGUAGES[written_in].name})")
     if _template_key(language) in narration_languages():
         return language
     warnings.append(f"no narration template for {language} ({LANGUAGES[language].name}); narration is in English "
                     f"({DEFAULT_LANGUAGE}), and the plan's language is {DEFAULT_LANGUAGE} so that the voice "
                     "matches the words")
     return DEFAULT_LANGUAGE
+
+
+def _base(language: str) -> str:
+    return language.split("-")[0]
 
 
 # =============================================================================
@@ -1302,19 +1294,38 @@ def _title(sentence: str) -> str:
     return _capitalize(_clip(sentence.rstrip(" .!?…。！？"), 80)) or "Untitled reel"
 
 
-def read_scene(sentence: str, warnings: list[str]) -> Scene:
-    """The facts of the sentence: place, mood, time of day, setting, characters, action."""
+def read_scene(sentence: str, warnings: list[str], language: str | None = None) -> Scene:
+    """The facts of the sentence, written in ``language`` (None: not known): place, mood, time of day, setting,
+    weather, season, characters, action."""
     place = find_place(sentence)
-    mood, time_of_day = mood_and_time(sentence)
-    setting = find_setting(sentence, place)
-    mentions = tuple(find_subjects(sentence))
+    mood, time_of_day = mood_and_time(sentence, language)
+    setting = find_setting(sentence, place, language)
+    english = (language or "en").startswith("en")
+    mentions = tuple(find_subjects(sentence)) if english else ()
+    mentions = mentions or tuple(_lexicon_mentions(sentence, language))
     characters = tuple(build_characters(sentence, mentions, warnings))
-    action_start = _action_start(sentence, mentions) if mentions else None
+    action_start = _action_start(sentence, mentions) if mentions and english else None
     subjects = tuple(m for m in mentions if action_start is None or m.end <= action_start)
-    action, location = _action_and_location(sentence, action_start, place, setting)
+    action, location = _action_and_location(sentence, action_start, place, setting) if english else ("", "")
     return Scene(sentence=sentence, place=place, locale=place.name if place else NO_PLACE, mood=mood,
                  time_of_day=time_of_day, setting=setting, mentions=mentions, subjects=subjects,
-                 characters=characters, action=action, location=location)
+                 characters=characters, action=action, location=location or setting.noun,
+                 weather=find_weather(sentence, language), season=find_season(sentence, language))
+
+
+def _lexicon_mentions(sentence: str, language: str | None) -> list[Mention]:
+    """Subjects from the reading tables ("dos viejos amigos", "二人の老人"), as mentions of the archetypes."""
+    index, person = _archetypes()
+    mentions = []
+    for subject in find_lexicon_subjects(fold(sentence), tables_for(language), fold):
+        archetype, _ = index.get(subject.singular, (person, False))
+        mentions.append(_mention(subject, archetype))
+    return mentions
+
+
+def _mention(subject: Subject, archetype: Archetype) -> Mention:
+    noun = subject.plural.split()[-1] if subject.count > 1 else subject.singular
+    return Mention(archetype, noun, subject.singular, subject.count, subject.adjectives, None, subject.end)
 
 
 def _shots(scene: Scene, request: DirectorRequest, durations: Sequence[float], narration: Sequence[str]
@@ -1366,8 +1377,9 @@ class RuleDirector:
         request.validate()
         warnings: list[str] = []
         sentence = request.text
-        scene = read_scene(sentence, warnings)
-        language = narration_language(request, scene.place, warnings)
+        written_in = detect_language(sentence)
+        scene = read_scene(sentence, warnings, written_in.code if written_in else None)
+        language = narration_language(request, scene.place, warnings, written_in.code if written_in else None)
         durations = split_durations(request.duration_s, request.shots, request.fps)
         if part_frame := _part_frame_warning(request):
             warnings.append(part_frame)

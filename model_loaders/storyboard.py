@@ -6,8 +6,9 @@ the character agree by construction: both draw the same ``Look`` with the same
 figure routine. The seed only moves the scenery (skyline, light, stars, neon,
 staging), so a retry with a new seed gives a new frame of the same people.
 
-Everything is drawn with Pillow and numpy; captions use Pillow's built-in
-font, so frames render identically on a machine without system fonts.
+Everything is drawn with Pillow and numpy; captions use the Noto fonts
+of two PyPI packages (CJK and Devanagari, both with Latin), so every narration language's script is drawn
+and frames render identically on a machine without system fonts.
 """
 
 from __future__ import annotations
@@ -185,8 +186,34 @@ def _draw_figure(draw: ImageDraw.ImageDraw, look: Look, cx: float, base: float, 
 
 # -- text -----------------------------------------------------------------------
 
-@lru_cache(maxsize=16)
-def _font(size: int) -> Font:
+# Caption fonts from PyPI packages, loaded on first use: Noto Sans CJK JP (kana, Han, Hangul, Latin) and
+# Noto Sans Devanagari (Devanagari, Latin). A text with Devanagari in it is drawn with the second.
+FONT_PACKAGES = {"cjk": ("noto_cjk_sans_jp_regular", "NotoSansCJKjp-Regular.otf"),
+                 "devanagari": ("fontpkg_noto_sans_devanagari", "files/NotoSansDevanagari[wdth,wght].ttf")}
+
+
+@lru_cache(maxsize=4)
+def _font_file(script: str) -> str | None:
+    import importlib
+    import importlib.resources
+
+    package, name = FONT_PACKAGES[script]
+    try:
+        path = importlib.resources.files(importlib.import_module(package)).joinpath(name)
+    except ImportError:
+        return None
+    return str(path) if path.is_file() else None
+
+
+def _script(text: str) -> str:
+    return "devanagari" if any("\u0900" <= ch <= "\u097f" for ch in text) else "cjk"
+
+
+@lru_cache(maxsize=32)
+def _font(size: int, script: str = "cjk") -> Font:
+    path = _font_file(script)
+    if path:
+        return ImageFont.truetype(path, size)
     try:
         return ImageFont.load_default(size=size)
     except (ImportError, OSError):  # Pillow built without FreeType: the bitmap font, one size only
@@ -194,8 +221,8 @@ def _font(size: int) -> Font:
 
 
 @lru_cache(maxsize=4096)
-def _font_has_glyph(size: int, char: str) -> bool:
-    font = _font(size)
+def _font_has_glyph(size: int, char: str, script: str = "cjk") -> bool:
+    font = _font(size, script)
     if not isinstance(font, ImageFont.FreeTypeFont):
         return ord(char) < 256
     missing = font.getmask("\U0010fffd")
@@ -203,21 +230,22 @@ def _font_has_glyph(size: int, char: str) -> bool:
     return (mask.size, bytes(mask)) != (missing.size, bytes(missing))
 
 
-def drawable_text(text: str, size: int) -> str:
+def drawable_text(text: str, size: int, script: str | None = None) -> str:
     """``text`` as the default font can draw it: accents folded (é → e) where the glyph is missing,
     control and format characters dropped, whitespace collapsed. Glyphs still missing stay (as boxes)."""
+    script = script or _script(text)
     out = []
     for char in text.encode("utf-8", "replace").decode("utf-8"):
         if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
             out.append(" " if char.isspace() else "")
-        elif char.isspace() or _font_has_glyph(size, char):
+        elif char.isspace() or _font_has_glyph(size, char, script):
             out.append(char)
         else:
             folded = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
-            if folded and all(_font_has_glyph(size, c) for c in folded):
+            if folded and all(_font_has_glyph(size, c, script) for c in folded):
                 out.append(folded)
             else:  # FreeType draws a box for a missing glyph; the bitmap font would raise
-                out.append(char if isinstance(_font(size), ImageFont.FreeTypeFont) else "?")
+                out.append(char if isinstance(_font(size, script), ImageFont.FreeTypeFont) else "?")
     return " ".join("".join(out).split())
 
 
@@ -234,7 +262,7 @@ def wrap_to_width(text: str, font: Font, max_width: float, max_lines: int) -> li
 
 def _draw_one_line(draw: ImageDraw.ImageDraw, text: str, centre: tuple[float, float], size: int,
                    max_width: float) -> None:
-    font = _font(size)
+    font = _font(size, _script(text))
     line = (wrap_to_width(drawable_text(text, size), font, max_width, 1) or [""])[0]
     draw.text(centre, line, font=font, fill=(245, 245, 240), anchor="mm")
 
@@ -372,13 +400,184 @@ def render_keyframe(shot: Shot, plan: Plan, portraits: dict[str, Image.Image], s
     draw = ImageDraw.Draw(img)
     if light.night:
         _draw_stars(draw, width, horizon, rng)
-    _draw_skyline(draw, width, height, horizon, scale, light, style, rng)
+    backdrop = backdrop_of(shot, plan)
+    BACKDROP_PAINTERS[backdrop](draw, width, height, horizon, scale, light, style, rng)
     looks = [character_look(plan.character(cid)) for cid in shot.characters]
     _stage_figures(draw, shot.type, looks, width, height, horizon, rng)
     if shot.type == "broll":
         _draw_bokeh(img, light, style, rng)
+    weather = weather_of(shot)
+    if weather:
+        img = _draw_weather(img, weather, rng)
     _draw_caption(img, shot)
     return img
+
+
+# -- settings and weather, read from the plan's English prompts ----------------------------------------------
+
+# backdrop -> words of a shot's prompt that call for it; the first backdrop whose word appears wins.
+BACKDROPS: dict[str, tuple[str, ...]] = {
+    "night sky": ("deep space", "outer space", "starfield", "night sky"),
+    "interior": ("interior", "kitchen", "workshop", "cafe", "room", "shop", "library", "studio"),
+    "rooftop": ("rooftop", "roof terrace"),
+    "market": ("market", "stall", "bazaar"),
+    "beach": ("beach", "harbour", "harbor", "by the sea", "seaside", "coast", "ocean"),
+    "river": ("river", "bridge", "canal", "lake"),
+    "snow": ("snowbound", "snowfield", "glacier", "snowy"),
+    "desert": ("desert", "dunes"),
+    "park": ("park", "forest", "garden", "woods", "countryside", "meadow", "hills"),
+    "street": ("street", "alley", "city"),
+}
+WEATHER_WORDS: dict[str, tuple[str, ...]] = {
+    "rain": ("rain", "thunderstorm", "downpour", "drizzle"), "snow": ("snow falling", "falling snow", "snowfall"),
+    "fog": ("fog", "mist", "haze"),
+}
+
+
+def _has(text: str, words: tuple[str, ...]) -> bool:
+    lowered = f" {' '.join(_words(text))} "
+    return any(f" {word} " in lowered for word in words)
+
+
+def backdrop_of(shot: Shot, plan: Plan) -> str:
+    """The backdrop a shot's prompt (else the opening shot's) names; a city street when none does."""
+    for text in (shot.prompt, plan.shots[0].prompt):
+        found = next((name for name, words in BACKDROPS.items() if _has(text, words)), None)
+        if found:
+            return found
+    return "street"
+
+
+def weather_of(shot: Shot) -> str | None:
+    return next((name for name, words in WEATHER_WORDS.items() if _has(shot.prompt, words)), None)
+
+
+def _draw_weather(img: Image.Image, weather: str, rng: np.random.Generator) -> Image.Image:
+    """Rain streaks, snowflakes or a fog veil over the scene (under the caption)."""
+    width, height = img.size
+    if weather == "fog":
+        veil = _vertical_gradient(width, height, [(0.0, (200, 205, 210)), (1.0, (170, 175, 182))])
+        return Image.blend(img, Image.fromarray(veil), 0.45)
+    overlay = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    unit = min(width, height)
+    count = int(width * height / (2500 if weather == "rain" else 4000))
+    xs, ys = rng.uniform(0, width, count), rng.uniform(0, height, count)
+    for x, y in zip(xs.tolist(), ys.tolist()):
+        if weather == "rain":
+            draw.line((x, y, x - 0.006 * unit, y + 0.035 * unit), fill=(200, 210, 230, 120), width=1)
+        else:
+            r = rng.uniform(0.002, 0.006) * unit
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=(250, 250, 255, 210))
+    return Image.alpha_composite(img.convert("RGBA"), overlay).convert("RGB")
+
+
+def _ground(draw: ImageDraw.ImageDraw, width: int, height: int, top: int, colour: RGB) -> None:
+    draw.rectangle((0, top, width, height), fill=colour)
+
+
+def _paint_street(draw, width, height, horizon, scale, light, style, rng) -> None:
+    _draw_skyline(draw, width, height, horizon, scale, light, style, rng)
+    road = _grade(_shade(light.ground_near, 0.8), style)
+    draw.polygon([(width * 0.42, horizon), (width * 0.58, horizon), (width, height), (0, height)], fill=road)
+
+
+def _paint_rooftop(draw, width, height, horizon, scale, light, style, rng) -> None:
+    _draw_skyline(draw, width, height, round(horizon * 1.02), scale * 0.6, light, style, rng)
+    ledge = _grade((120, 80, 60), style)
+    draw.rectangle((0, horizon, width, height), fill=_shade(ledge, 0.7))
+    for x in np.arange(0, width, width / 9):  # a tiled roof edge
+        draw.rectangle((x, horizon - 0.02 * height, x + width / 12, horizon + 0.02 * height), fill=ledge)
+
+
+def _paint_market(draw, width, height, horizon, scale, light, style, rng) -> None:
+    _draw_skyline(draw, width, height, horizon, scale, light, style, rng)
+    stripes = ((200, 40, 40), (240, 235, 220), (30, 110, 160), (235, 180, 40))
+    stall_w = width / 5
+    for i in range(5):
+        colour = _grade(stripes[i % len(stripes)], style)
+        x = i * stall_w
+        draw.rectangle((x + 4, horizon - 0.12 * height, x + stall_w - 4, horizon + 0.1 * height), fill=_shade(colour, 0.5))
+        draw.polygon([(x, horizon - 0.12 * height), (x + stall_w, horizon - 0.12 * height),
+                      (x + stall_w * 0.9, horizon - 0.2 * height), (x + stall_w * 0.1, horizon - 0.2 * height)],
+                     fill=colour)
+        if light.night:
+            draw.ellipse((x + stall_w * 0.45, horizon - 0.1 * height, x + stall_w * 0.55, horizon - 0.05 * height),
+                         fill=(255, 190, 90))
+
+
+def _paint_beach(draw, width, height, horizon, scale, light, style, rng) -> None:
+    sea = _grade(_mix((30, 90, 140), light.sky_horizon, 0.3), style)
+    sand = _grade(_mix((220, 200, 150), light.ground_far, 0.35), style)
+    _ground(draw, width, height, horizon, sea)
+    shore = horizon + (height - horizon) * 0.45
+    draw.polygon([(0, shore + 0.05 * height), (width, shore - 0.03 * height), (width, height), (0, height)], fill=sand)
+    foam = _mix(sea, (255, 255, 255), 0.6)
+    draw.line((0, shore + 0.05 * height, width, shore - 0.03 * height), fill=foam, width=max(2, height // 150))
+
+
+def _paint_river(draw, width, height, horizon, scale, light, style, rng) -> None:
+    _draw_skyline(draw, width, height, horizon, scale * 0.7, light, style, rng)
+    water = _grade(_mix((40, 80, 110), light.sky_horizon, 0.35), style)
+    _ground(draw, width, height, horizon + 2, water)
+    stone = _grade((110, 100, 90), style)
+    deck = horizon - 0.08 * height
+    draw.rectangle((0, deck, width, deck + 0.04 * height), fill=stone)
+    for i in range(4):  # arches
+        cx = width * (0.125 + i * 0.25)
+        draw.rectangle((cx - 0.02 * width, deck, cx + 0.02 * width, horizon + 0.06 * height), fill=_shade(stone, 0.8))
+
+
+def _paint_park(draw, width, height, horizon, scale, light, style, rng) -> None:
+    grass = _grade(_mix((60, 120, 50), light.ground_far, 0.4), style)
+    _ground(draw, width, height, horizon, grass)
+    leaves = _grade(_mix((40, 100, 45), light.ground_near, 0.3), style)
+    trunk = _grade((80, 55, 35), style)
+    for _ in range(14):
+        x, size = rng.uniform(0, width), rng.uniform(0.05, 0.12) * height * scale
+        base = horizon + rng.uniform(-0.01, 0.05) * height
+        draw.rectangle((x - size * 0.08, base - size, x + size * 0.08, base), fill=trunk)
+        draw.ellipse((x - size * 0.6, base - size * 2.0, x + size * 0.6, base - size * 0.7), fill=leaves)
+
+
+def _paint_snow(draw, width, height, horizon, scale, light, style, rng) -> None:
+    peaks = _grade((200, 210, 225), style)
+    for i in range(5):
+        x = width * (i / 4) + rng.uniform(-0.05, 0.05) * width
+        draw.polygon([(x - 0.25 * width, horizon), (x, horizon - rng.uniform(0.15, 0.3) * height),
+                      (x + 0.25 * width, horizon)], fill=peaks)
+    _ground(draw, width, height, horizon, _grade((235, 238, 245), style))
+
+
+def _paint_desert(draw, width, height, horizon, scale, light, style, rng) -> None:
+    sand = _grade((215, 170, 110), style)
+    _ground(draw, width, height, horizon, sand)
+    for i in range(4):
+        x = rng.uniform(0, width)
+        draw.ellipse((x - 0.3 * width, horizon - 0.06 * height, x + 0.3 * width, horizon + 0.1 * height),
+                     fill=_shade(sand, 0.9 + 0.05 * i))
+
+
+def _paint_interior(draw, width, height, horizon, scale, light, style, rng) -> None:
+    wall = _grade((150, 120, 95), style)
+    draw.rectangle((0, 0, width, horizon), fill=wall)
+    _ground(draw, width, height, horizon, _grade((90, 60, 40), style))
+    window = (width * 0.6, height * 0.12, width * 0.85, horizon * 0.8)
+    draw.rectangle(window, fill=_grade(light.sky_horizon, style), outline=_shade(wall, 0.5), width=max(3, height // 90))
+    draw.line((window[0], (window[1] + window[3]) / 2, window[2], (window[1] + window[3]) / 2), fill=_shade(wall, 0.5),
+              width=max(3, height // 120))
+    draw.rectangle((width * 0.1, horizon - 0.05 * height, width * 0.4, horizon + 0.02 * height), fill=_shade(wall, 0.55))
+
+
+def _paint_night_sky(draw, width, height, horizon, scale, light, style, rng) -> None:
+    _draw_stars(draw, width, horizon, rng)
+    _draw_stars(draw, width, horizon, rng)
+    _ground(draw, width, height, horizon, _grade((60, 60, 70), style))
+
+
+BACKDROP_PAINTERS = {"street": _paint_street, "rooftop": _paint_rooftop, "market": _paint_market,
+                     "beach": _paint_beach, "river": _paint_river, "park": _paint_park, "snow": _paint_snow,
+                     "desert": _paint_desert, "interior": _paint_interior, "night sky": _paint_night_sky}
 
 
 def _vertical_gradient(width: int, height: int, stops: list[tuple[float, RGB]]) -> np.ndarray:
@@ -496,7 +695,8 @@ def _draw_bokeh(img: Image.Image, light: Light, style: MoodStyle, rng: np.random
 
 
 def _draw_caption(img: Image.Image, shot: Shot) -> None:
-    """Shot id, type and camera, then the prompt wrapped into the camera-safe region, on a dark band."""
+    """Shot id, type and camera, the narration in its own script, then the prompt, in the camera-safe region,
+    on a dark band."""
     width, height = img.size
     unit = min(width, height)
     title_size, body_size = max(10, round(unit * 0.042)), max(9, round(unit * 0.033))
@@ -505,16 +705,19 @@ def _draw_caption(img: Image.Image, shot: Shot) -> None:
     title = f"{shot.id} · {shot.type.upper()} · {shot.camera.replace('_', ' ')} · {shot.duration_s:g} s"
     title = drawable_text(title, title_size)
     title = (wrap_to_width(title, title_font, text_width, 1) or [""])[0]
-    lines = wrap_to_width(drawable_text(shot.prompt, body_size), body_font, text_width, 3)
+    said_font = _font(body_size, _script(shot.narration))
+    said = wrap_to_width(drawable_text(shot.narration, body_size), said_font, text_width, 1) if shot.narration else []
+    lines = wrap_to_width(drawable_text(shot.prompt, body_size), body_font, text_width, 3 - len(said))
 
     line_h = round(body_size * 1.3)
     bottom = round(height * (1 - CAMERA_SAFE_MARGIN))
-    top = bottom - round(title_size * 1.5) - line_h * len(lines) - round(unit * 0.03)
+    top = bottom - round(title_size * 1.5) - line_h * (len(said) + len(lines)) - round(unit * 0.03)
     _darken_band(img, top, bottom + round(unit * 0.01))
     draw = ImageDraw.Draw(img)
     y = top + round(unit * 0.015)
     draw.text((left, y), title, font=title_font, fill=(255, 236, 170))
     y += round(title_size * 1.5)
-    for line in lines:
-        draw.text((left, y), line, font=body_font, fill=(240, 240, 236))
+    for line, font, fill in [*((t, said_font, (255, 255, 255)) for t in said),
+                             *((t, body_font, (200, 200, 196)) for t in lines)]:
+        draw.text((left, y), line, font=font, fill=fill)
         y += line_h

@@ -65,7 +65,9 @@ def test_tokyo_sentence_gives_a_japanese_reel_at_dusk():
     assert [s.duration_s for s in plan.shots] == [5.0] * 6
     assert sum(s.duration_s for s in plan.shots) == 30.0
     assert (plan.width, plan.height, plan.fps) == (1280, 720, 16)
-    assert warnings == []
+    # written in English, set in Tokyo: the place decides, and the report says why
+    assert warnings == ["the sentence is written in English (US) but set in Tokyo: the narration is in Japanese "
+                        "(the place decides; set the language to en-US to narrate in English (US))"]
     for shot in plan.shots:
         assert KANA.search(shot.narration), shot.narration  # Japanese, not Chinese: kana in every line
     assert "東京" in plan.shots[0].narration  # the story opens on the place
@@ -80,7 +82,7 @@ def test_tokyo_astronaut_is_the_character_with_a_spacesuit():
     wardrobe = " ".join(astronaut.wardrobe).lower()
     assert "eva" in wardrobe and "visor" in wardrobe
     assert all("astronaut" in s.characters for s in plan.shots if s.type == "hero")
-    assert "neon-lit Tokyo alley at dusk" in plan.shots[0].prompt
+    assert plan.shots[0].prompt.startswith("Establishing wide shot: a narrow alley in Tokyo, at dusk.")  # read, not cut
 
 
 # -- places and languages -----------------------------------------------------------

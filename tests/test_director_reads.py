@@ -1,0 +1,106 @@
+"""The rule director reads the sentence in each narration language: its language, who is in it (with counts),
+the setting, the time of day and the weather. The tables are data (rules_data/reading/<lang>.json)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from cinereel.model_loaders.rules import DirectorRequest, RuleDirector, read_scene
+
+# sentence, language, characters, setting, time of day, weather
+READS = [
+    # English, naming cities (the place decides the language)
+    ("Two old friends share tea on a rooftop in Seoul at night", "ko", 2, "rooftop", "night", "clear"),
+    ("An old clockmaker opens his workshop in Kyoto on a snowy morning", "ja", 1, "interior", "morning", "snow"),
+    ("A girl in a yellow raincoat flies a red kite on the beach in Lisbon at noon", "pt-PT", 1, "beach", "day", "clear"),
+    ("A tea seller waits under an umbrella at a market in Mumbai as the rain falls at dusk", "hi", 1, "market", "dusk", "rain"),
+    ("A fisherman and his dog walk along the river in Paris in thick fog at dawn", "fr", 2, "river", "dawn", "fog"),
+    ("Three children chase pigeons through a park in Rome in the afternoon", "it", 3, "park", "day", "clear"),
+    # Spanish
+    ("Dos viejos amigos juegan al ajedrez en el parque por la mañana", "es", 2, "park", "morning", "clear"),
+    ("Una niña corre por la playa bajo la lluvia al atardecer", "es", 1, "beach", "golden hour", "rain"),
+    ("El panadero abre su tienda antes del amanecer mientras nieva", "es", 1, "interior", "dawn", "snow"),
+    ("Un gato duerme en un tejado de noche entre la niebla", "es", 1, "rooftop", "night", "fog"),
+    # French
+    ("Deux amis boivent un café sur un toit la nuit", "fr", 2, "rooftop", "night", "clear"),
+    ("Une vieille dame vend des fleurs au marché sous la pluie ce matin", "fr", 1, "market", "morning", "rain"),
+    ("Un pêcheur répare son bateau sur la plage au coucher du soleil", "fr", 1, "beach", "golden hour", "clear"),
+    ("Trois enfants traversent le pont à l'aube dans le brouillard", "fr", 3, "river", "dawn", "fog"),
+    # Italian
+    ("Il vecchio orologiaio lavora nella sua bottega di notte", "it", 1, "interior", "night", "clear"),
+    ("Due amiche passeggiano lungo il fiume al tramonto", "it", 2, "river", "golden hour", "clear"),
+    ("Un bambino gioca nel parco sotto la neve la mattina", "it", 1, "park", "morning", "snow"),
+    ("Un cane aspetta nel vicolo sotto la pioggia a mezzanotte", "it", 1, "alley", "night", "rain"),
+    # Portuguese
+    ("Dois amigos conversam no mercado ao meio-dia", "pt-BR", 2, "market", "day", "clear"),
+    ("Uma menina dança na praia ao pôr do sol com muito vento", "pt-BR", 1, "beach", "golden hour", "wind"),
+    ("O velho pescador espera no cais de madrugada sob a chuva", "pt-BR", 1, "harbor", "dawn", "rain"),
+    ("Um gato dorme no telhado à noite enquanto cai a neve", "pt-BR", 1, "rooftop", "night", "snow"),
+    # Japanese
+    ("二人の老人が公園で朝に将棋をさしている", "ja", 2, "park", "morning", "clear"),
+    ("少女が雨の中、屋上で夕暮れの空を見ている", "ja", 1, "rooftop", "dusk", "rain"),
+    ("霧の夜明け、漁師が港で網を直している", "ja", 1, "harbor", "dawn", "fog"),
+    ("雪の夜、猫が路地で静かに眠っている", "ja", 1, "alley", "night", "snow"),
+    # Mandarin
+    ("两个老朋友在公园里下棋，早上阳光很好", "zh", 2, "park", "morning", "clear"),
+    ("一个女孩在海边的沙滩上奔跑，黄昏时下着雨", "zh", 1, "beach", "dusk", "rain"),
+    ("老钟表匠在小店里工作到深夜", "zh", 1, "interior", "night", "clear"),
+    ("一只猫在屋顶上看着大雪，夜晚很安静", "zh", 1, "rooftop", "night", "snow"),
+    # Hindi
+    ("दो दोस्त सुबह पार्क में चाय पीते हैं", "hi", 2, "park", "morning", "clear"),
+    ("एक लड़की शाम को बारिश में नदी के किनारे खड़ी है", "hi", 1, "river", "dusk", "rain"),
+    ("एक मछुआरा भोर में कोहरे के बीच समुद्र तट पर जाल ठीक करता है", "hi", 1, "beach", "dawn", "fog"),
+    ("रात में एक बिल्ली छत पर सो रही है", "hi", 1, "rooftop", "night", "clear"),
+    # English without a place (American and British English share the tables)
+    ("Two sisters bake bread in a small kitchen before dawn", "en-US", 2, "interior", "dawn", "clear"),
+    ("A lonely boy waits at a bus stop in the pouring rain at night", "en-US", 1, "street", "night", "rain"),
+    ("An old man feeds the ducks by the river on a foggy morning", "en-US", 1, "river", "morning", "fog"),
+    ("A young woman with a red scarf walks through the snowy forest at dusk", "en-US", 1, "forest", "dusk", "snow"),
+    ("A surfer paddles out into the waves on a windy afternoon", "en-US", 1, "harbor", "day", "wind"),
+    ("Four musicians play on a rooftop under the stars at night", "en-US", 4, "rooftop", "night", "clear"),
+]
+
+
+def plan_for(sentence: str):
+    return RuleDirector().plan(DirectorRequest(sentence=sentence))
+
+
+@pytest.mark.parametrize(("sentence", "language", "characters", "setting", "time_of_day", "weather"), READS)
+def test_the_director_reads_the_sentence(sentence, language, characters, setting, time_of_day, weather):
+    plan, _ = plan_for(sentence)
+    scene = read_scene(sentence, [], plan.language)
+    got = (plan.language, len(plan.characters), scene.setting.name, plan.time_of_day, scene.weather)
+    assert got == (language, characters, setting, time_of_day, weather), sentence
+
+
+def test_at_least_four_sentences_in_each_kokoro_language():
+    per_language = {}
+    for sentence, language, *_ in READS:
+        per_language[language] = per_language.get(language, 0) + 1
+    for language in ("en-US", "es", "fr", "it", "pt-BR", "ja", "zh", "hi"):
+        assert per_language.get(language, 0) >= 4, language
+    assert len(READS) >= 40
+
+
+@pytest.mark.parametrize("sentence", [r[0] for r in READS])
+def test_the_opening_prompt_describes_the_scene_in_english(sentence):
+    plan, _ = plan_for(sentence)
+    opening = plan.shots[0].prompt
+    assert opening.startswith("Establishing wide shot: ")
+    assert opening.isascii(), opening  # a description, not a piece of the sentence in its own script
+    words = sentence.split()
+    assert not any(" ".join(words[i:i + 4]) in opening for i in range(max(0, len(words) - 3))), opening
+
+
+def test_weather_reaches_every_prompt():
+    plan, _ = plan_for("A cat sleeps on a rooftop in the rain at night")
+    assert all("rain" in shot.prompt for shot in plan.shots)
+
+
+def test_the_director_is_fast():
+    plan_for("warm up: Un chat dort sur un toit")
+    start = time.perf_counter()
+    for sentence, *_ in READS:
+        plan_for(sentence)
+    assert (time.perf_counter() - start) / len(READS) < 0.5
