@@ -52,6 +52,18 @@ class RootIsADirectory:
         return None
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """The whole reels first, those with every real backend (tests/test_real_*.py, minutes each) before the
+    preview ones: with two workers (pyproject's ``-n 2``) the long tests then run beside the short ones
+    instead of alone at the end."""
+    def weight(item) -> int:
+        if item.get_closest_marker("reel") is None:
+            return 2
+        return 0 if item.path.name.startswith("test_real_") else 1
+
+    items.sort(key=weight)
+
+
 def pytest_configure(config) -> None:
     # A plugin, not a hook in this file: conftest hooks only see paths below tests/.
     config.pluginmanager.register(RootIsADirectory(), "cinereel-root-is-a-directory")

@@ -26,7 +26,7 @@ from cinereel_testkit import PACK_ROOT, load_test_module, unavailable
 
 current = load_test_module("comfy_current")
 
-pytestmark = [pytest.mark.comfy, pytest.mark.slow, pytest.mark.browser]
+pytestmark = [pytest.mark.comfy, pytest.mark.slow, pytest.mark.browser, pytest.mark.xdist_group("comfyui-server")]
 
 WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
 PREVIEW = PACK_ROOT / "workflows" / "CineReel preview reel (CPU, no weights).json"

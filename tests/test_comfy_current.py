@@ -18,7 +18,7 @@ from cinereel_testkit import PACK_ROOT, load_test_module
 
 current = load_test_module("comfy_current")
 
-pytestmark = [pytest.mark.comfy, pytest.mark.slow]
+pytestmark = [pytest.mark.comfy, pytest.mark.slow, pytest.mark.xdist_group("comfyui-server")]  # one server
 
 PREVIEW = PACK_ROOT / "workflows" / "CineReel preview reel (CPU, no weights).json"
 

@@ -116,27 +116,6 @@ def test_a_checkpoint_that_is_not_there_fails_with_a_clear_message(comfy, monkey
     assert not (comfy.output_dir / "cinereel" / "executor-missing-checkpoint").exists()
 
 
-def test_the_preview_workflow_runs_as_dropped_in(comfy, pack_root):
-    from cinereel.nodes.pipeline.video import probe
-    from cinereel_testkit import workflow_to_prompt
-
-    workflow = json.loads((pack_root / "workflows" / "CineReel preview reel (CPU, no weights).json").read_text(encoding="utf-8"))
-    prompt = workflow_to_prompt(workflow, comfy.nodes.NODE_CLASS_MAPPINGS)
-    director_id = next(k for k, v in prompt.items() if v["class_type"] == "CineReelDirector")
-    assert prompt[director_id]["inputs"]["sentence"].startswith("A lone astronaut")
-    executor = comfy.run(prompt)
-    assert executor.success, [m for m in executor.status_messages if m[0] == "execution_error"]
-    assemble_id = next(k for k, v in prompt.items() if v["class_type"] == "CineReelAssemble")
-    video = executor.outputs_ui[assemble_id]["cinereel_video"][0]
-    reel = comfy.output_dir / video["subfolder"] / video["filename"]
-    info = probe(reel)
-    assert (info["width"], info["height"], info["frames"]) == (1280, 720, 480)
-    gate_id = next(k for k, v in prompt.items() if v["class_type"] == "CineReelCriticGate")
-    assert len(executor.outputs_ui[gate_id]["cinereel_scores"]) == 6
-    preview_id = next(k for k, v in prompt.items() if v["class_type"] == "PreviewImage")
-    assert executor.outputs_ui[preview_id]["images"][0]["filename"].endswith(".png")
-
-
 def test_comfy_unloading_its_models_evicts_ours(comfy):
     """This 2024 ComfyUI's unload_all_models (Unload Models, Free Memory, out-of-memory recovery) evicts CineReel's
     resident model too: the pack lists it among ComfyUI's loaded models."""
