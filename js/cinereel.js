@@ -115,7 +115,7 @@ function showScores(node, rows) {
   el.replaceChildren();
   for (const r of rows) {
     const mark = r.passed ? "✓" : r.flagged ? "⚑" : "✗";
-    row(el, `${mark} ${r.shot}  attempt ${r.attempt}  mean ${Number(r.mean).toFixed(1)}  ${r.label || r.reason || ""}`, true);
+    row(el, `${mark} ${r.shot}  attempt ${r.attempt}/${r.of}  mean ${Number(r.mean).toFixed(1)}  ${r.label || r.reason || ""}`, true);
     if (r.scores) {
       row(el, `  composition ${r.scores.composition}  motion ${r.scores.motion_coherence}  ` +
         `character ${r.scores.character_consistency}  lighting ${r.scores.lighting_fidelity}`);

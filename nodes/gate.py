@@ -48,7 +48,10 @@ class CriticGateNode(ReelNode):
         out = run_gate(reel, critic, keyframe_model, motion_model, threshold, max_retries, strict, critic_frames,
                        technical_gate=technical_check)
         gate = out.notes["gate"]
-        return {"ui": {"cinereel_scores": score_rows(gate), "text": summary_text(gate)}, "result": (out,)}
+        earlier = set(reel.notes.get("warnings", []))
+        warnings = [f"⚠ {w}" for w in out.notes.get("warnings", []) if w not in earlier]  # a critic that failed
+        return {"ui": {"cinereel_scores": score_rows(gate), "text": summary_text(gate) + warnings},
+                "result": (out,)}
 
 
 NODES = {"CineReelCriticGate": (CriticGateNode, "CineReel Critic Gate")}

@@ -311,3 +311,26 @@ def test_each_label_reaches_the_tiny_real_renderers(tiny_real, label):
         assert EXPECTED[label](keyframe_call)
     else:
         assert RecordingKeyframes.shots == []
+
+
+def test_the_gate_node_shows_scores_once_and_the_critic_s_failure_as_a_warning(make_reel):
+    """The node's board has one row per shot; its text panel the gate as a whole, and the warning of a critic
+    that could not answer (not the per-shot lines again)."""
+    from cinereel.nodes.gate import CriticGateNode
+
+    def script(prompt, seen):
+        if prompt.startswith("shot 2:"):
+            raise RuntimeError("the critic server went away")
+        return PASS
+
+    ScriptedCritic.script = staticmethod(script)
+    try:
+        reel = make_reel(2)
+        result = CriticGateNode().gate(reel, CRITIC, KEYFRAMES, MOTION, 7.0, 1, False)
+    finally:
+        ScriptedCritic.script = staticmethod(lambda prompt, seen: PASS)
+    board, text = result["ui"]["cinereel_scores"], result["ui"]["text"]
+    assert [row["shot"] for row in board] == ["shot_01", "shot_02"] and board[1]["reason"] == "critic_unavailable"
+    assert text[0].endswith("1 shot(s) flagged (best attempt kept)") and not any("shot_01" in line for line in text)
+    (warning,) = [line for line in text if line.startswith("⚠ ")]
+    assert "shot_02: critic_unavailable" in warning and warning[2:] in result["result"][0].notes["warnings"]

@@ -355,13 +355,10 @@ def score_rows(gate: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def summary_text(gate: dict[str, Any]) -> list[str]:
-    lines = [f"{gate['rounds']} round(s), {gate['attempts_total']} attempt(s), {gate['model_loads']} model load(s)"]
-    for row in score_rows(gate):
-        mark = "passed" if row["passed"] else "FLAGGED (best attempt kept)"
-        if row["reason"]:
-            mark = f"FLAGGED: {row['reason']} (attempt kept unjudged)"
-        lines.append(f"{row['shot']}: attempt {row['attempt']}/{row['of']} mean {row['mean']:.1f} {mark}"
-                     + (f" [{row['label']}]" if row["label"] else ""))
+    """The gate as a whole, under the per-shot score board (which the node shows from ``score_rows``)."""
+    flagged = f", {len(gate['flagged'])} shot(s) flagged (best attempt kept)" if gate["flagged"] else ""
+    lines = [f"{gate['rounds']} round(s), {gate['attempts_total']} attempt(s), {gate['model_loads']} model load(s)"
+             + flagged]
     if gate["label_counts"]:
         lines.append("labels: " + ", ".join(f"{k} x{v}" for k, v in gate["label_counts"].items()))
     return lines
