@@ -51,9 +51,6 @@ class Layout:
     def component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)
 
-    def download_command(self, local_dir: Path | None = None) -> str:
-        return download_command(self.repo, local_dir)
-
 
 def download_command(repo_id: str, local_dir: Path | None = None) -> str:
     """The command that fetches (or completes, skipping files already there) a checkpoint."""
@@ -238,14 +235,12 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
         return None
 
 
-def incomplete_message(family: str, folder: Path, missing: list[str]) -> str:
+def incomplete_message(family: str, folder: Path, missing: list[str], repo_id: str | None = None) -> str:
+    """What ``folder`` lacks and the command that completes it: a hub id's snapshot (``repo_id``) is completed
+    in the hub cache, any other folder where it is."""
     spec = layout(family)
-    return (f"the {spec.name} checkpoint in {folder} is incomplete: missing {', '.join(missing)}; complete it with "
-            f"`{spec.download_command(folder if not _in_hub_cache(folder) else None)}`")
-
-
-def _in_hub_cache(folder: Path) -> bool:
-    return "snapshots" in folder.parts and any(part.startswith("models--") for part in folder.parts)
+    fetch = download_command(repo_id) if repo_id else download_command(spec.repo, folder)
+    return f"the {spec.name} checkpoint in {folder} is incomplete: missing {', '.join(missing)}; complete it with `{fetch}`"
 
 
 def no_folder_message(family: str, path: Path) -> str:
@@ -260,11 +255,11 @@ def not_downloaded_message(family: str, repo_id: str, suggested_dir: Path | None
     return f"{repo_id} is not downloaded; run {fetch}{choose} (or turn on allow_download)"
 
 
-def check_folder(family: str, folder: Path) -> Path:
+def check_folder(family: str, folder: Path, repo_id: str | None = None) -> Path:
     """``folder`` if it is a complete ``family`` checkpoint; else one error naming every missing file."""
     missing = missing_files(family, folder)
     if missing:
-        raise FileNotFoundError(incomplete_message(family, folder, missing))
+        raise FileNotFoundError(incomplete_message(family, folder, missing, repo_id))
     problem = wrong_pipeline(family, folder)
     if problem:
         raise ValueError(problem)
@@ -286,7 +281,7 @@ def resolve(family: str, checkpoint: str, allow_download: bool = False, revision
         if not allow_download:
             raise FileNotFoundError(not_downloaded_message(family, checkpoint))
         snapshot = download(checkpoint, revision)
-    return check_folder(family, snapshot)
+    return check_folder(family, snapshot, checkpoint)
 
 
 def download(repo_id: str, revision: str | None = None) -> Path:
@@ -302,18 +297,20 @@ def problems(family: str, checkpoint: str, allow_download: bool = False,
     """Preflight: everything wrong with ``checkpoint`` for ``family``, without loading or downloading."""
     path = Path(checkpoint).expanduser()
     if path.is_dir():
-        missing = missing_files(family, path)
-        if missing:
-            return [incomplete_message(family, path, missing)]
-        problem = wrong_pipeline(family, path)
-        return [problem] if problem else []
+        return _folder_problems(family, path)
     if not is_hub_id(checkpoint):
         return [no_folder_message(family, path)]
     snapshot = cached_snapshot(checkpoint)
+    if allow_download:
+        return []  # resolve() fetches what the cache lacks
     if snapshot is None:
-        return [] if allow_download else [not_downloaded_message(family, checkpoint, suggested_dir)]
-    missing = missing_files(family, snapshot)
-    if missing and not allow_download:
-        return [f"{checkpoint} is only partly in the Hugging Face cache ({snapshot}): missing {', '.join(missing)}; "
-                f"complete it with `{download_command(checkpoint)}`"]
+        return [not_downloaded_message(family, checkpoint, suggested_dir)]
+    return _folder_problems(family, snapshot, checkpoint)
+
+
+def _folder_problems(family: str, folder: Path, repo_id: str | None = None) -> list[str]:
+    try:
+        check_folder(family, folder, repo_id)
+    except (FileNotFoundError, ValueError) as exc:
+        return [str(exc)]
     return []

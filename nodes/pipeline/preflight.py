@@ -112,12 +112,6 @@ def _suggested_folder(family: str) -> Path | None:
     return roots[0] / layout(family).repo.split("/")[-1] if roots else None
 
 
-def check_checkpoints(handles: dict[str, ModelHandle]) -> None:
-    problems = checkpoint_problems(handles)
-    if problems:
-        raise PreflightError(problems)
-
-
 def check_queued_loaders(prompt: dict[str, Any]) -> None:
     """ComfyUI: every CineReel loader in the queued graph and its checkpoint, checked in seconds before the
     director plans (so a queue with three missing models fails once, naming all three, not after an hour)."""
