@@ -1,7 +1,9 @@
 """Reading a sentence in any narration language with per-language tables (``rules_data/reading/<lang>.json``).
 
-Each table says how that language names settings, times of day, weather, seasons, subjects and numbers;
-``rules_data/settings.json`` lists the settings themselves. A new language or setting is a data change.
+Each table says how that language names settings, times of day, weather, seasons, moods, subjects, numbers and
+ages, and what a character wears and carries (colours, garments, hair, props), always with English values, since
+the prompts are English; ``rules_data/settings.json`` lists the settings and moods themselves. A new language or
+setting is a data change.
 Keywords are folded like the rest of the director (case and Latin accents dropped); Latin and Devanagari
 keywords match whole words (``*`` matches any ending), Chinese and Japanese ones match anywhere. At one
 position the longest keyword wins ("夜明け", dawn, before "夜", night).
@@ -18,7 +20,9 @@ from typing import Any
 
 READING_DIR = Path(__file__).with_name("rules_data") / "reading"
 SETTINGS_FILE = Path(__file__).with_name("rules_data") / "settings.json"
-CATEGORIES = ("settings", "time", "weather", "season", "subjects", "numbers")
+CATEGORIES = ("settings", "time", "hints", "weather", "season", "mood", "subjects", "numbers", "ages", "colours",
+              "garments", "hair", "props")
+ATTRIBUTE_KINDS = ("garments", "hair", "props")  # what a character wears and carries
 _WORDLIKE = r"[\w\u0900-\u097F]"  # a letter of a word-spaced script (Devanagari signs are not \w)
 _UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")  # kana and Han: no spaces between words
 IRREGULAR_PLURALS = {"man": "men", "woman": "women", "child": "children", "fisherman": "fishermen",
@@ -57,6 +61,17 @@ class Subject:
         plural = IRREGULAR_PLURALS.get(head) or (head[:-1] + "ies" if head.endswith("y") and head[-2:-1] not in "aeiou"
                                                  else head + ("es" if head.endswith(("s", "sh", "ch")) else "s"))
         return " ".join([*self.adjectives, plural])
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """Something a character wears or carries, in English: ("garments", "yellow raincoat"), ("props", "red kite"),
+    ("hair", "black hair in a ponytail")."""
+
+    kind: str  # one of ATTRIBUTE_KINDS
+    english: str
+    start: int
+    end: int
 
 
 @functools.cache
@@ -108,6 +123,11 @@ def _entries(category: str, language: str) -> list[tuple[str, Any]]:
     return [(keyword, name) for name, keywords in table.items() for keyword in keywords]
 
 
+def english_values(category: str, language: str = "en") -> dict[str, str]:
+    """One category of one table as keyword (folded by the caller) -> English value."""
+    return dict(_entries(category, language))
+
+
 @functools.cache
 def matcher(category: str, languages: tuple[str, ...], fold: Any) -> Matcher:
     """One category's keywords in ``languages`` (settings.json's English ones included for "settings")."""
@@ -145,19 +165,26 @@ def _merged(hits: list[Hit], folded: str) -> list[Hit]:
             before = merged.pop()
             adjective = before.value.rstrip("+").split()[:-1] or [before.value.rstrip("+")]
             head = hit.value.rstrip("+")
-            prefix = [w for w in adjective if w in ("old", "young", "little")]
+            prefix = [w for w in adjective if w in settings_data()["ages"]]
             hit = Hit(before.start, hit.end, " ".join([*prefix, head]) + ("+" if hit.value.endswith("+") else ""))
         merged.append(hit)
     return merged
 
 
 def find_subjects(folded: str, languages: tuple[str, ...], fold: Any) -> list[Subject]:
-    """Who the sentence is about, with how many: a number right before the noun, else two for a plural."""
+    """Who the sentence is about, with how many (a number right before the noun, else two for a plural) and
+    their age when an age word stands next to them ("una mujer joven": a young woman)."""
     numbers = matcher("numbers", languages, fold).find(folded)
+    hits = _merged(matcher("subjects", languages, fold).find(folded), folded)
+    ages = [age for age in matcher("ages", languages, fold).find(folded)
+            if not any(age.start < hit.end and hit.start < age.end for hit in hits)]
     subjects: list[Subject] = []
-    for hit in _merged(matcher("subjects", languages, fold).find(folded), folded):
+    for hit in hits:
         noun, plural = hit.value.rstrip("+"), hit.value.endswith("+")
         count = next((n.value for n in numbers if n.end <= hit.start and _close(folded[n.end:hit.start])), None)
+        age = _next_to(hit, ages, folded, after_first=False)
+        if age and noun.split()[0] not in settings_data()["ages"]:
+            noun = f"{age.value} {noun}"
         subjects.append(Subject(noun, count or (2 if plural else 1), hit.start, hit.end))
     unique: dict[str, Subject] = {}
     for subject in subjects:
@@ -170,3 +197,42 @@ def _close(gap: str) -> bool:
     if _UNSPACED.search(gap) or (gap and not gap.strip(" の的")):
         return len(gap.strip()) <= 1
     return len(gap.split()) <= 1
+
+
+def _next_to(hit: Hit, words: list[Hit], folded: str, after_first: bool) -> Hit | None:
+    """The word of ``words`` right before or right after ``hit`` (``_close``), the side ``after_first`` first."""
+    before = [w for w in words if w.end <= hit.start and _close(folded[w.end:hit.start])]
+    after = [w for w in words if hit.end <= w.start and _close(folded[hit.end:w.start])]
+    nearest_before, nearest_after = (before[-1:] or [None])[0], (after[:1] or [None])[0]
+    return (nearest_after or nearest_before) if after_first else (nearest_before or nearest_after)
+
+
+def colour_after(language: str) -> bool:
+    """Whether the language puts a colour after its noun ("un paraguas rojo")."""
+    return bool(_table(language).get("colour_after", False))
+
+
+def find_attributes(folded: str, languages: tuple[str, ...], fold: Any) -> list[Attribute]:
+    """Garments, hair and props the text names, in English and in order, each with the colour next to it."""
+    nouns = [(kind, hit) for kind in ATTRIBUTE_KINDS for hit in matcher(kind, languages, fold).find(folded)]
+    colours = [c for c in matcher("colours", languages, fold).find(folded)
+               if not any(hit.start <= c.start and c.end <= hit.end for _, hit in nouns)]  # "红发": red hair
+    after_first = colour_after(languages[0])
+    found = []
+    for kind, hit in sorted(nouns, key=lambda noun: noun[1].start):
+        colour = _next_to(hit, colours, folded, after_first)
+        if colour:
+            colours.remove(colour)
+        english = _coloured(hit.value, colour.value if colour else None)
+        if english != "hair":  # hair, no colour: nothing to draw or say
+            found.append(Attribute(kind, english, hit.start, hit.end))
+    return found
+
+
+def _coloured(english: str, colour: str | None) -> str:
+    """ "red" and "kite": "red kite"; "black" and "hair in a ponytail": "black hair in a ponytail"."""
+    if not colour:
+        return english
+    if "hair" in english.split():
+        return english.replace("hair", f"{colour} hair", 1)
+    return f"{colour} {english}"

@@ -33,7 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from .reading import Subject, find_first, find_setting_name, settings_data, tables_for
+from .reading import (
+    Attribute,
+    Subject,
+    english_values,
+    find_attributes,
+    find_first,
+    find_setting_name,
+    matcher,
+    settings_data,
+    tables_for,
+)
 from .reading import find_subjects as find_lexicon_subjects
 from .speaking_rates import ENGINES as VOICE_ENGINES
 from .speaking_rates import narration_budget, narration_length
@@ -325,10 +335,6 @@ class KeywordIndex(Generic[T]):
         return 0, None
 
 
-def _keyword_index(table: dict[str, tuple[str, ...]]) -> KeywordIndex[str]:
-    return KeywordIndex((keyword, key) for key, keywords in table.items() for keyword in keywords)
-
-
 def _clip(text: str, limit: int) -> str:
     """``text`` cut at a word boundary to at most ``limit`` characters."""
     text = " ".join(text.split())
@@ -413,59 +419,13 @@ def find_place(sentence: str) -> Place | None:
 # Mood, time of day, setting
 # =============================================================================
 
-# Order breaks ties: the first mood listed wins an equal count of keywords.
-MOOD_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "mysterious": ("neon*", "fog*", "mist", "mists", "misty", "shadow*", "myster*", "secret*", "haze", "hazy",
-                   "hidden", "strange*", "ghost*", "noir", "labyrinth*", "detective*", "enigma*", "whisper*",
-                   "masked", "unknown"),
-    "tense": ("chase*", "chasing", "danger*", "escap*", "flee*", "fleeing", "hunted", "hunting", "threat*", "pursu*",
-              "heist", "tense", "nervous*", "fear*", "afraid", "panic*", "gun*", "bomb*", "trapped", "storm*"),
-    "romantic": ("love*", "lover*", "kiss*", "romanc*", "romantic", "couple", "embrac*", "wedding", "bride", "groom",
-                 "sweetheart*", "together", "hand in hand", "candlelit", "date night"),
-    "epic": ("epic", "battle*", "army", "armies", "dragon*", "hero", "heroes", "heroic", "vast", "summit", "legend*",
-             "warrior*", "empire*", "kingdom*", "conquer*", "giant*", "colossal", "mountain*", "glacier*", "cliff*"),
-    "melancholic": ("lonely", "loneliness", "alone", "solitary", "sad", "sadly", "sadness", "grief", "griev*",
-                    "tears", "weep*", "cry", "cries", "crying", "memor*", "abandon*", "farewell", "goodbye",
-                    "forgotten", "ruin*", "rain", "rainy", "raining", "drizzl*", "autumn", "empty", "funeral", "lost"),
-    "joyful": ("happy", "happi*", "joy*", "laugh*", "celebrat*", "festival*", "party", "parties", "smil*",
-               "carnival*", "birthday*", "playful", "playing", "children", "picnic*", "fireworks", "cheer*"),
-    "energetic": ("run", "runs", "running", "sprint*", "race*", "racing", "skate*", "skating", "surf*", "dance*",
-                  "dancing", "jump*", "rush*", "fast", "speed*", "rave", "raves", "parkour", "cycling", "bikes",
-                  "motorcycle*", "drum*", "beat", "beats"),
-    "calm": ("calm*", "quiet*", "peace*", "serene", "serenity", "gentle", "gently", "tranquil*", "meditat*", "breeze",
-             "still", "stillness", "slow*", "drift*", "float*", "lake", "pond", "garden*", "tea", "snowfall"),
-}
-
-# Words that name the time of day outright; the earliest one in the sentence wins.
-TIME_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "golden hour": ("golden hour", "magic hour", "sunset*", "sundown", "setting sun", "coucher de soleil",
-                    "atardecer", "tramonto", "sonnenuntergang", "por do sol", "puesta de sol"),
-    "dawn": ("dawn", "sunrise", "daybreak", "first light", "break of day", "aube", "amanecer", "alba", "madrugada",
-             "morgengrauen", "sonnenaufgang", "amanhecer"),
-    "dusk": ("dusk", "twilight", "blue hour", "evening*", "nightfall", "crepuscule", "soir", "soiree", "anochecer",
-             "crepusculo", "dammerung", "abend*", "anoitecer", "entardecer"),
-    "night": ("night*", "midnight", "tonight", "after dark", "moonlit", "moonlight", "starlit", "nuit", "noche",
-              "notte", "nacht", "noite"),
-    "morning": ("morning*", "breakfast", "matin", "manana", "mattina", "mattino", "manha"),
-    "day": ("noon", "midday", "afternoon*", "daylight", "daytime", "broad day", "midi", "mediodia", "pomeriggio",
-            "nachmittag"),
-}
-
-# Weaker cues, used only when no time is named.
-TIME_HINTS: dict[str, tuple[str, ...]] = {
-    "night": ("neon*", "stars", "starry", "moon", "lantern*", "streetlight*", "street lights", "city lights",
-              "fireflies", "candle*", "nightclub*", "club", "bar", "rave", "raves"),
-    "day": ("sunny", "sunlit", "sunshine", "blue sky", "beach", "picnic*", "market*"),
-    "golden hour": ("golden light", "warm light", "long shadows"),
-    "morning": ("coffee", "commute*", "sunbeam*"),
-}
-
-# Defaults when only one of the two is known, and for sentences with neither.
-MOOD_BY_TIME = {"dawn": "calm", "morning": "joyful", "day": "energetic", "golden hour": "romantic",
-                "dusk": "melancholic", "night": "mysterious"}
-TIME_BY_MOOD = {"mysterious": "night", "tense": "night", "romantic": "golden hour", "epic": "golden hour",
-                "melancholic": "dusk", "joyful": "day", "energetic": "day", "calm": "dawn"}
-DEFAULT_MOOD, DEFAULT_TIME = "calm", "day"
+# Moods, and how mood, weather and time of day default from each other, are data (rules_data/settings.json); the
+# words of each are in each language's table (reading/<lang>.json "mood", "time", "hints"). Order breaks mood ties.
+MOODS: tuple[str, ...] = tuple(settings_data()["moods"])
+MOOD_BY_WEATHER: dict[str, str] = settings_data()["mood_by_weather"]
+MOOD_BY_TIME: dict[str, str] = settings_data()["mood_by_time"]
+TIME_BY_MOOD: dict[str, str] = settings_data()["time_by_mood"]
+DEFAULT_MOOD, DEFAULT_TIME = settings_data()["default_mood"], settings_data()["default_time"]
 
 
 @dataclass(frozen=True)
@@ -491,42 +451,27 @@ WEATHER_PROMPT: dict[str, str] = settings_data()["weather"]
 SEASON_PROMPT: dict[str, str] = settings_data()["season"]
 
 
-@functools.cache
-def _index(table_name: str) -> KeywordIndex[str]:
-    return _keyword_index({
-        "mood": MOOD_KEYWORDS, "time": TIME_KEYWORDS, "hint": TIME_HINTS,
-        "setting": {setting.name: setting.keywords for setting in SETTINGS},
-    }[table_name])
-
-
-def _find_mood(folded: str) -> str | None:
-    """The mood with the most keywords in ``folded``; the first in MOOD_KEYWORDS wins a tie."""
-    counts = Counter(mood for _, mood in _index("mood").find(folded))
-    return max(MOOD_KEYWORDS, key=lambda mood: counts[mood]) if counts else None
-
-
-def _find_time(folded: str) -> str | None:
-    """The first time of day named outright, else the first hinted at."""
-    for table_name in ("time", "hint"):
-        hits = _index(table_name).find(folded)
-        if hits:
-            return hits[0][1]
-    return None
+def _most_voted(votes: Counter) -> str | None:
+    """The mood with the most votes; the first in MOODS wins a tie."""
+    return max(MOODS, key=lambda mood: votes[mood]) if votes else None
 
 
 def mood_and_time(sentence: str, language: str | None = None) -> tuple[str, str]:
-    """The reel's mood and time of day from keywords in ``sentence``, each defaulting from the other."""
-    folded = fold(sentence)
-    mood = _find_mood(folded)
-    time_of_day = find_first("time", folded, tables_for(language), fold) if language else None
-    time_of_day = time_of_day or _find_time(folded)
-    if mood and time_of_day:
-        return mood, time_of_day
-    if mood:
-        return mood, TIME_BY_MOOD[mood]
-    if time_of_day:
-        return MOOD_BY_TIME[time_of_day], time_of_day
-    return DEFAULT_MOOD, DEFAULT_TIME
+    """The reel's mood and time of day from the words of ``sentence`` (its language's and English), each
+    defaulting from the other.
+
+    Mood words vote for a mood and the weather votes once (fog: mysterious); the time of day is the first one
+    named, else the first hinted at ("neon"), else the mood's, but only a mood read from mood words: the weather
+    alone never sets the time (fog is not night, rain not dusk, snow not dawn).
+    """
+    folded, tables = fold(sentence), tables_for(language)
+    words = Counter(hit.value for hit in matcher("mood", tables, fold).find(folded))
+    weather = find_weather(sentence, language)
+    votes = words + Counter([MOOD_BY_WEATHER[weather]] if weather in MOOD_BY_WEATHER else [])
+    named = find_first("time", folded, tables, fold) or find_first("hints", folded, tables, fold)
+    worded = _most_voted(words)
+    time_of_day = named or (TIME_BY_MOOD[worded] if worded else DEFAULT_TIME)
+    return _most_voted(votes) or (MOOD_BY_TIME[named] if named else DEFAULT_MOOD), time_of_day
 
 
 def find_setting(sentence: str, place: Place | None, language: str | None = None) -> Setting:
@@ -613,12 +558,10 @@ NOT_CHARACTERS = frozenset("""
     tide leaves leaf story music song camera heart
 """.split())
 
-# Words before a person's noun that set their age ("an old fisherman").
-AGE_WORDS = {"old": "elderly, in their seventies, silver hair, deeply lined face",
-             "elderly": "elderly, in their seventies, silver hair, deeply lined face",
-             "aging": "in their sixties, greying hair", "ageing": "in their sixties, greying hair",
-             "middle-aged": "in their fifties", "young": "in their early twenties",
-             "teenage": "about sixteen years old", "little": "about eight years old"}
+# Words next to a person's noun that set their age ("an old fisherman"): settings.json "ages", keywords per language.
+AGE_DESCRIPTIONS: dict[str, str] = settings_data()["ages"]
+AGE_WORDS: dict[str, str] = {fold(word): AGE_DESCRIPTIONS[age] for word, age in english_values("ages").items()}
+AGE_WORDS.update({age: description for age, description in AGE_DESCRIPTIONS.items()})
 
 # What tells several characters of the same archetype apart: (look, wardrobe item).
 DISTINGUISHERS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -631,11 +574,7 @@ DISTINGUISHERS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 ORDINALS = ("First", "Second", "Third", "Fourth")  # one per character, up to MAX_CHARACTERS
 
-GARMENTS = ("coat", "trench coat", "raincoat", "overcoat", "jacket", "dress", "gown", "suit", "kimono", "hoodie",
-            "sweater", "scarf", "hat", "cap", "helmet", "uniform", "cloak", "cape", "robe", "robes", "veil", "boots",
-            "sneakers", "shirt", "t-shirt", "jeans", "skirt", "sari", "saree", "poncho", "parka", "armor", "armour",
-            "apron", "glasses", "sunglasses", "mask", "headphones", "backpack", "hijab", "turban", "tuxedo",
-            "overalls", "vest", "shawl", "beret", "fedora")
+GARMENTS = tuple(english_values("garments"))  # English garment words (reading/en.json), kept as written
 _CLOTHING = re.compile(
     r"\b(?:wearing|dressed in|in|with)\s+(?:a |an |the |his |her |their )?"
     r"((?:[\w'-]+\s+){0,3}?(?:" + "|".join(sorted(map(re.escape, GARMENTS), key=len, reverse=True)) + r"))s?\b",
@@ -793,15 +732,76 @@ def _clothing(sentence: str, mentions: Sequence[Mention]) -> dict[int, list[str]
     return worn
 
 
-def _describe(mention: Mention, instance: int) -> str:
+@dataclass(frozen=True)
+class Outfit:
+    """What the sentence gives one subject, in English: garments worn, props carried, hair."""
+
+    worn: tuple[str, ...] = ()  # "yellow raincoat"
+    carried: tuple[str, ...] = ()  # "red kite"
+    hair: tuple[str, ...] = ()  # "long hair", "black hair in a ponytail"
+
+
+GARMENT_LAYERS = tuple(frozenset(layer) for layer in settings_data()["garment_layers"])
+CARRYING = "carrying "  # a wardrobe item that starts so is a prop (the storyboard draws it in a hand)
+_HAIR_PARTS = ("hair", "topknot", "bald", "shaved")  # parts of a look that a stated hairstyle replaces
+
+
+def outfits(sentence: str, mentions: Sequence[Mention], language: str | None) -> dict[int, Outfit]:
+    """What the sentence puts on, in the hands of, or on the head of each subject, by mention index.
+
+    Each garment, prop or hair word belongs to the last subject named before it, else to the first one
+    ("黄色いレインコートの少女": the raincoat is the girl's). English garments keep the sentence's own words
+    ("a red wool coat"); the tables give everything else, in English.
+    """
+    if not mentions:
+        return {}
+    english = (language or "en").startswith("en")
+    found: dict[int, dict[str, list[str]]] = {}
+    for k, garments in (_clothing(sentence, mentions) if english else {}).items():
+        found.setdefault(k, {}).setdefault("garments", []).extend(garments)
+    for attribute in find_attributes(fold(sentence), tables_for(language), fold):
+        if english and attribute.kind == "garments":
+            continue
+        found.setdefault(_owner(attribute, mentions), {}).setdefault(attribute.kind, []).append(attribute.english)
+    return {k: Outfit(tuple(dict.fromkeys(kinds.get("garments", []))), tuple(dict.fromkeys(kinds.get("props", []))),
+                      tuple(dict.fromkeys(kinds.get("hair", []))))
+            for k, kinds in found.items()}
+
+
+def _owner(attribute: Attribute, mentions: Sequence[Mention]) -> int:
+    before = [k for k, mention in enumerate(mentions) if mention.end <= attribute.start]
+    return before[-1] if before else 0
+
+
+def hair_phrase(hair: Sequence[str]) -> str:
+    """The hair words as one phrase: "long hair", "black hair", "hair in a ponytail": "long black hair in a ponytail"."""
+    if not hair:
+        return ""
+    described, styles = [], []
+    for phrase in hair:
+        before, _, after = phrase.partition("hair")
+        described += before.split()
+        styles += [after.strip()] if after.strip() else []
+    return " ".join([*dict.fromkeys(described), "hair", " and ".join(dict.fromkeys(styles))]).strip()
+
+
+def _without_hair(text: str) -> list[str]:
+    return [part for part in text.split(", ") if not any(word in part for word in _HAIR_PARTS)]
+
+
+def _describe(mention: Mention, instance: int, hair: Sequence[str] = ()) -> str:
     archetype = mention.archetype
-    ages = [AGE_WORDS[word.lower()] for word in mention.adjectives
-            if word.lower() in AGE_WORDS and archetype.kind == "person"]
+    ages = [AGE_WORDS[fold(word)] for word in mention.adjectives
+            if fold(word) in AGE_WORDS and archetype.kind == "person"]
     named = mention.proper_name or " ".join([*mention.adjectives, mention.singular])
-    parts = [_capitalize(named), ages[0] if ages else archetype.age, archetype.look]
+    age, look = ages[0] if ages else archetype.age, archetype.look
+    said_hair = hair_phrase(hair)
+    if said_hair:  # the sentence's hair replaces the archetype's
+        age, look = ", ".join(_without_hair(age)), ", ".join([*_without_hair(look), said_hair])
+    parts = [_capitalize(named), age, look]
     if mention.count > 1:
         parts.append(_distinguisher(archetype, instance)[0])
-    return _clip(", ".join(parts), 600)
+    return _clip(", ".join(p for p in parts if p), 600)
 
 
 def _distinguisher(archetype: Archetype, instance: int) -> tuple[str, str]:
@@ -809,30 +809,45 @@ def _distinguisher(archetype: Archetype, instance: int) -> tuple[str, str]:
     return table[instance % len(table)]
 
 
-def _wardrobe(mention: Mention, instance: int, worn: Sequence[str]) -> list[str]:
-    """The sentence's garments first, then the archetype's that do not clash with them."""
-    worn_words = {fold(w).split()[-1] for w in worn}
-    kept = [item for item in mention.archetype.wardrobe if not worn_words & set(fold(item).split())]
+def _words_of(item: str) -> list[str]:
+    return re.findall(r"[a-z]+", fold(item))
+
+
+def _with_article(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def _wardrobe(mention: Mention, instance: int, outfit: Outfit) -> list[str]:
+    """The sentence's garments first, its props ("carrying a red kite"), then the archetype's garments that do
+    not clash with them."""
+    replaced = {fold(w).split()[-1] for w in outfit.worn}
+    replaced |= {word for layer in GARMENT_LAYERS if replaced & layer for word in layer}
+    kept = [item for item in mention.archetype.wardrobe if not replaced & set(_words_of(item))]
+    carried = [CARRYING + _with_article(prop) for prop in outfit.carried]
     extra = [_distinguisher(mention.archetype, instance)[1]] if mention.count > 1 else []
-    return [_clip(item, 120) for item in [*worn, *kept, *extra][:12]]
+    return [_clip(item, 120) for item in [*outfit.worn, *carried, *kept, *extra][:12]]
 
 
-def build_characters(sentence: str, mentions: Sequence[Mention], warnings: list[str]) -> list[dict[str, Any]]:
-    """Plan characters for ``mentions``: one per person or animal, at most MAX_CHARACTERS."""
-    worn = _clothing(sentence, mentions)
+def build_characters(sentence: str, mentions: Sequence[Mention], warnings: list[str],
+                     language: str | None = None) -> list[dict[str, Any]]:
+    """Plan characters for ``mentions``: one per person or animal, at most MAX_CHARACTERS, wearing and carrying
+    what the sentence (written in ``language``) says."""
+    said = outfits(sentence, mentions, language)
     characters: list[dict[str, Any]] = []
     wanted = sum(m.count for m in mentions)
     for k, mention in enumerate(mentions):
         base_id = slug(mention.proper_name or mention.singular) or mention.archetype.id
         several = mention.count > 1
+        outfit = said.get(k, Outfit())
         for instance in range(min(mention.count, MAX_CHARACTERS - len(characters))):
             char_id = f"{base_id[:37]}-{instance + 1}" if several else base_id
             if any(c["id"] == char_id for c in characters):
                 char_id = f"{char_id[:36]}-{len(characters) + 1}"
             name = (f"The {ORDINALS[instance]} {mention.singular.title()}" if several
                     else mention.proper_name or f"The {mention.singular.title()}")
-            characters.append({"id": char_id, "name": _clip(name, 80), "description": _describe(mention, instance),
-                               "wardrobe": _wardrobe(mention, instance, worn.get(k, []))})
+            characters.append({"id": char_id, "name": _clip(name, 80),
+                               "description": _describe(mention, instance, outfit.hair),
+                               "wardrobe": _wardrobe(mention, instance, outfit)})
     if wanted > MAX_CHARACTERS:
         warnings.append(f"the sentence names {wanted} characters; the plan keeps the first {MAX_CHARACTERS} "
                         "so that each stays recognisable")
@@ -1030,7 +1045,12 @@ def _action_and_location(sentence: str, action_start: int | None, place: Place |
 
 
 def _cast_description(characters: Sequence[dict[str, Any]]) -> str:
-    return ". ".join(f"{c['description']}, wearing {', '.join(c['wardrobe'][:4])}" for c in characters)
+    """Each character's description, four garments and everything they carry."""
+    def dressed(character: dict[str, Any]) -> str:
+        carried = [item for item in character["wardrobe"] if item.startswith(CARRYING)]
+        worn = [item for item in character["wardrobe"] if not item.startswith(CARRYING)][:4]
+        return ", ".join([character["description"], *(["wearing " + ", ".join(worn)] if worn else []), *carried])
+    return ". ".join(map(dressed, characters))
 
 
 def _names_in_text(characters: Sequence[dict[str, Any]]) -> str:
@@ -1303,7 +1323,7 @@ def read_scene(sentence: str, warnings: list[str], language: str | None = None) 
     english = (language or "en").startswith("en")
     mentions = tuple(find_subjects(sentence)) if english else ()
     mentions = mentions or tuple(_lexicon_mentions(sentence, language))
-    characters = tuple(build_characters(sentence, mentions, warnings))
+    characters = tuple(build_characters(sentence, mentions, warnings, language))
     action_start = _action_start(sentence, mentions) if mentions and english else None
     subjects = tuple(m for m in mentions if action_start is None or m.end <= action_start)
     action, location = _action_and_location(sentence, action_start, place, setting) if english else ("", "")

@@ -544,7 +544,7 @@ def test_emoji_and_right_to_left_sentences_plan_fine(sentence, locale):
 def test_narration_templates_are_complete_and_format(key):
     data = json.loads((rules.DATA_DIR / "narration" / f"{key}.json").read_text(encoding="utf-8"))
     assert set(data["when"]) == set(rules.LIGHTING)
-    assert set(data["moods"]) == set(rules.MOOD_KEYWORDS)
+    assert set(data["moods"]) == set(rules.MOODS)
     assert set(data["phases"]) == set(rules.ARC)
     slots = {name: "X" for name in ("place", "Place", "when", "When", "who", "Who")}
     for phase, by_cast in data["phases"].items():
