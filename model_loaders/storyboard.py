@@ -123,6 +123,14 @@ def wardrobe_colour(item: str) -> RGB:
 # -- characters ---------------------------------------------------------------
 
 @dataclass(frozen=True)
+class Prop:
+    """Something a character carries, drawn in a hand: its kind (a PROP_PAINTERS key) and its colour."""
+
+    kind: str
+    colour: RGB
+
+
+@dataclass(frozen=True)
 class Look:
     """How a character is drawn, everywhere: derived from the character's words, never from a seed."""
 
@@ -131,17 +139,57 @@ class Look:
     top: RGB  # first wardrobe item
     inner: RGB  # second item (collar, shirt), else a shade of the top
     legs: RGB  # third item, else a dark shade of the top
+    hair_style: str = "short"  # a HAIR_STYLES key
+    props: tuple[Prop, ...] = ()
+    scarf: RGB | None = None  # drawn at the neck; it tells two of a kind apart ("deep red scarf", "navy blue scarf")
+    height: float = 1.0  # of the staged figure's height: "tall" and "shorter" people differ
+
+
+# Wardrobe items that start so are carried, not worn (the rule director writes "carrying a red kite").
+CARRIED = ("carrying ", "holding ")
+# Words of a description that give the hairstyle, the first style found wins ("long hair in a ponytail": ponytail).
+HAIR_STYLES: dict[str, tuple[str, ...]] = {
+    "ponytail": ("ponytail", "ponytails"), "bun": ("bun", "topknot", "chignon"),
+    "braid": ("braid", "braids", "braided", "plait", "plaits", "pigtails"), "long": ("long", "shoulder", "flowing"),
+}
+
+
+SCARVES = ("scarf", "shawl", "dupatta", "muffler")
+HEIGHT_WORDS = {"tall": 1.07, "towering": 1.1, "lanky": 1.06, "shorter": 0.93, "petite": 0.92, "stocky": 0.96}
 
 
 def character_look(character: Character) -> Look:
     words = _words(character.description)
     skin = next((SKIN_WORDS[w] for w in words if w in SKIN_WORDS), None)
     skin = skin or SKIN_PALETTE[_stable_hash(character.id + ":skin") % len(SKIN_PALETTE)]
-    garments = [wardrobe_colour(item) for item in character.wardrobe]
+    worn = [item for item in character.wardrobe if not item.lower().startswith(CARRIED)] or list(character.wardrobe)
+    scarves = [item for item in worn if any(w in SCARVES for w in _words(item))]
+    worn = [item for item in worn if item not in scarves] or worn
+    garments = [wardrobe_colour(item) for item in worn]
     top = garments[0]
     inner = garments[1] if len(garments) > 1 else _mix(top, (255, 255, 255), 0.35)
     legs = garments[2] if len(garments) > 2 else _shade(top, 0.55)
-    return Look(skin=skin, hair=_hair_colour(character, words), top=top, inner=inner, legs=legs)
+    props = tuple(prop for item in character.wardrobe if item.lower().startswith(CARRIED) and (prop := _prop(item)))
+    return Look(skin=skin, hair=_hair_colour(character, words), top=top, inner=inner, legs=legs,
+                hair_style=_hair_style(words), props=props, scarf=wardrobe_colour(scarves[0]) if scarves else None,
+                height=next((HEIGHT_WORDS[w] for w in words if w in HEIGHT_WORDS), 1.0))
+
+
+def _hair_style(words: list[str]) -> str:
+    for style, style_words in HAIR_STYLES.items():
+        if any(w in style_words for w in words):
+            return style
+    return "short"
+
+
+def _prop(item: str) -> Prop | None:
+    """The prop a carried item names, in the colour it names (else the prop's own)."""
+    words = _words(item)
+    kind = next((PROP_ALIASES.get(w, w) for w in words if PROP_ALIASES.get(w, w) in PROP_PAINTERS), None)
+    if kind is None:
+        return None
+    named = any(w in COLOUR_WORDS or w in MATERIAL_WORDS for w in words)
+    return Prop(kind, wardrobe_colour(item) if named else PROP_COLOURS[kind])
 
 
 def _hair_colour(character: Character, words: list[str]) -> RGB | None:
@@ -155,10 +203,16 @@ def _hair_colour(character: Character, words: list[str]) -> RGB | None:
     return HAIR_PALETTE[_stable_hash(character.id + ":hair") % len(HAIR_PALETTE)]
 
 
-def _draw_figure(draw: ImageDraw.ImageDraw, look: Look, cx: float, base: float, h: float) -> None:
-    """A standing figure of height ``h`` whose feet are at ``(cx, base)``; parts may fall outside the canvas."""
+Box = tuple[float, float, float, float]
 
-    def box(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float, float]:
+
+def _draw_figure(draw: ImageDraw.ImageDraw, look: Look, cx: float, base: float, h: float) -> None:
+    """A standing figure of height ``h`` whose feet are at ``(cx, base)``, with its hairstyle and what it carries;
+    parts may fall outside the canvas."""
+
+    h *= look.height
+
+    def box(x0: float, y0: float, x1: float, y1: float) -> Box:
         return cx + x0 * h, base - y0 * h, cx + x1 * h, base - y1 * h
 
     radius = max(1, round(0.04 * h))
@@ -171,17 +225,130 @@ def _draw_figure(draw: ImageDraw.ImageDraw, look: Look, cx: float, base: float, 
     draw.rounded_rectangle(box(-0.16, 0.80, 0.16, 0.42), radius * 2, fill=look.top)
     neckline = [(cx - 0.06 * h, base - 0.80 * h), (cx + 0.06 * h, base - 0.80 * h), (cx, base - 0.63 * h)]
     draw.polygon(neckline, fill=look.inner)
-    head = box(-0.072, 0.98, 0.072, 0.79)
+    if look.scarf is not None:
+        draw.rounded_rectangle(box(-0.09, 0.825, 0.09, 0.755), radius, fill=look.scarf)
+        draw.rounded_rectangle(box(0.02, 0.79, 0.075, 0.58), radius, fill=_shade(look.scarf, 0.85))
     if look.hair is not None:
-        draw.ellipse(box(-0.082, 1.0, 0.082, 0.83), fill=look.hair)
-    draw.ellipse(head, fill=look.skin)
+        _draw_hair_behind(draw, look, box, radius)
+    draw.ellipse(box(-0.072, 0.98, 0.072, 0.79), fill=look.skin)
     if look.hair is not None:
         draw.chord(box(-0.08, 0.995, 0.08, 0.85), 180, 360, fill=look.hair)
+        if look.hair_style == "braid":  # over the shoulder, in front
+            for k in range(5):
+                y = 0.86 - 0.05 * k
+                draw.ellipse(box(0.058, y + 0.028, 0.108, y - 0.028), fill=look.hair, outline=_shade(look.hair, 0.7))
     if h > 240:  # eyes only where they are more than a speck
         eye = _shade(look.skin, 0.35)
         for side in (-1, 1):
             ex = side * 0.03
             draw.ellipse(box(ex - 0.009, 0.902, ex + 0.009, 0.89), fill=eye)
+    for prop in look.props:
+        PROP_PAINTERS[prop.kind](draw, box, h, prop.colour)
+
+
+def _draw_hair_behind(draw: ImageDraw.ImageDraw, look: Look, box, radius: int) -> None:
+    """The hair behind the head: its back, and a ponytail, a bun or long hair over the shoulders."""
+    hair = look.hair
+    draw.ellipse(box(-0.082, 1.0, 0.082, 0.83), fill=hair)
+    if look.hair_style == "long":
+        draw.rounded_rectangle(box(-0.1, 0.95, 0.1, 0.68), radius, fill=hair)
+    elif look.hair_style == "ponytail":
+        draw.ellipse(box(0.045, 0.985, 0.125, 0.905), fill=hair)  # the tie, high at the back
+        draw.polygon([_at(box, 0.08, 0.96), _at(box, 0.125, 0.93),
+                      _at(box, 0.17, 0.72), _at(box, 0.12, 0.70)], fill=hair)
+    elif look.hair_style == "bun":
+        draw.ellipse(box(-0.05, 1.06, 0.05, 0.97), fill=hair)
+
+
+# -- props: drawn in the figure's hands (right hand at x 0.175, left at -0.175, both at 0.40 of its height) ---------
+
+def _at(box, x: float, y: float) -> tuple[float, float]:
+    """The canvas point at (x, y) of the figure's height (``box`` of ``_draw_figure``)."""
+    return box(x, y, x, y)[:2]
+
+
+def _line(draw, box, h: float, points: list[tuple[float, float]], colour: RGB, width: float) -> None:
+    draw.line([_at(box, x, y) for x, y in points], fill=colour, width=max(1, round(width * h)))
+
+
+def _paint_umbrella(draw, box, h, colour) -> None:
+    _line(draw, box, h, [(0.19, 0.36), (0.19, 1.12)], (60, 60, 64), 0.012)
+    draw.pieslice(box(-0.07, 1.26, 0.45, 1.0), 180, 360, fill=colour)
+
+
+def _paint_kite(draw, box, h, colour) -> None:
+    kx, ky = 0.58, 0.98
+    _line(draw, box, h, [(0.19, 0.40), (kx, ky - 0.13)], (225, 225, 225), 0.004)
+    diamond = [(kx, ky + 0.13), (kx + 0.09, ky), (kx, ky - 0.13), (kx - 0.09, ky)]
+    draw.polygon([_at(box, x, y) for x, y in diamond], fill=colour)
+    _line(draw, box, h, [(kx, ky - 0.13), (kx + 0.03, ky - 0.25), (kx - 0.02, ky - 0.35)], _shade(colour, 0.7), 0.006)
+
+
+def _paint_guitar(draw, box, h, colour) -> None:
+    _line(draw, box, h, [(0.12, 0.56), (-0.2, 0.8)], (60, 40, 25), 0.03)
+    draw.ellipse(box(-0.03, 0.60, 0.2, 0.40), fill=colour)
+    draw.ellipse(box(0.06, 0.67, 0.2, 0.53), fill=colour)
+    draw.ellipse(box(0.07, 0.56, 0.12, 0.51), fill=(30, 20, 15))
+
+
+def _paint_bicycle(draw, box, h, colour) -> None:
+    for wx in (-0.62, -0.3):
+        draw.ellipse(box(wx - 0.14, 0.28, wx + 0.14, 0.0), outline=(35, 35, 38), width=max(1, round(0.02 * h)))
+    frame = [(-0.62, 0.14), (-0.46, 0.3), (-0.3, 0.14), (-0.52, 0.14), (-0.46, 0.3), (-0.28, 0.34), (-0.3, 0.14)]
+    _line(draw, box, h, frame, colour, 0.018)
+    _line(draw, box, h, [(-0.28, 0.34), (-0.22, 0.40), (-0.18, 0.40)], (35, 35, 38), 0.014)
+
+
+def _paint_camera(draw, box, h, colour) -> None:
+    _line(draw, box, h, [(-0.06, 0.79), (-0.07, 0.7)], (30, 30, 30), 0.008)
+    _line(draw, box, h, [(0.06, 0.79), (0.07, 0.7)], (30, 30, 30), 0.008)
+    draw.rounded_rectangle(box(-0.08, 0.72, 0.08, 0.6), max(1, round(0.01 * h)), fill=colour)
+    draw.ellipse(box(-0.035, 0.69, 0.035, 0.63), fill=(20, 20, 24), outline=(200, 200, 210))
+
+
+def _paint_bag(draw, box, h, colour) -> None:
+    _line(draw, box, h, [(0.12, 0.8), (-0.2, 0.5)], _shade(colour, 0.7), 0.014)
+    draw.rounded_rectangle(box(-0.29, 0.52, -0.13, 0.34), max(1, round(0.015 * h)), fill=colour)
+
+
+def _paint_book(draw, box, h, colour) -> None:
+    draw.rectangle(box(0.12, 0.52, 0.28, 0.32), fill=colour)
+    draw.rectangle(box(0.26, 0.51, 0.28, 0.33), fill=(240, 235, 220))
+
+
+def _paint_flowers(draw, box, h, colour) -> None:
+    for dx in (-0.04, 0.0, 0.04):
+        _line(draw, box, h, [(-0.18, 0.4), (-0.2 + dx, 0.55)], (50, 120, 50), 0.008)
+    blooms = (colour, _mix(colour, (255, 255, 255), 0.4), _shade(colour, 0.8))
+    for k, (dx, dy) in enumerate(((-0.06, 0.58), (-0.02, 0.6), (0.02, 0.57), (-0.04, 0.63), (0.0, 0.64))):
+        draw.ellipse(box(-0.2 + dx - 0.03, dy + 0.03, -0.2 + dx + 0.03, dy - 0.03), fill=blooms[k % 3])
+
+
+def _paint_balloon(draw, box, h, colour) -> None:
+    _line(draw, box, h, [(0.19, 0.40), (0.3, 0.62), (0.34, 0.86)], (230, 230, 230), 0.004)
+    draw.ellipse(box(0.26, 1.06, 0.42, 0.86), fill=colour)
+
+
+def _paint_lantern(draw, box, h, colour) -> None:
+    _line(draw, box, h, [(-0.19, 0.4), (-0.19, 0.33)], (40, 40, 40), 0.006)
+    draw.ellipse(box(-0.27, 0.34, -0.11, 0.16), fill=colour, outline=_mix(colour, (255, 255, 255), 0.5))
+
+
+def _paint_suitcase(draw, box, h, colour) -> None:
+    _line(draw, box, h, [(0.19, 0.40), (0.26, 0.30)], (40, 40, 40), 0.01)
+    draw.rounded_rectangle(box(0.2, 0.3, 0.42, 0.02), max(1, round(0.015 * h)), fill=colour)
+
+
+PROP_PAINTERS = {"umbrella": _paint_umbrella, "kite": _paint_kite, "guitar": _paint_guitar, "bicycle": _paint_bicycle,
+                 "camera": _paint_camera, "bag": _paint_bag, "book": _paint_book, "flowers": _paint_flowers,
+                 "balloon": _paint_balloon, "lantern": _paint_lantern, "suitcase": _paint_suitcase}
+PROP_ALIASES = {"bike": "bicycle", "bouquet": "flowers", "flower": "flowers", "handbag": "bag", "satchel": "bag",
+                "parasol": "umbrella", "violin": "guitar"}
+PROP_COLOURS: dict[str, RGB] = {  # a prop's colour when its words name none
+    "umbrella": (25, 25, 30), "kite": (200, 40, 40), "guitar": (175, 110, 50), "bicycle": (40, 90, 160),
+    "camera": (35, 35, 38), "bag": (120, 72, 40), "book": (140, 40, 40), "flowers": (220, 70, 110),
+    "balloon": (220, 40, 60), "lantern": (255, 190, 90), "suitcase": (90, 60, 40),
+}
 
 
 # -- text -----------------------------------------------------------------------
