@@ -742,15 +742,15 @@ class Outfit:
 
 
 GARMENT_LAYERS = tuple(frozenset(layer) for layer in settings_data()["garment_layers"])
-CARRYING = "carrying "  # a wardrobe item that starts so is a prop (the storyboard draws it in a hand)
+CARRYING = "with "  # a wardrobe item that starts so is carried, not worn (the storyboard draws it in a hand)
 _HAIR_PARTS = ("hair", "topknot", "bald", "shaved")  # parts of a look that a stated hairstyle replaces
 
 
 def outfits(sentence: str, mentions: Sequence[Mention], language: str | None) -> dict[int, Outfit]:
     """What the sentence puts on, in the hands of, or on the head of each subject, by mention index.
 
-    Each garment, prop or hair word belongs to the last subject named before it, else to the first one
-    ("黄色いレインコートの少女": the raincoat is the girl's). English garments keep the sentence's own words
+    Each garment, prop or hair word belongs to the last person named before it, else to the first one
+    ("黄色いレインコートの少女": the raincoat is the girl's; "a woman walks her dog with a yellow bag": hers). English garments keep the sentence's own words
     ("a red wool coat"); the tables give everything else, in English.
     """
     if not mentions:
@@ -769,8 +769,11 @@ def outfits(sentence: str, mentions: Sequence[Mention], language: str | None) ->
 
 
 def _owner(attribute: Attribute, mentions: Sequence[Mention]) -> int:
-    before = [k for k, mention in enumerate(mentions) if mention.end <= attribute.start]
-    return before[-1] if before else 0
+    """The last person named before the attribute, else the first person (else the same among animals)."""
+    people = [k for k, mention in enumerate(mentions) if mention.archetype.kind == "person"]
+    candidates = people or list(range(len(mentions)))
+    before = [k for k in candidates if mentions[k].end <= attribute.start]
+    return before[-1] if before else candidates[0]
 
 
 def hair_phrase(hair: Sequence[str]) -> str:
@@ -796,8 +799,10 @@ def _describe(mention: Mention, instance: int, hair: Sequence[str] = ()) -> str:
     named = mention.proper_name or " ".join([*mention.adjectives, mention.singular])
     age, look = ages[0] if ages else archetype.age, archetype.look
     said_hair = hair_phrase(hair)
-    if said_hair:  # the sentence's hair replaces the archetype's
+    if said_hair:  # the sentence's hair replaces the archetype's and the age's
         age, look = ", ".join(_without_hair(age)), ", ".join([*_without_hair(look), said_hair])
+    elif ages and "hair" in age:  # an old fisherman's hair is the age's silver, not the archetype's dark
+        look = ", ".join(_without_hair(look))
     parts = [_capitalize(named), age, look]
     if mention.count > 1:
         parts.append(_distinguisher(archetype, instance)[0])
@@ -814,11 +819,14 @@ def _words_of(item: str) -> list[str]:
 
 
 def _with_article(noun: str) -> str:
+    """ "a red kite", "an umbrella", "flowers" """
+    if noun.endswith("s") and not noun.endswith("ss"):
+        return noun
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def _wardrobe(mention: Mention, instance: int, outfit: Outfit) -> list[str]:
-    """The sentence's garments first, its props ("carrying a red kite"), then the archetype's garments that do
+    """The sentence's garments first, its props ("with a red kite"), then the archetype's garments that do
     not clash with them."""
     replaced = {fold(w).split()[-1] for w in outfit.worn}
     replaced |= {word for layer in GARMENT_LAYERS if replaced & layer for word in layer}

@@ -145,8 +145,8 @@ class Look:
     height: float = 1.0  # of the staged figure's height: "tall" and "shorter" people differ
 
 
-# Wardrobe items that start so are carried, not worn (the rule director writes "carrying a red kite").
-CARRIED = ("carrying ", "holding ")
+# Wardrobe items that start so are carried, not worn (the rule director writes "with a red kite").
+CARRIED = ("with ", "carrying ", "holding ")
 # Words of a description that give the hairstyle, the first style found wins ("long hair in a ponytail": ponytail).
 HAIR_STYLES: dict[str, tuple[str, ...]] = {
     "ponytail": ("ponytail", "ponytails"), "bun": ("bun", "topknot", "chignon"),

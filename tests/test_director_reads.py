@@ -1,12 +1,15 @@
 """The rule director reads the sentence in each narration language: its language, who is in it (with counts),
-the setting, the time of day and the weather. The tables are data (rules_data/reading/<lang>.json)."""
+the setting, the time of day, the weather, the mood, and what the characters wear and carry. The tables are
+data (rules_data/reading/<lang>.json)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
-from cinereel.model_loaders.rules import DirectorRequest, RuleDirector, read_scene
+from cinereel.model_loaders import reading, storyboard
+from cinereel.model_loaders.rules import MOODS, DirectorRequest, RuleDirector, read_scene
 
 # sentence, language, characters, setting, time of day, weather
 READS = [
@@ -104,3 +107,93 @@ def test_the_director_is_fast():
     for sentence, *_ in READS:
         plan_for(sentence)
     assert (time.perf_counter() - start) / len(READS) < 0.5
+
+
+# sentence, language, worn and carried (in English, as the plan's wardrobe says them), hair (in the description), mood
+WEARS = [
+    ("Un hombre con un abrigo verde y un paraguas negro espera en la estación", "es",
+     ["green coat", "with a black umbrella"], "", "melancholic"),
+    ("Una mujer joven con coleta toca la guitarra en la plaza, muy feliz", "es",
+     ["with a guitar"], "hair in a ponytail", "joyful"),
+    ("Une vieille dame en manteau rouge promène son chien avec un sac jaune", "fr",
+     ["red coat", "with a yellow bag"], "silver hair", "calm"),
+    ("Un garçon aux cheveux blonds fait voler un cerf-volant bleu sur la plage, heureux", "fr",
+     ["with a blue kite"], "blonde hair", "joyful"),
+    ("Una ragazza con i capelli rossi e un vestito bianco legge un libro nel giardino", "it",
+     ["white dress", "with a book"], "red hair", "calm"),
+    ("Un vecchio pescatore con un cappello giallo porta una lanterna sul molo di notte", "it",
+     ["yellow hat", "with a lantern"], "silver hair", "mysterious"),
+    ("Uma menina de vestido azul e trança anda de bicicleta no parque", "pt-BR",
+     ["blue dress", "with a bicycle"], "hair in a braid", "calm"),
+    ("Um homem de casaco preto com uma câmera fotografa a cidade sozinho", "pt-BR",
+     ["black coat", "with a camera"], "", "melancholic"),
+    ("青いジャケットを着た男性がカメラを持って公園を歩いている", "ja", ["blue jacket", "with a camera"], "", "calm"),
+    ("三つ編みの少女が赤い風船を持って笑っている", "ja", ["with a red balloon"], "hair in a braid", "joyful"),
+    ("一个穿着绿色毛衣的男人拿着一束鲜花在河边等待", "zh", ["green sweater", "with flowers"], "", "calm"),
+    ("扎着马尾辫的女孩背着书包，快乐地走在街上", "zh", ["with a bag"], "hair in a ponytail", "joyful"),
+    ("लाल कोट पहने एक आदमी हाथ में किताब लिए बगीचे में बैठा है", "hi", ["red coat", "with a book"], "", "calm"),
+    ("चोटी वाली एक लड़की पीली पतंग उड़ा रही है, बहुत खुश", "hi", ["with a yellow kite"], "hair in a braid", "joyful"),
+    ("A young woman with a braid and a purple umbrella waits at the tram stop", "en-US",
+     ["with a purple umbrella"], "hair in a braid", "melancholic"),
+    ("An old man in a brown coat carries a bunch of flowers through the park", "en-US",
+     ["brown coat", "with flowers"], "silver hair", "calm"),
+    ("Ein alter Mann mit einem roten Schal und einer Kamera sitzt still im Park", "de",
+     ["red scarf", "with a camera"], "silver hair", "calm"),
+]
+
+
+@pytest.mark.parametrize(("sentence", "language", "wardrobe", "hair", "mood"), WEARS)
+def test_wardrobe_props_hair_and_mood_are_read_in_every_language(sentence, language, wardrobe, hair, mood):
+    plan, _ = plan_for(sentence)
+    character = plan.characters[0]
+    assert (plan.language, plan.mood) == (language, mood), sentence
+    assert character.wardrobe[:len(wardrobe)] == wardrobe, character.wardrobe  # the sentence's own, first
+    assert hair in character.description and character.description.count("hair") <= 1 + ("hair" in hair)
+    hero = next(shot for shot in plan.shots if shot.type == "hero" and character.id in shot.characters)
+    assert all(item in hero.prompt for item in wardrobe), hero.prompt  # in English, in the keyframe prompt
+    assert hero.prompt.isascii()
+
+
+def test_what_the_sentence_names_replaces_the_archetypes_own():
+    plan, _ = plan_for("Una niña con un impermeable verde y el pelo corto camina por la calle")
+    girl = plan.characters[0]
+    assert girl.wardrobe[0] == "green raincoat"
+    assert not any("raincoat" in item for item in girl.wardrobe[1:])  # not also the archetype's yellow one
+    assert "short hair" in girl.description and "ponytail" not in girl.description
+
+
+def test_a_companion_animal_does_not_take_the_persons_things():
+    plan, _ = plan_for("Un anciano pasea a su perro con una maleta roja por el puente")
+    man, dog = plan.characters
+    assert "with a red suitcase" in man.wardrobe and not any(item.startswith("with ") for item in dog.wardrobe)
+
+
+@pytest.mark.parametrize(("sentence", "weather", "mood"), [
+    ("A man walks through the fog", "fog", "mysterious"),
+    ("Mist hangs over a quiet, peaceful harbour", "fog", "calm"),  # mood words decide the hour: calm, dawn
+    ("Una mujer pasea bajo la lluvia", "rain", "melancholic"),
+    ("Dans le brouillard, un chat attend", "fog", "mysterious"),
+    ("雪の中を犬が歩いている", "snow", "calm"),
+    ("Nella nebbia un ragazzo aspetta il tram", "fog", "mysterious"),
+    ("A fishing boat heads out into a storm", "storm", "tense"),
+    ("Uma menina caminha na chuva com o cachorro", "rain", "melancholic"),
+])
+def test_weather_alone_does_not_set_the_time_of_day(sentence, weather, mood):
+    plan, _ = plan_for(sentence)
+    scene = read_scene(sentence, [], plan.language)
+    expected_time = "dawn" if "quiet" in sentence else "day"  # fog is not night, rain not dusk, snow not dawn
+    assert (scene.weather, plan.mood, plan.time_of_day) == (weather, mood, expected_time), sentence
+
+
+def test_every_table_speaks_the_shared_vocabulary():
+    """A new language is a table: its values are the English words the prompts, the moods and the storyboard use."""
+    ages, moods = set(reading.settings_data()["ages"]), set(MOODS)
+    for language in sorted(reading.reading_languages()):
+        table = json.loads((reading.READING_DIR / f"{language}.json").read_text(encoding="utf-8"))
+        assert set(reading.CATEGORIES) <= set(table), language
+        assert set(table["mood"]) <= moods, language
+        assert set(table["ages"]) <= ages, language
+        assert set(table["colours"]) <= set(storyboard.COLOUR_WORDS), language  # the storyboard can paint them
+        assert set(table["props"]) <= set(storyboard.PROP_PAINTERS), language  # and draw them
+        assert all("hair" in value.split() for value in table["hair"]), language  # colourable: "red hair"
+        assert set(table["time"]) | set(table["hints"]) <= set(reading.settings_data()["mood_by_time"]), language
