@@ -272,8 +272,8 @@ def _line(draw, box, h: float, points: list[tuple[float, float]], colour: RGB, w
 
 
 def _paint_umbrella(draw, box, h, colour) -> None:
-    _line(draw, box, h, [(0.19, 0.36), (0.19, 1.12)], (60, 60, 64), 0.012)
-    draw.pieslice(box(-0.07, 1.26, 0.45, 1.0), 180, 360, fill=colour)
+    _line(draw, box, h, [(0.19, 0.36), (0.19, 1.2)], (60, 60, 64), 0.012)
+    draw.pieslice(box(-0.09, 1.22, 0.47, 0.82), 180, 360, fill=colour)  # its rim just over the head
 
 
 def _paint_kite(draw, box, h, colour) -> None:
