@@ -123,6 +123,11 @@ def _entries(category: str, language: str) -> list[tuple[str, Any]]:
     return [(keyword, name) for name, keywords in table.items() for keyword in keywords]
 
 
+def grammar(language: str = "en") -> dict[str, Any]:
+    """The word lists a language's own reader uses (English: determiners, human verbs...), from its table."""
+    return _table(language).get("grammar", {})
+
+
 def english_values(category: str, language: str = "en") -> dict[str, str]:
     """One category of one table as keyword (folded by the caller) -> English value."""
     return dict(_entries(category, language))

@@ -40,6 +40,7 @@ from .reading import (
     find_attributes,
     find_first,
     find_setting_name,
+    grammar,
     matcher,
     settings_data,
     tables_for,
@@ -530,33 +531,15 @@ class Mention:
     end: int  # where the noun ends in the sentence
 
 
-DETERMINERS = frozenset("a an the this that these those my his her their our its your one".split())
-NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "2": 2, "3": 3, "4": 4, "5": 5, "6": 6,
-                "both": 2, "pair": 2, "couple": 2, "several": 3, "few": 3}
-PHRASE_STOPS = DETERMINERS | frozenset(NUMBER_WORDS) | frozenset(
-    "and or with of in on at by to from through across into over under near for while as is are was were "
-    "who which that".split())
-POSSESSIVES = frozenset("her his their its my our your".split())
-GROUP_NOUNS = {"couple": "lover"}  # a singular noun that means two characters
-
-# Verbs that say the subject is someone: "A barista pours", "Maria dances".
-HUMAN_VERBS = frozenset("""
-    walk run dance sing wait sit stand wander ride drive read write cook paint play look search climb hurry stroll
-    smile cry laugh fight kneel chase meet carry pour sell pray work stare whisper return leave arrive step cross race
-    jog sprint skate surf flee remember explore travel discover find hide hold push pull follow lead teach learn
-    build fix repair steal escape hunt sail swim dive pace rush roam trek hike wade kiss hug embrace argue talk speak
-    call listen weep mourn celebrate drink eat serve bake brew perform practice prepare investigate stalk sneak creep
-    tiptoe limp stumble march patrol guard rescue save wake sleep lean gaze glance peer navigate steer paddle cycle
-    skateboard hitchhike commute browse deliver fetch gather harvest herd tend feed sketch photograph compose
-    practise rehearse juggle leap jump
-""".split())
-
-# Nouns that take a human verb without being a character ("The city sleeps").
-NOT_CHARACTERS = frozenset("""
-    city town village street world sun moon wind storm rain snow fog mist river sea ocean wave waves train car bus
-    ship boat plane light night day crowd crowds time life clock shadow shadows smoke fire water sky clouds cloud
-    tide leaves leaf story music song camera heart
-""".split())
+# The English reader's word lists are data (reading/en.json "grammar").
+_GRAMMAR = grammar("en")
+DETERMINERS = frozenset(_GRAMMAR["determiners"])
+NUMBER_WORDS: dict[str, int] = _GRAMMAR["number_words"]
+PHRASE_STOPS = DETERMINERS | frozenset(NUMBER_WORDS) | frozenset(_GRAMMAR["phrase_stops"])
+POSSESSIVES = frozenset(_GRAMMAR["possessives"])
+GROUP_NOUNS: dict[str, str] = _GRAMMAR["group_nouns"]  # a singular noun that means two characters
+HUMAN_VERBS = frozenset(_GRAMMAR["human_verbs"])  # verbs that say the subject is someone: "A barista pours"
+NOT_CHARACTERS = frozenset(_GRAMMAR["not_characters"])  # nouns that take a human verb: "The city sleeps"
 
 # Words next to a person's noun that set their age ("an old fisherman"): settings.json "ages", keywords per language.
 AGE_DESCRIPTIONS: dict[str, str] = settings_data()["ages"]
@@ -608,8 +591,7 @@ def _words(sentence: str) -> list[Word]:
 
 
 # Inflections of a verb: suffix -> endings the stem may have lost ("hurries" -> "hurry", "dancing" -> "dance").
-_INFLECTIONS = (("ies", ("y",)), ("es", ("", "e")), ("s", ("",)), ("ing", ("", "e")), ("ied", ("y",)),
-                ("ed", ("", "e")))
+_INFLECTIONS = tuple((suffix, tuple(endings)) for suffix, endings in _GRAMMAR["inflections"])
 
 
 def _verb_form_of(key: str) -> bool:
@@ -971,8 +953,7 @@ NEGATIVE_BY_TYPE = {
     "broll": "faces, people in focus",
 }
 ACTION_LIMIT, SCENE_LIMIT = 240, 320
-LOCATION_PREPOSITIONS = ("through", "across", "along", "in", "inside", "into", "on", "onto", "over", "under",
-                         "beneath", "past", "around", "down", "up", "toward", "towards", "near", "by", "at", "from")
+LOCATION_PREPOSITIONS = tuple(_GRAMMAR["location_prepositions"])
 _LOCATION = re.compile(r"\b(?:" + "|".join(LOCATION_PREPOSITIONS) + r")\s+(.+)$", re.IGNORECASE | re.DOTALL)
 
 
