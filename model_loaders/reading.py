@@ -25,8 +25,6 @@ CATEGORIES = ("settings", "time", "hints", "weather", "season", "mood", "subject
 ATTRIBUTE_KINDS = ("garments", "hair", "props")  # what a character wears and carries
 _WORDLIKE = r"[\w\u0900-\u097F]"  # a letter of a word-spaced script (Devanagari signs are not \w)
 _UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")  # kana and Han: no spaces between words
-IRREGULAR_PLURALS = {"man": "men", "woman": "women", "child": "children", "fisherman": "fishermen",
-                     "person": "people", "old person": "old people"}
 
 
 @dataclass(frozen=True)
@@ -55,10 +53,11 @@ class Subject:
 
     @property
     def plural(self) -> str:
-        if self.noun in IRREGULAR_PLURALS:
-            return IRREGULAR_PLURALS[self.noun]
+        irregular = grammar("en")["irregular_plurals"]
+        if self.noun in irregular:
+            return irregular[self.noun]
         head = self.singular
-        plural = IRREGULAR_PLURALS.get(head) or (head[:-1] + "ies" if head.endswith("y") and head[-2:-1] not in "aeiou"
+        plural = irregular.get(head) or (head[:-1] + "ies" if head.endswith("y") and head[-2:-1] not in "aeiou"
                                                  else head + ("es" if head.endswith(("s", "sh", "ch")) else "s"))
         return " ".join([*self.adjectives, plural])
 

@@ -559,7 +559,7 @@ ORDINALS = ("First", "Second", "Third", "Fourth")  # one per character, up to MA
 
 GARMENTS = tuple(english_values("garments"))  # English garment words (reading/en.json), kept as written
 _CLOTHING = re.compile(
-    r"\b(?:wearing|dressed in|in|with)\s+(?:a |an |the |his |her |their )?"
+    r"\b(?:" + "|".join(_GRAMMAR["clothing_words"]) + r")\s+(?:(?:" + "|".join(DETERMINERS) + r") )?"
     r"((?:[\w'-]+\s+){0,3}?(?:" + "|".join(sorted(map(re.escape, GARMENTS), key=len, reverse=True)) + r"))s?\b",
     re.IGNORECASE)
 
