@@ -58,7 +58,7 @@ class Subject:
             return irregular[self.noun]
         head = self.singular
         plural = irregular.get(head) or (head[:-1] + "ies" if head.endswith("y") and head[-2:-1] not in "aeiou"
-                                                 else head + ("es" if head.endswith(("s", "sh", "ch")) else "s"))
+                                         else head + ("es" if head.endswith(("s", "sh", "ch")) else "s"))
         return " ".join([*self.adjectives, plural])
 
 
