@@ -176,8 +176,9 @@ def character_look(character: Character) -> Look:
 
 
 def _hair_style(words: list[str]) -> str:
+    """A style word; "long" only when it describes the hair ("long brown hair", not "long tail")."""
     for style, style_words in HAIR_STYLES.items():
-        if any(w in style_words for w in words):
+        if any(w in style_words and (style != "long" or "hair" in words[i + 1:i + 4]) for i, w in enumerate(words)):
             return style
     return "short"
 

@@ -197,3 +197,20 @@ def test_every_table_speaks_the_shared_vocabulary():
         assert set(table["props"]) <= set(storyboard.PROP_PAINTERS), language  # and draw them
         assert all("hair" in value.split() for value in table["hair"]), language  # colourable: "red hair"
         assert set(table["time"]) | set(table["hints"]) <= set(reading.settings_data()["mood_by_time"]), language
+
+
+@pytest.mark.parametrize(("text", "language", "found"), [
+    ("Una niña de pelo negro con un paraguas amarillo", "es", [("hair", "black hair"), ("props", "yellow umbrella")]),
+    ("Un homme aux cheveux gris porte un sac noir et une veste bleue", "fr",
+     [("hair", "grey hair"), ("props", "black bag"), ("garments", "blue jacket")]),
+    ("赤い髪の少年が白い凧を持っている", "ja", [("hair", "red hair"), ("props", "white kite")]),
+    ("穿着黄色雨衣的女孩拿着红色的风筝", "zh", [("garments", "yellow raincoat"), ("props", "red kite")]),
+    ("काले बाल और हरी साड़ी वाली औरत", "hi", [("hair", "black hair"), ("garments", "green sari")]),
+    ("Uma menina de cabelo ruivo com uma bolsa verde", "pt", [("hair", "red hair"), ("props", "green bag")]),
+    ("A boy with a blue kite and a red balloon", "en", [("props", "blue kite"), ("props", "red balloon")]),
+])
+def test_a_colour_goes_with_the_word_it_stands_next_to(text, language, found):
+    from cinereel.model_loaders.rules import fold
+
+    attributes = reading.find_attributes(fold(text), reading.tables_for(language), fold)
+    assert [(a.kind, a.english) for a in attributes] == found

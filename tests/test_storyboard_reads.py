@@ -115,6 +115,7 @@ def test_hairstyles_differ_where_they_are_worn():
     assert bun[region(-0.1, 1.08, 0.1, 0.97)].sum() > 0.9 * bun.sum() > 0  # on top of the head
     long = changed(figure("Girl, long hair"), short)
     assert long[region(-0.12, 0.96, 0.12, 0.66)].sum() > 0.9 * long.sum() > 0  # down to the shoulders
+    assert not changed(figure("Cat, short fur, long tail"), figure("Cat, short fur, tail")).any()  # not hair
 
 
 def test_the_stated_hair_colour_is_drawn():
