@@ -424,6 +424,7 @@ def find_place(sentence: str) -> Place | None:
 # words of each are in each language's table (reading/<lang>.json "mood", "time", "hints"). Order breaks mood ties.
 MOODS: tuple[str, ...] = tuple(settings_data()["moods"])
 MOOD_BY_WEATHER: dict[str, str] = settings_data()["mood_by_weather"]
+WEATHER_VOTE = 0.5
 MOOD_BY_TIME: dict[str, str] = settings_data()["mood_by_time"]
 TIME_BY_MOOD: dict[str, str] = settings_data()["time_by_mood"]
 DEFAULT_MOOD, DEFAULT_TIME = settings_data()["default_mood"], settings_data()["default_time"]
@@ -452,7 +453,7 @@ WEATHER_PROMPT: dict[str, str] = settings_data()["weather"]
 SEASON_PROMPT: dict[str, str] = settings_data()["season"]
 
 
-def _most_voted(votes: Counter) -> str | None:
+def _most_voted(votes: Counter[str]) -> str | None:
     """The mood with the most votes; the first in MOODS wins a tie."""
     return max(MOODS, key=lambda mood: votes[mood]) if votes else None
 
@@ -461,14 +462,16 @@ def mood_and_time(sentence: str, language: str | None = None) -> tuple[str, str]
     """The reel's mood and time of day from the words of ``sentence`` (its language's and English), each
     defaulting from the other.
 
-    Mood words vote for a mood and the weather votes once (fog: mysterious); the time of day is the first one
+    Mood words vote for a mood and the weather casts half a vote (fog: mysterious); the time of day is the first one
     named, else the first hinted at ("neon"), else the mood's, but only a mood read from mood words: the weather
     alone never sets the time (fog is not night, rain not dusk, snow not dawn).
     """
     folded, tables = fold(sentence), tables_for(language)
     words = Counter(hit.value for hit in matcher("mood", tables, fold).find(folded))
     weather = find_weather(sentence, language)
-    votes = words + Counter([MOOD_BY_WEATHER[weather]] if weather in MOOD_BY_WEATHER else [])
+    votes = Counter(words)
+    if weather in MOOD_BY_WEATHER:  # half a vote: it decides alone or between tied mood words, never against one
+        votes[MOOD_BY_WEATHER[weather]] += WEATHER_VOTE
     named = find_first("time", folded, tables, fold) or find_first("hints", folded, tables, fold)
     worded = _most_voted(words)
     time_of_day = named or (TIME_BY_MOOD[worded] if worded else DEFAULT_TIME)
