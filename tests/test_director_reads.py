@@ -177,6 +177,7 @@ def test_a_companion_animal_does_not_take_the_persons_things():
     ("Nella nebbia un ragazzo aspetta il tram", "fog", "mysterious"),
     ("A fishing boat heads out into a storm", "storm", "tense"),
     ("Uma menina caminha na chuva com o cachorro", "rain", "melancholic"),
+    ("Una niña corre por la playa bajo la lluvia", "rain", "energetic"),  # a mood word outweighs the weather
 ])
 def test_weather_alone_does_not_set_the_time_of_day(sentence, weather, mood):
     plan, _ = plan_for(sentence)
