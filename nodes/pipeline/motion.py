@@ -14,7 +14,17 @@ from typing import TYPE_CHECKING, Any
 from ...model_loaders.handles import ModelHandle
 from .comfy import Progress, check_cancel
 from .rundir import atomic_write_text
-from .stage import Job, StageTimer, artifact_key, call_record, record_call, run_jobs, step_callback, write_report
+from .stage import (
+    Job,
+    StageTimer,
+    add_warning,
+    artifact_key,
+    call_record,
+    record_call,
+    run_jobs,
+    step_callback,
+    write_report,
+)
 
 if TYPE_CHECKING:
     from ...model_loaders.vocabulary.plan import Plan, Shot
@@ -93,11 +103,17 @@ class NonFiniteWatch:
 
 
 def animate(reel: Reel, handle: ModelHandle, preset: str = "ultrafast", progress: Progress | None = None) -> Reel:
+    from ...model_loaders.wan import speed_warning
+
     timer = StageTimer("motion")
     jobs = [clip_job(reel, shot, handle, preset=preset) for shot in reel.plan.shots]
     made, count = run_jobs(reel.run_dir, handle.as_role("motion"), jobs, progress or Progress(len(jobs)))
     out = reel.evolve(artifacts=made)
     renders = {shot.id: call_record(reel.run_dir, made[f"clip:{shot.id}"]) for shot in reel.plan.shots}
-    out = out.evolve(notes=timer.notes(out, clips_made=count, clip_renders=renders))
+    notes = timer.notes(out, clips_made=count, clip_renders=renders)
+    warning = speed_warning(handle)
+    if warning:  # printed by the CLI, shown on the Animate node
+        notes["warnings"] = add_warning(out, warning)
+    out = out.evolve(notes=notes)
     write_report(out)
     return out
