@@ -22,6 +22,7 @@ weight loads. Importing this module is cheap.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass
@@ -173,6 +174,8 @@ def lora_problems(loras: list[ExpertLora], checkpoint: Path | None) -> list[str]
     """Everything wrong with the chosen LoRAs, from file headers only (nothing loads). ``checkpoint`` None:
     the folder is not there yet (its own problem is reported), so only the files are checked."""
     problems: list[str] = []
+    if loras and importlib.util.find_spec("peft") is None:
+        problems.append("motion LoRAs need the peft package (diffusers loads LoRAs through it): pip install peft")
     for lora in loras:
         try:
             path = lora_path(lora.name)
