@@ -212,6 +212,19 @@ def speed_warning(handle: ModelHandle) -> str | None:
             "low_noise as lora_low; see the README) or use speed 'quality'")
 
 
+def lora_files(handle: ModelHandle) -> list[list[Any]]:
+    """Each LoRA file's identity (option, path, size, modification time) for a clip's artifact key: the same
+    name with new content re-renders. Empty without LoRAs, leaving the keys of clips made without them."""
+    if handle.family != FAMILY:
+        return []
+    found = []
+    for lora in WanSettings.from_handle(handle).loras():
+        path = lora_path(lora.name)
+        stat = path.stat()
+        found.append([lora.option, str(path), stat.st_size, stat.st_mtime_ns])
+    return found
+
+
 def lora_preflight(handle: ModelHandle, checkpoint_ready: bool) -> list[str]:
     """Preflight of the handle's LoRAs from file headers only: each file is there and readable, and its keys
     fit the expert it goes into (checked against the checkpoint's own headers when ``checkpoint_ready``)."""

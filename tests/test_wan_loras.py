@@ -242,8 +242,8 @@ def test_the_motion_stage_reports_the_fast_warning_and_the_cli_prints_it(checkpo
     from cinereel.nodes.pipeline.keyframes import render_keyframes
     from cinereel.nodes.pipeline.motion import animate
 
-    plan = sample_plan_dict(width=256, height=256, duration_s=1.0)
-    plan["shots"] = [{**plan["shots"][1], "duration_s": 1.0, "narration": ""}]
+    plan = sample_plan_dict(width=256, height=256, duration_s=0.25)  # the schema's smallest frame; 5 frames
+    plan["shots"] = [{**plan["shots"][1], "duration_s": 0.25, "narration": ""}]
     previews = preview_handles()
     reel = direct(previews["llm"], DirectorRequest("test", duration_s=1.0, shots=1), tmp_path, run_id="fast",
                   plan_override=json.dumps(plan))
@@ -254,6 +254,32 @@ def test_the_motion_stage_reports_the_fast_warning_and_the_cli_prints_it(checkpo
     assert (record["num_inference_steps"], record["guidance_scale"], record["loras"]) == (4, 1.0, [])
     print_warnings(reel)
     assert f"cinereel: warning: {warning}" in capsys.readouterr().err
+
+    # A LoRA's file is part of each clip's key: new content under the same name re-renders, no LoRA keys as before.
+    from cinereel.nodes.pipeline.motion import clip_job
+
+    lora = tmp_path / "high.safetensors"
+    lora.write_bytes(b"one")
+    shot = reel.plan.shots[0]
+    without = clip_job(reel, shot, handle(checkpoint, speed="fast", steps=40)).inputs
+    assert "lora_files" not in without
+    first = clip_job(reel, shot, handle(checkpoint, speed="fast", steps=40, lora_high=str(lora))).key
+    lora.write_bytes(b"two, longer")
+    assert clip_job(reel, shot, handle(checkpoint, speed="fast", steps=40, lora_high=str(lora))).key != first
+
+
+def test_the_new_motion_widgets_at_their_defaults_keep_the_handle_key():
+    """A workflow saved before speed and the LoRAs keys its clips as before once they appear at their defaults."""
+    from cinereel.nodes.pipeline.backends import make_handle
+
+    wan = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
+    before = make_handle("motion", wan, steps=40, guidance=3.5, guidance_2=3.5)
+    after = make_handle("motion", wan, steps=40, guidance=3.5, guidance_2=3.5, speed="quality", lora_high="none",
+                        lora_high_strength=1.0, lora_low="none", lora_low_strength=1.0)
+    assert after.key == before.key
+    fast = make_handle("motion", wan, speed="fast", lora_high="a.safetensors", lora_high_strength=0.5)
+    assert (fast.option("speed"), fast.option("lora_high"), fast.option("lora_high_strength")) == (
+        "fast", "a.safetensors", 0.5)
 
 
 # -- preflight: refused before any model loads --------------------------------------------------

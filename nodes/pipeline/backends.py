@@ -123,6 +123,9 @@ MOTION_OPTIONS = (
 )
 # Motion options that name a LoRA file: a list of ComfyUI's LoRA files on the node, any path headless.
 LORA_OPTIONS = ("lora_high", "lora_low")
+# Options added after workflows were saved with a motion loader: at their defaults they stay out of the handle,
+# so its key, and the key of every clip made before them, is unchanged (nothing is re-rendered for them).
+KEY_NEUTRAL_DEFAULTS = {"speed": "quality", "lora_high_strength": 1.0, "lora_low_strength": 1.0}
 VOICE_OPTIONS = (ALLOW_DOWNLOAD,)
 
 
@@ -263,6 +266,7 @@ def make_handle(stage: str, selected: str | Backend, dtype: str = "bfloat16", de
     options = {name: value for name, value in options.items()
                if backend.family in only.get(name, (backend.family,)) and value not in ("", None)
                and not (name in LORA_OPTIONS and value == "none")  # the list's "no LoRA": keep the handle key
+               and not (name in KEY_NEUTRAL_DEFAULTS and value == KEY_NEUTRAL_DEFAULTS[name])
                and not (name == "allow_download" and not value)}  # off is the default: keep the handle key
     if backend.family == "openai-compatible":  # where the API key would come from and go, before any request
         refused = key_problems(options.get("base_url"), options.get("api_key_env"))

@@ -50,12 +50,17 @@ def clip_frames(plan: Plan, shot: Shot) -> int:
 
 def clip_job(reel: Reel, shot: Shot, handle: ModelHandle, attempt: int = 1, preset: str = "ultrafast",
              keyframe_name: str | None = None) -> Job:
+    from ...model_loaders.wan import lora_files
+
     plan = reel.plan
     keyframe_name = keyframe_name or f"keyframe:{shot.id}"
     keyframe_path = reel.artifact_path(keyframe_name)
     num_frames = clip_frames(plan, shot)
     inputs = {"shot": shot, "keyframe": artifact_key(reel, keyframe_name), "frames": num_frames, "fps": plan.fps,
               "model": handle.key, "attempt": attempt, "preset": preset}
+    loras = lora_files(handle)
+    if loras:  # only with LoRAs, so clips made without them keep their keys
+        inputs["lora_files"] = loras
 
     rel = f"clips/{shot.id}.attempt{attempt}.mp4"
     qc_path = reel.run_dir.path(qc_rel(rel))
