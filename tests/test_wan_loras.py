@@ -234,21 +234,24 @@ def test_fast_without_loras_warns_and_with_both_does_not(tmp_path):
     assert speed_warning(ModelHandle("preview-motion", "preview")) is None
 
 
-def test_the_motion_stage_reports_the_fast_warning_and_the_cli_prints_it(checkpoint, tmp_path, capsys):
+def test_the_animate_node_shows_the_fast_warning_and_the_cli_prints_it(checkpoint, tmp_path, capsys):
     from cinereel.model_loaders.rules import DirectorRequest
+    from cinereel.nodes.motion import AnimateNode
     from cinereel.nodes.pipeline.cli import print_warnings
     from cinereel.nodes.pipeline.director import direct
     from cinereel.nodes.pipeline.headless import preview_handles
     from cinereel.nodes.pipeline.keyframes import render_keyframes
-    from cinereel.nodes.pipeline.motion import animate
 
     plan = sample_plan_dict(width=256, height=256, duration_s=0.25)  # the schema's smallest frame; 5 frames
     plan["shots"] = [{**plan["shots"][1], "duration_s": 0.25, "narration": ""}]
     previews = preview_handles()
     reel = direct(previews["llm"], DirectorRequest("test", duration_s=1.0, shots=1), tmp_path, run_id="fast",
                   plan_override=json.dumps(plan))
-    reel = animate(render_keyframes(reel, previews["keyframes"]), handle(checkpoint, speed="fast", steps=40))
+    shown = AnimateNode().animate(render_keyframes(reel, previews["keyframes"]),
+                                  handle(checkpoint, speed="fast", steps=40), "ultrafast")
+    reel = shown["result"][0]
     (warning,) = [w for w in reel.notes["warnings"] if "speed 'fast'" in w]
+    assert f"⚠ {warning}" in shown["ui"]["text"]  # on the Animate node
     assert json.loads(reel.run_dir.path("report.json").read_text())["warnings"] == reel.notes["warnings"]
     (record,) = reel.notes["clip_renders"].values()
     assert (record["num_inference_steps"], record["guidance_scale"], record["loras"]) == (4, 1.0, [])
@@ -367,3 +370,17 @@ def test_a_lora_name_is_found_in_comfyui_s_loras_folder(tmp_path, monkeypatch):
     assert lora_choices() == ["none", "wan/high_noise.safetensors"]
     with pytest.raises(FileNotFoundError, match=f"looked for that path and in {loras_dir}"):
         lora_path("low_noise.safetensors")
+
+
+def test_a_settings_file_names_loras_beside_it_or_by_name(tmp_path):
+    from cinereel.nodes.pipeline import settings as cfg
+    from cinereel.nodes.pipeline.cli import handles_from_args, parser
+
+    (tmp_path / "high.safetensors").write_bytes(b"")
+    path = tmp_path / "run.toml"
+    path.write_text('[motion]\ncheckpoint = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"\nspeed = "fast"\n'
+                    'lora_high = "high.safetensors"\nlora_low = "wan/low_noise.safetensors"\n', encoding="utf-8")
+    args, _ = cfg.resolve(parser(), ["A lone astronaut in Tokyo", "--config", str(path)], {})
+    motion = handles_from_args(args)["motion"]
+    assert (motion.option("speed"), motion.option("lora_high"), motion.option("lora_low")) == (
+        "fast", str(tmp_path / "high.safetensors"), "wan/low_noise.safetensors")
