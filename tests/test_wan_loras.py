@@ -66,12 +66,30 @@ def base_clip(checkpoint, keyframe) -> np.ndarray:
 
 @contextmanager
 def received(model: WanMotion) -> Iterator[tuple[Counter, list[dict]]]:
-    """Forward calls of each expert (hooked at the model call) and the keyword arguments of every
+    """Forward calls of each expert (hooked at the model call, keyed ``expert`` and ``(expert, pass)`` with the
+    pass the denoising loop opened: ``cond`` or ``uncond``) and the keyword arguments of every
     ``WanImageToVideoPipeline.__call__``."""
     calls: Counter = Counter()
     kwargs: list[dict] = []
-    hooks = [getattr(model.pipe, name).register_forward_pre_hook(lambda *_, name=name: calls.update([name]))
+    passes = {}
+
+    def count(name: str) -> None:
+        calls.update([name, (name, passes.get(name))])
+
+    hooks = [getattr(model.pipe, name).register_forward_pre_hook(lambda *_, name=name: count(name))
              for name in ("transformer", "transformer_2")]
+    for name in ("transformer", "transformer_2"):
+        expert = getattr(model.pipe, name)
+        opened = expert.cache_context
+
+        @contextmanager
+        def context(which: str, name: str = name, opened=opened):
+            passes[name] = which
+            with opened(which):
+                yield
+            passes[name] = None
+
+        expert.cache_context = context
     cls = type(model.pipe)
     original = cls.__call__
 
@@ -86,6 +104,8 @@ def received(model: WanMotion) -> Iterator[tuple[Counter, list[dict]]]:
         cls.__call__ = original
         for hook in hooks:
             hook.remove()
+        for name in ("transformer", "transformer_2"):
+            del getattr(model.pipe, name).cache_context
 
 
 def strengths(expert, adapter: str) -> set[float]:
@@ -177,9 +197,12 @@ def test_fast_runs_each_expert_once_per_step_with_no_unconditional_pass(checkpoi
             assert WanImageToVideoPipeline.do_classifier_free_guidance.fget(model.pipe) is (speed == "quality")
         finally:
             unload_wan(model)
-    assert counted["fast"] == ({"transformer": 2, "transformer_2": 2},
+    assert counted["fast"] == ({"transformer": 2, "transformer_2": 2, ("transformer", "cond"): 2,
+                                ("transformer_2", "cond"): 2},
                                {"num_inference_steps": 4, "guidance_scale": 1.0, "guidance_scale_2": 1.0})
-    assert counted["quality"] == ({"transformer": 4, "transformer_2": 4},
+    assert counted["quality"] == ({"transformer": 4, "transformer_2": 4, ("transformer", "cond"): 2,
+                                   ("transformer", "uncond"): 2, ("transformer_2", "cond"): 2,
+                                   ("transformer_2", "uncond"): 2},
                                   {"num_inference_steps": 4, "guidance_scale": 3.5, "guidance_scale_2": 3.5})
 
 
