@@ -326,6 +326,20 @@ def test_good_loras_pass_preflight(checkpoint, loras, no_model_loads):
         assert checkpoint_problems({"motion": handle(checkpoint, lora_high=str(high), lora_low=str(low))}) == []
 
 
+def test_a_wan21_i2v_lora_partly_matches_and_passes(checkpoint, tmp_path, no_model_loads):
+    """Wan2.1 I2V LoRAs also carry image cross-attention keys (k_img, v_img) that Wan2.2 has no module for;
+    the rest fits, diffusers loads it with a warning about those keys, so preflight lets it through."""
+    import torch
+    from safetensors.torch import save_file
+
+    state = tiny_loras._comfy_state(tiny_loras._expert_shapes(checkpoint), 3, 0.5, lightx2v=False, alpha=True)
+    for name in ("k_img", "v_img"):
+        state[f"diffusion_model.blocks.0.cross_attn.{name}.lora_down.weight"] = torch.zeros(4, 24)
+        state[f"diffusion_model.blocks.0.cross_attn.{name}.lora_up.weight"] = torch.zeros(24, 4)
+    save_file(state, str(tmp_path / "wan21_i2v.safetensors"))
+    assert checkpoint_problems({"motion": handle(checkpoint, lora_high=str(tmp_path / "wan21_i2v.safetensors"))}) == []
+
+
 def test_a_missing_lora_file_is_named_with_the_fix(checkpoint, tmp_path, no_model_loads):
     (problem,) = checkpoint_problems({"motion": handle(checkpoint, lora_low=str(tmp_path / "low.safetensors"))})
     assert problem.startswith(f"motion.lora_low: LoRA file '{tmp_path / 'low.safetensors'}' not found")
