@@ -98,14 +98,18 @@ def lora_path(name: str) -> Path:
 
 
 def lora_choices() -> list[str]:
-    """The Motion loader's list: ``none`` then every .safetensors file in ComfyUI's loras and cinereel folders."""
+    """The Motion loader's list: ``none``, every .safetensors file ComfyUI lists in its loras folders, then the
+    .safetensors files directly in models/cinereel (its checkpoints are folders, whose shards are not LoRAs)."""
     folder_paths = sys.modules.get("folder_paths")
+    if folder_paths is None:
+        return [NO_LORA]
     names: list[str] = []
-    if folder_paths is not None and "loras" in folder_paths.folder_names_and_paths:
+    if "loras" in folder_paths.folder_names_and_paths:
         names += [n for n in folder_paths.get_filename_list("loras") if n.endswith(LORA_SUFFIXES)]
-    for folder in _comfy_folders():
+    entry = folder_paths.folder_names_and_paths.get("cinereel")
+    for folder in map(Path, entry[0] if entry else [os.path.join(folder_paths.models_dir, "cinereel")]):
         if folder.is_dir():
-            names += [str(p.relative_to(folder)) for p in sorted(folder.rglob("*.safetensors"))]
+            names += [p.name for p in sorted(folder.glob("*.safetensors")) if p.is_file()]
     return [NO_LORA, *dict.fromkeys(names)]
 
 

@@ -399,14 +399,19 @@ def test_a_lora_name_is_found_in_comfyui_s_loras_folder(tmp_path, monkeypatch):
     loras_dir = tmp_path / "models" / "loras"
     (loras_dir / "wan").mkdir(parents=True)
     (loras_dir / "wan" / "high_noise.safetensors").write_bytes(b"")
+    checkpoint_shard = tmp_path / "models" / "cinereel" / "Wan2.2-I2V-A14B-Diffusers" / "transformer"
+    checkpoint_shard.mkdir(parents=True)
+    (checkpoint_shard / "diffusion_pytorch_model-00001-of-00012.safetensors").write_bytes(b"")
+    (tmp_path / "models" / "cinereel" / "low_noise.safetensors").write_bytes(b"")
     folder_paths = types.SimpleNamespace(
         models_dir=str(tmp_path / "models"), folder_names_and_paths={"loras": ([str(loras_dir)], {".safetensors"})},
         get_filename_list=lambda name: ["wan/high_noise.safetensors"])
     monkeypatch.setitem(sys.modules, "folder_paths", folder_paths)
     assert lora_path("wan/high_noise.safetensors") == (loras_dir / "wan" / "high_noise.safetensors").resolve()
-    assert lora_choices() == ["none", "wan/high_noise.safetensors"]
+    assert lora_choices() == ["none", "wan/high_noise.safetensors", "low_noise.safetensors"]  # no checkpoint shard
+    assert lora_path("low_noise.safetensors") == (tmp_path / "models" / "cinereel" / "low_noise.safetensors").resolve()
     with pytest.raises(FileNotFoundError, match=f"looked for that path and in {loras_dir}"):
-        lora_path("low_noise.safetensors")
+        lora_path("other.safetensors")
 
 
 def test_a_settings_file_names_loras_beside_it_or_by_name(tmp_path):
