@@ -12,7 +12,10 @@ Handle options (``handle.option(name, default)``):
 - ``first_block_cache`` float, 0 = off: diffusers ``FirstBlockCacheConfig`` on both experts
 - ``compile_transformer_2`` bool: regional ``torch.compile`` of the low-noise expert only
 - ``attention_backend`` str: diffusers attention backend of both experts
+- ``speed`` ``"quality"`` | ``"fast"`` | ``"custom"``: a preset for steps and guidance (``SPEED_PRESETS``)
 - ``steps`` int, ``guidance`` float (high-noise expert), ``guidance_2`` float (low-noise expert)
+- ``lora_high`` / ``lora_low`` str, ``lora_high_strength`` / ``lora_low_strength`` float: a LoRA per expert
+  (``wan_loras.py``)
 
 Importing this module is cheap: torch and diffusers are imported when a model loads.
 """
@@ -33,6 +36,7 @@ from . import model_layouts
 from .checkpoints import resolve_device
 from .handles import LOADER_SETTINGS, ModelHandle
 from .residency import register_family
+from .wan_loras import EXPERT_OF, ExpertLora, apply_loras, chosen, lora_path, remove_loras
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,6 +53,20 @@ OFFLOAD_MODES = ("none", "model", "group")
 FLOW_SHIFT_ADVICE = "higher shifts gave plastic skin in testing; use 5.0 for hero shots, 8.0 for b-roll"
 # Options that ask for FP8 weights or compute; the motion model refuses them all (see WanSettings).
 _FP8_OPTION = re.compile(r"fp8|float8", re.IGNORECASE)
+
+# Steps and guidance of each speed preset; "custom" takes the steps/guidance options as they are.
+# quality: Wan's own I2V-A14B sampling (Wan-Video/Wan2.2, wan/configs/wan_i2v_A14B.py: sample_steps 40,
+#   sample_guide_scale (3.5, 3.5)).
+# fast: the step-distilled LoRAs' recipe: 4 steps, CFG 1.0 on both experts (so no unconditional pass runs),
+#   one LoRA per expert, the high/low switch left at the checkpoint's boundary: model cards of
+#   lightx2v/Wan2.2-Lightning (Wan2.2-I2V-A14B-4steps-lora-rank64-Seko-V1: high_noise_model / low_noise_model)
+#   and lightx2v/Wan2.2-Distill-Loras (wan2.2_i2v_A14b_{high,low}_noise_lora_rank64_lightx2v_4step_1022).
+SPEEDS = ("quality", "fast", "custom")
+SPEED_PRESETS: dict[str, dict[str, Any]] = {
+    "quality": {"steps": 40, "guidance": 3.5, "guidance_2": 3.5},
+    "fast": {"steps": 4, "guidance": 1.0, "guidance_2": 1.0},
+}
+PRESET_OPTIONS = ("steps", "guidance", "guidance_2")
 
 
 # -- settings ------------------------------------------------------------------
@@ -70,9 +88,16 @@ class WanSettings:
     steps: int = 40
     guidance: float = 3.5
     guidance_2: float = 3.5
+    speed: str = "quality"
+    lora_high: str = ""
+    lora_high_strength: float = 1.0
+    lora_low: str = ""
+    lora_low_strength: float = 1.0
 
     @classmethod
     def from_handle(cls, handle: ModelHandle) -> WanSettings:
+        """The settings a handle asks for; steps and guidance are the speed preset's where an option is left
+        at its default (``quality`` and ``fast`` fill in, an explicit ``steps=8`` with ``fast`` wins)."""
         names = {f.name for f in fields(cls)}
         for name, value in handle.options:
             if _FP8_OPTION.search(name):
@@ -83,13 +108,32 @@ class WanSettings:
                         "offload='model' or offload='group' instead.")
             elif name not in names and name not in LOADER_SETTINGS:
                 log.warning("ignoring unknown %s option %r (known: %s)", FAMILY, name, ", ".join(sorted(names)))
-        settings = cls(**{name: handle.option(name, getattr(cls, name)) for name in names})
+        values = {name: handle.option(name, getattr(cls, name)) for name in names}
+        preset = SPEED_PRESETS.get(values["speed"], {})
+        for name in PRESET_OPTIONS:
+            if name in preset and values[name] == getattr(cls, name):
+                values[name] = preset[name]
+        for option in EXPERT_OF:
+            if not chosen(values[option]):
+                values[option] = ""
+        settings = cls(**values)
         settings.validate()
         return settings
+
+    def loras(self) -> list[ExpertLora]:
+        """The LoRA of each expert that has one."""
+        return [ExpertLora(option, getattr(self, option), float(getattr(self, f"{option}_strength")))
+                for option in EXPERT_OF if getattr(self, option)]
 
     def validate(self) -> None:
         if self.offload not in OFFLOAD_MODES:
             raise ValueError(f"offload {self.offload!r} must be one of {', '.join(OFFLOAD_MODES)}")
+        if self.speed not in SPEEDS:
+            raise ValueError(f"speed {self.speed!r} must be one of {', '.join(SPEEDS)}")
+        for option in EXPERT_OF:
+            strength = getattr(self, f"{option}_strength")
+            if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
+                raise ValueError(f"{option}_strength must be a finite number, got {strength!r}")
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
             raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
         for name in ("first_block_cache", "guidance", "guidance_2"):
@@ -129,6 +173,7 @@ def check_two_experts(folder: Path) -> None:
 def load_wan(handle: ModelHandle) -> WanMotion:
     """Load the two-expert pipeline for ``handle`` and apply its options (cheap checks first, weights last)."""
     settings = WanSettings.from_handle(handle)
+    loras = [(lora, lora_path(lora.name)) for lora in settings.loras()]  # a missing file fails before loading
     folder = resolve_checkpoint(handle.checkpoint, bool(handle.option("allow_download", False)))
     import torch
 
@@ -139,6 +184,8 @@ def load_wan(handle: ModelHandle) -> WanMotion:
     pipe = wan_pipeline_class().from_pretrained(folder, dtype={"default": dtype, "vae": torch.float32},
                                                 use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
+    # Before compiling and the cache hooks, so both wrap the LoRA layers; before placing, so they move too.
+    apply_loras(pipe, loras)
     _set_attention_backend(pipe, settings.attention_backend)
     if settings.compile_transformer_2:
         _compile_blocks(pipe.transformer_2)  # before the cache hooks: they must wrap the compiled blocks
@@ -146,7 +193,54 @@ def load_wan(handle: ModelHandle) -> WanMotion:
         _enable_first_block_cache(pipe, settings.first_block_cache)
     _place(pipe, settings.offload, device)
     log.info("loaded %s from %s (%s, %s, options %s)", FAMILY, folder, handle.dtype, device, settings)
-    return WanMotion(pipe, settings)
+    return WanMotion(pipe, settings, [lora.record(path) for lora, path in loras])
+
+
+def speed_warning(handle: ModelHandle) -> str | None:
+    """The warning for ``fast`` on an expert without a LoRA: the base model at 4 steps makes a blurry clip."""
+    if handle.family != FAMILY:
+        return None
+    settings = WanSettings.from_handle(handle)
+    if settings.speed != "fast":
+        return None
+    missing = [option for option in EXPERT_OF if not getattr(settings, option)]
+    if not missing:
+        return None
+    return (f"motion speed 'fast' runs {settings.steps} steps without guidance, the recipe of step-distilled "
+            f"LoRAs, but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: the base Wan2.2 "
+            "gives a blurry clip at so few steps. Load the Wan2.2 I2V 4-step LoRAs (high_noise as lora_high, "
+            "low_noise as lora_low; see the README) or use speed 'quality'")
+
+
+def lora_files(handle: ModelHandle) -> list[list[Any]]:
+    """Each LoRA file's identity (option, path, size, modification time) for a clip's artifact key: the same
+    name with new content re-renders. Empty without LoRAs, leaving the keys of clips made without them."""
+    if handle.family != FAMILY:
+        return []
+    found = []
+    for lora in WanSettings.from_handle(handle).loras():
+        path = lora_path(lora.name)
+        stat = path.stat()
+        found.append([lora.option, str(path), stat.st_size, stat.st_mtime_ns])
+    return found
+
+
+def lora_preflight(handle: ModelHandle, checkpoint_ready: bool) -> list[str]:
+    """Preflight of the handle's LoRAs from file headers only: each file is there and readable, and its keys
+    fit the expert it goes into (checked against the checkpoint's own headers when ``checkpoint_ready``)."""
+    from .wan_loras import lora_problems
+
+    try:
+        loras = WanSettings.from_handle(handle).loras()
+    except ValueError as exc:
+        return [f"motion: {exc}"]
+    if not loras:
+        return []
+    folder = None
+    if checkpoint_ready:
+        path = Path(handle.checkpoint).expanduser()
+        folder = path if path.is_dir() else model_layouts.cached_snapshot(handle.checkpoint)
+    return lora_problems(loras, folder)
 
 
 def _check_offload_device(offload: str, device: torch.device) -> None:
@@ -277,9 +371,10 @@ class WanMotion:
 
     engine = FAMILY
 
-    def __init__(self, pipe: Any, settings: WanSettings) -> None:
+    def __init__(self, pipe: Any, settings: WanSettings, loras: list[dict[str, Any]] | None = None) -> None:
         self.pipe = pipe
         self.settings = settings
+        self.loras = list(loras or [])  # expert, option, file (resolved), strength of each loaded LoRA
         # The checkpoint's scheduler, before any per-shot flow shift.
         self._scheduler_class = type(pipe.scheduler)
         self._scheduler_config = pipe.scheduler.config
@@ -309,7 +404,8 @@ class WanMotion:
                 "width": width, "num_frames": wan_frame_count(num_frames, pipe.vae_scale_factor_temporal),
                 "num_inference_steps": steps, "guidance_scale": self.settings.guidance,
                 "guidance_scale_2": self.settings.guidance_2}
-        self._last_call = {"renderer": FAMILY, **sent, "seed": int(seed), "flow_shift": float(shot["flow_shift"])}
+        self._last_call = {"renderer": FAMILY, **sent, "seed": int(seed), "flow_shift": float(shot["flow_shift"]),
+                           "speed": self.settings.speed, "loras": [dict(lora) for lora in self.loras]}
         try:
             video = pipe(
                 image=keyframe.convert("RGB"),
@@ -326,8 +422,13 @@ class WanMotion:
 
     def last_call(self) -> dict[str, Any]:
         """What the last render sent to the pipeline: prompt, negative prompt, seed, flow shift, guidance
-        of both experts, steps, size and frame count."""
+        of both experts, steps, size and frame count; and the speed preset and LoRAs (file, strength) it ran with."""
         return dict(self._last_call)
+
+    def remove_loras(self) -> None:
+        """Unload the LoRAs (diffusers' ``unload_lora_weights``): the experts render exactly as without them."""
+        remove_loras(self._require_pipe())
+        self.loras = []
 
     def close(self) -> None:
         """Remove hooks and drop every component so eviction frees the weights."""

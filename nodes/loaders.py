@@ -5,8 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from ..model_loaders.handles import DTYPES
+from ..model_loaders.wan_loras import lora_choices
 from .base import CATEGORY, choice, toggle
-from .pipeline.backends import DEVICES, LOADER_NODES, RESIDENCY_CHOICES, STAGES, backend_choices, make_handle
+from .pipeline.backends import (
+    DEVICES,
+    LOADER_NODES,
+    LORA_OPTIONS,
+    RESIDENCY_CHOICES,
+    STAGES,
+    backend_choices,
+    make_handle,
+)
 
 
 def _loader_node(stage: str, class_name: str, description: str) -> type:
@@ -37,7 +46,7 @@ def _loader_node(stage: str, class_name: str, description: str) -> type:
                 }
             }
             if loader.options:
-                spec["optional"] = dict(loader.options)
+                spec["optional"] = {name: _widget(name, declaration) for name, declaration in loader.options}
             return spec
 
         def load(self, backend: str, dtype: str, device: str, residency: str, unload_comfy_models: bool,
@@ -48,6 +57,13 @@ def _loader_node(stage: str, class_name: str, description: str) -> type:
 
     LoaderNode.__name__ = LoaderNode.__qualname__ = class_name
     return LoaderNode
+
+
+def _widget(name: str, declaration: tuple) -> tuple:
+    """A LoRA option is a list of the LoRA files ComfyUI knows (``none`` first); headless it is any path."""
+    if name in LORA_OPTIONS:
+        return choice(lora_choices(), declaration[1]["tooltip"])
+    return declaration
 
 
 DESCRIPTIONS = {

@@ -16,7 +16,7 @@ COLGAP = 40     # between two groups side by side
 # [width, height as loaded (measured), height to reserve after a run (measured + margin)]
 SIZE = {
     "CineReelLLMLoader": (340, 322, 322), "CineReelKeyframeLoader": (340, 322, 322),
-    "CineReelMotionLoader": (340, 346, 346), "CineReelVoiceLoader": (340, 178, 178),
+    "CineReelMotionLoader": (340, 466, 466), "CineReelVoiceLoader": (340, 178, 178),
     "CineReelMusicLoader": (340, 226, 226),
     "CineReelDirector": (420, 354, 680),
     "CineReelKeyframes": (340, 46, 120), "CineReelAnimate": (340, 78, 150), "CineReelCriticGate": (380, 214, 800),
@@ -75,6 +75,8 @@ def lay_out(workflow: dict, tall_preview: bool = False) -> dict:
 
 LOADER_WIDGETS = {"CineReelLLMLoader": 12, "CineReelKeyframeLoader": 12, "CineReelMotionLoader": 13,
                   "CineReelVoiceLoader": 6, "CineReelMusicLoader": 8}
+# Widgets appended after allow_download, with their defaults: the Motion loader's speed preset and LoRAs (#14).
+APPENDED = {"CineReelMotionLoader": ["quality", "none", 1.0, "none", 1.0]}
 
 if __name__ == "__main__":
     for name in sys.argv[1:]:
@@ -83,7 +85,9 @@ if __name__ == "__main__":
         for n in w["nodes"]:
             want = LOADER_WIDGETS.get(n["type"])
             if want and len(n["widgets_values"]) == want - 1:
-                n["widgets_values"].append(False)  # allow_download, the loaders' newest (last) widget: off
+                n["widgets_values"].append(False)  # allow_download: off
+            if want and len(n["widgets_values"]) == want:
+                n["widgets_values"] += APPENDED.get(n["type"], [])
         tall = any(n["type"] == "CineReelDirector" and n["widgets_values"][3] == "9:16" for n in w["nodes"])
         lay_out(w, tall)
         path.write_text(json.dumps(w, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

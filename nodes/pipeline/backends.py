@@ -59,7 +59,8 @@ OFFLOAD_TIP = ("none: the whole model on the GPU (fastest). model: each componen
 CACHE_TIP = ("First-block cache threshold (diffusers FirstBlockCacheConfig): skip the rest of the network on steps "
              "where the first block barely changes. 0 = off; 0.05 is the tested setting.")
 ATTENTION_TIP = "diffusers attention backend. native (PyTorch SDPA) works everywhere; flash/sage need their packages."
-# Last in every real loader's options, so workflows saved before it keep their widget positions.
+# After every real loader's earlier options (later ones are appended after it), so workflows saved before it
+# keep their widget positions.
 ALLOW_DOWNLOAD = ("allow_download", toggle(
     "Let this loader download a hub checkpoint that is not in the Hugging Face cache (tens of GB, with progress "
     "in the console). Off: a missing checkpoint stops the queue at once with the command that fetches it.", False))
@@ -106,7 +107,25 @@ MOTION_OPTIONS = (
                           "unconditional pass is skipped, saving about a third of that expert's compute.",
                           3.5, 0.0, 20.0, 0.1)),
     ALLOW_DOWNLOAD,
+    # Appended after allow_download (widget values are saved by position): the step-distilled motion of issue #14.
+    ("speed", choice(("quality", "fast", "custom"), "quality: Wan2.2's own 40 steps, guidance 3.5 on both experts. "
+                     "fast: the step-distilled LoRAs' recipe, 4 steps at guidance 1.0 (no unconditional pass, "
+                     "about 20x less work per clip); load the 4-step LoRAs below, or the clip comes out blurry. "
+                     "quality and fast fill in steps/guidance left at their defaults; custom uses steps and "
+                     "guidance exactly as set.")),
+    ("lora_high", text("LoRA for the high-noise expert (transformer), e.g. the Wan2.2 I2V 4-step high_noise LoRA: "
+                       "a .safetensors file in ComfyUI's models/loras or models/cinereel, or a path. diffusers/PEFT "
+                       "and ComfyUI/Kohya key layouts both load. none: no LoRA.", "none")),
+    ("lora_high_strength", number("Strength of lora_high (1.0: as published).", 1.0, -4.0, 4.0, 0.05)),
+    ("lora_low", text("LoRA for the low-noise expert (transformer_2), e.g. the Wan2.2 I2V 4-step low_noise LoRA. "
+                      "none: no LoRA.", "none")),
+    ("lora_low_strength", number("Strength of lora_low (1.0: as published).", 1.0, -4.0, 4.0, 0.05)),
 )
+# Motion options that name a LoRA file: a list of ComfyUI's LoRA files on the node, any path headless.
+LORA_OPTIONS = ("lora_high", "lora_low")
+# Options added after workflows were saved with a motion loader: at their defaults they stay out of the handle,
+# so its key, and the key of every clip made before them, is unchanged (nothing is re-rendered for them).
+KEY_NEUTRAL_DEFAULTS = {"speed": "quality", "lora_high_strength": 1.0, "lora_low_strength": 1.0}
 VOICE_OPTIONS = (ALLOW_DOWNLOAD,)
 
 
@@ -246,6 +265,8 @@ def make_handle(stage: str, selected: str | Backend, dtype: str = "bfloat16", de
     only = STAGES[stage].option_families
     options = {name: value for name, value in options.items()
                if backend.family in only.get(name, (backend.family,)) and value not in ("", None)
+               and not (name in LORA_OPTIONS and value == "none")  # the list's "no LoRA": keep the handle key
+               and not (name in KEY_NEUTRAL_DEFAULTS and value == KEY_NEUTRAL_DEFAULTS[name])
                and not (name == "allow_download" and not value)}  # off is the default: keep the handle key
     if backend.family == "openai-compatible":  # where the API key would come from and go, before any request
         refused = key_problems(options.get("base_url"), options.get("api_key_env"))

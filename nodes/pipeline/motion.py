@@ -14,7 +14,17 @@ from typing import TYPE_CHECKING, Any
 from ...model_loaders.handles import ModelHandle
 from .comfy import Progress, check_cancel
 from .rundir import atomic_write_text
-from .stage import Job, StageTimer, artifact_key, call_record, record_call, run_jobs, step_callback, write_report
+from .stage import (
+    Job,
+    StageTimer,
+    add_warning,
+    artifact_key,
+    call_record,
+    record_call,
+    run_jobs,
+    step_callback,
+    write_report,
+)
 
 if TYPE_CHECKING:
     from ...model_loaders.vocabulary.plan import Plan, Shot
@@ -40,12 +50,17 @@ def clip_frames(plan: Plan, shot: Shot) -> int:
 
 def clip_job(reel: Reel, shot: Shot, handle: ModelHandle, attempt: int = 1, preset: str = "ultrafast",
              keyframe_name: str | None = None) -> Job:
+    from ...model_loaders.wan import lora_files
+
     plan = reel.plan
     keyframe_name = keyframe_name or f"keyframe:{shot.id}"
     keyframe_path = reel.artifact_path(keyframe_name)
     num_frames = clip_frames(plan, shot)
     inputs = {"shot": shot, "keyframe": artifact_key(reel, keyframe_name), "frames": num_frames, "fps": plan.fps,
               "model": handle.key, "attempt": attempt, "preset": preset}
+    loras = lora_files(handle)
+    if loras:  # only with LoRAs, so clips made without them keep their keys
+        inputs["lora_files"] = loras
 
     rel = f"clips/{shot.id}.attempt{attempt}.mp4"
     qc_path = reel.run_dir.path(qc_rel(rel))
@@ -93,11 +108,17 @@ class NonFiniteWatch:
 
 
 def animate(reel: Reel, handle: ModelHandle, preset: str = "ultrafast", progress: Progress | None = None) -> Reel:
+    from ...model_loaders.wan import speed_warning
+
     timer = StageTimer("motion")
     jobs = [clip_job(reel, shot, handle, preset=preset) for shot in reel.plan.shots]
     made, count = run_jobs(reel.run_dir, handle.as_role("motion"), jobs, progress or Progress(len(jobs)))
     out = reel.evolve(artifacts=made)
     renders = {shot.id: call_record(reel.run_dir, made[f"clip:{shot.id}"]) for shot in reel.plan.shots}
-    out = out.evolve(notes=timer.notes(out, clips_made=count, clip_renders=renders))
+    notes = timer.notes(out, clips_made=count, clip_renders=renders)
+    warning = speed_warning(handle)
+    if warning:  # printed by the CLI, shown on the Animate node
+        notes["warnings"] = add_warning(out, warning)
+    out = out.evolve(notes=notes)
     write_report(out)
     return out

@@ -99,6 +99,18 @@ def checkpoint_problems(handles: dict[str, ModelHandle]) -> list[str]:
         allow = bool(handle.option("allow_download", False))
         found += [f"{stage}: {problem}" for problem in problems(handle.family, handle.checkpoint, allow,
                                                                  _suggested_folder(handle.family))]
+    return found + motion_lora_problems(handles, found)
+
+
+def motion_lora_problems(handles: dict[str, ModelHandle], checkpoint_problems: list[str]) -> list[str]:
+    """The motion model's LoRA files: there, readable, and made for its experts (headers only)."""
+    from ...model_loaders.wan import FAMILY, lora_preflight
+
+    found: list[str] = []
+    for stage, handle in handles.items():
+        if handle.family == FAMILY:
+            ready = not any(problem.startswith(f"{stage}: ") for problem in checkpoint_problems)
+            found += lora_preflight(handle, ready)
     return found
 
 

@@ -627,6 +627,9 @@ def _relative(setting: Setting, value: Any, base: Path | None) -> Any:
         return value
     if setting.kind == "path" or setting.key in ("director_prompt", "critic_prompt"):
         return str((base / Path(value).expanduser()))
+    if setting.key in ("lora_high", "lora_low"):  # a file beside the settings file, else a name in the loras folder
+        beside = base / Path(value).expanduser()
+        return str(beside) if beside.is_file() else value
     if setting.key == "checkpoint":
         backends = STAGES[setting.section].backends
         named = {"preview", "openai"} | {b.checkpoint for b in backends} | {b.choice for b in backends}
