@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from . import model_layouts
 from .checkpoints import resolve_device
 from .handles import LOADER_SETTINGS, ModelHandle
+from .pass_counter import ExpertPassCounter
 from .residency import register_family
 
 if TYPE_CHECKING:
@@ -284,6 +285,8 @@ class WanMotion:
         self._scheduler_class = type(pipe.scheduler)
         self._scheduler_config = pipe.scheduler.config
         self._last_call: dict[str, Any] = {}
+        # Counted at the model call (forward pre-hooks), reported per render in the call record.
+        self.passes = ExpertPassCounter({"transformer": pipe.transformer, "transformer_2": pipe.transformer_2})
 
     def scheduler_for(self, flow_shift: float) -> Any:
         """The checkpoint's scheduler rebuilt from its config with ``flow_shift``."""
@@ -310,6 +313,7 @@ class WanMotion:
                 "num_inference_steps": steps, "guidance_scale": self.settings.guidance,
                 "guidance_scale_2": self.settings.guidance_2}
         self._last_call = {"renderer": FAMILY, **sent, "seed": int(seed), "flow_shift": float(shot["flow_shift"])}
+        self.passes.reset()
         try:
             video = pipe(
                 image=keyframe.convert("RGB"),
@@ -322,11 +326,14 @@ class WanMotion:
             # A cancelled render stops mid-loop: reset cache state and offload hooks as a finished one would.
             pipe.maybe_free_model_hooks()
             raise
+        finally:
+            self._last_call["expert_passes"] = self.passes.counts()
         return video[0].astype("float32", copy=False)
 
     def last_call(self) -> dict[str, Any]:
         """What the last render sent to the pipeline: prompt, negative prompt, seed, flow shift, guidance
-        of both experts, steps, size and frame count."""
+        of both experts, steps, size and frame count; and ``expert_passes``, the forward passes each expert
+        ran (counted at the model call)."""
         return dict(self._last_call)
 
     def close(self) -> None:
@@ -335,6 +342,7 @@ class WanMotion:
         if pipe is None:
             return
         compiled = self.settings.compile_transformer_2
+        self.passes.remove()
         pipe.remove_all_hooks()  # accelerate's model-offload hooks
         for name, component in list(pipe.components.items()):
             if hasattr(component, "modules"):

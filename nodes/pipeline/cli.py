@@ -101,14 +101,9 @@ def parser(sentence: bool = True) -> argparse.ArgumentParser:
                         "superseded/ are removed), final (reel.mp4, reel.srt and report.json only)")
     p.add_argument("--benchmark", action="store_true",
                    help="make the reel in a fresh temporary folder (nothing resumed) and print the wall time and "
-                        "each stage's share")
+                        "each stage's share, model loads and evictions, each Wan2.2 expert's forward passes per "
+                        "clip, and a plain x264 encode of as many frames beside it (with --json: one JSON object)")
     return p
-
-
-def print_benchmark(stages: list[tuple[str, float]], wall_s: float, process_s: float) -> None:
-    print(f"preview reel: {wall_s:.2f} s wall for the pipeline, {process_s:.2f} s for the whole process")
-    for name, seconds in stages:
-        print(f"  {name:<10} {seconds:6.2f} s  {100 * seconds / wall_s:5.1f} %")
 
 
 def one_line(exc: BaseException) -> str:
@@ -256,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in RUN_COMMANDS:  # cinereel runs / cinereel clean: the run folders, no reel
         return runs_main(argv)
+    if argv and argv[0] == "estimate":  # cinereel estimate: the planned reel's GPU time, on paper
+        from .estimate import estimate_main
+
+        return estimate_main(argv[1:])
     if argv and argv[0] == "config":  # cinereel config init / show: the settings file
         from .settings import config_main
 
@@ -321,13 +320,15 @@ def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         try:
             reel = make_reel(request, out, args.run_id, plan_override, options, on_stage=on_stage)
+            if args.benchmark:  # counts, loads and a plain x264 encode beside it (benchmark.py)
+                from .benchmark import print_benchmark
+
+                print_benchmark(reel, stages, time.perf_counter() - started, options.handles, options.crf,
+                                options.clip_preset, as_json=args.json)
         finally:
             if args.benchmark:  # a benchmark's reel is not for keeping
                 shutil.rmtree(out, ignore_errors=True)
         if args.benchmark:
-            import psutil
-
-            print_benchmark(stages, time.perf_counter() - started, time.time() - psutil.Process().create_time())
             print_warnings(reel)
             return 0
     except (ValueError, FileNotFoundError, NotImplementedError, ModelUnavailable, RunInUse) as exc:
