@@ -34,12 +34,14 @@ def load_costs(path: Path | str | None = None) -> dict[str, Any]:
 def flow_timesteps(steps: int, flow_shift: float, num_train_timesteps: int = 1000) -> list[int]:
     """The timesteps of a flow-matching schedule with ``flow_shift``, as diffusers' UniPC scheduler in flow
     mode builds them: sigmas evenly from 1 down (the last, 1/num_train, dropped), shifted by
-    ``shift*s / (1 + (shift-1)*s)``, times ``num_train_timesteps``, truncated to integers."""
+    ``shift*s / (1 + (shift-1)*s)``, the first nudged below 1, times ``num_train_timesteps``, truncated."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     end = 1.0 / num_train_timesteps
     sigmas = [1.0 + (end - 1.0) * i / steps for i in range(steps)]
     shifted = [flow_shift * s / (1.0 + (flow_shift - 1.0) * s) for s in sigmas]
+    if abs(shifted[0] - 1.0) < 1e-6:  # the scheduler nudges sigma 1 down (its log must stay finite)
+        shifted[0] -= 1e-6
     return [int(s * num_train_timesteps) for s in shifted]
 
 

@@ -80,7 +80,11 @@ def estimate(plan: Any, costs: dict[str, Any], gpus: list[str] | None = None, sp
 
 
 def minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min"
+    """``9.4 min`` under an hour, ``2 h 41 min`` from there."""
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    whole = round(seconds / 60)
+    return f"{whole // 60} h {whole % 60:02d} min"
 
 
 def table(result: dict[str, Any]) -> str:
@@ -102,6 +106,7 @@ def table(result: dict[str, Any]) -> str:
                      f"{sum(passes.values())} ({passes['transformer']} + {passes['transformer_2']}) | "
                      f"{row['pass_s']:.1f} | {minutes(row['load_s'])} | {minutes(row['stages_s']['motion'])} | "
                      f"{minutes(other)} | {minutes(row['total_s'])} |")
+    lines += ["", "Every figure, its source and how it was derived: model_loaders/rules_data/gpu_costs.json."]
     return "\n".join(lines)
 
 
