@@ -81,7 +81,8 @@ def test_preview_benchmark_is_one_json_object_with_shares_loads_and_the_plain_en
 
 
 def test_text_benchmark_prints_the_reel_beside_the_plain_encode(tmp_path, capsys):
-    assert main([SENTENCE, "--benchmark", "--plan", str(plan_file(tmp_path, 448, 256, 1.0))]) == 0
+    # --keep final leaves no keyframes: the plain encode takes its pictures from reel.mp4
+    assert main([SENTENCE, "--benchmark", "--keep", "final", "--plan", str(plan_file(tmp_path, 448, 256, 1.0))]) == 0
     out = capsys.readouterr().out
     assert "s wall for the pipeline" in out
     assert "plain x264 encode of the same 32 frames at 448x256" in out and "reel / encode = " in out

@@ -82,17 +82,11 @@ def _moving_frames(images: list[Any], count: int, width: int, height: int) -> It
 def plain_encode(reel: Any, crf: int, preset: str) -> dict[str, Any]:
     """Time a plain x264 encode (imageio-ffmpeg's ffmpeg, the clips' preset and CRF) of as many frames as the
     reel shows, at its size, from its own keyframes."""
-    from PIL import Image
-
     from .video import write_clip
 
     plan = reel.plan
     frames = round(plan.duration_s * plan.fps)
-    images = []
-    for shot in plan.shots:
-        with Image.open(reel.artifact_path(f"keyframe:{shot.id}")) as img:
-            images.append(img.convert("RGB"))
-    stream = _moving_frames(images, frames, plan.width, plan.height)
+    stream = _moving_frames(source_images(reel), frames, plan.width, plan.height)
     first = next(stream)
     with tempfile.TemporaryDirectory(prefix="cinereel-x264-") as folder:
         started = time.perf_counter()
@@ -100,6 +94,23 @@ def plain_encode(reel: Any, crf: int, preset: str) -> dict[str, Any]:
         seconds = time.perf_counter() - started
     return {"frames": frames, "width": plan.width, "height": plan.height, "fps": plan.fps, "preset": preset,
             "crf": crf, "seconds": round(seconds, 3)}
+
+
+def source_images(reel: Any) -> list[Any]:
+    """The reel's keyframes; a frame of each shot from reel.mp4 when ``--keep final`` removed them."""
+    from PIL import Image
+
+    from .video import sample_frames
+
+    names = [f"keyframe:{shot.id}" for shot in reel.plan.shots]
+    paths = [reel.artifact_path(name) for name in names if name in reel.artifacts]
+    if len(paths) == len(names) and all(path.is_file() for path in paths):
+        images = []
+        for path in paths:
+            with Image.open(path) as img:
+                images.append(img.convert("RGB"))
+        return images
+    return [Image.fromarray(frame) for frame in sample_frames(reel.artifact_path("reel"), len(names))]
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
