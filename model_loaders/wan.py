@@ -313,8 +313,8 @@ class WanMotion:
                 "num_inference_steps": steps, "guidance_scale": self.settings.guidance,
                 "guidance_scale_2": self.settings.guidance_2}
         self._last_call = {"renderer": FAMILY, **sent, "seed": int(seed), "flow_shift": float(shot["flow_shift"])}
-        self.passes.reset()
         try:
+            self.passes.reset()
             video = pipe(
                 image=keyframe.convert("RGB"),
                 **sent,

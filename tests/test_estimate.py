@@ -70,6 +70,17 @@ def test_numbers_come_from_the_data_file(capsys, tmp_path):
     assert pass_s["H100"] == pytest.approx(costs["wan"]["anchor"]["seconds"] / costs["wan"]["anchor"]["passes"])
 
 
+def test_presets_are_the_motion_loaders():
+    from cinereel.model_loaders import wan
+
+    presets = getattr(wan, "SPEED_PRESETS", None)
+    if presets is None:
+        pytest.skip("the motion loader has no speed presets yet (issue #14 part 1)")
+    costs = load_costs()
+    for name, preset in presets.items():
+        assert {key: costs["presets"][name][key] for key in preset} == preset
+
+
 def test_every_figure_has_its_source():
     costs = json.loads(COSTS_PATH.read_text(encoding="utf-8"))
     sections = [*costs["gpus"].values(), costs["host"], *costs["presets"].values(), costs["wan"]["anchor"],
