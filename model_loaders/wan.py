@@ -326,14 +326,13 @@ class WanMotion:
             # A cancelled render stops mid-loop: reset cache state and offload hooks as a finished one would.
             pipe.maybe_free_model_hooks()
             raise
-        finally:
+        finally:  # what each expert ran, counted at the model call (a cancelled render too)
             self._last_call["expert_passes"] = self.passes.counts()
         return video[0].astype("float32", copy=False)
 
     def last_call(self) -> dict[str, Any]:
         """What the last render sent to the pipeline: prompt, negative prompt, seed, flow shift, guidance
-        of both experts, steps, size and frame count; and ``expert_passes``, the forward passes each expert
-        ran (counted at the model call)."""
+        of both experts, steps, size and frame count."""
         return dict(self._last_call)
 
     def close(self) -> None:
