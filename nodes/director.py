@@ -86,8 +86,9 @@ class DirectorNode(ReelNode):
         send_ui_event("cinereel.plan", {"run_id": reel.run_id, "shots": rows})
         summary = {"run_id": reel.run_id, "language": reel.plan.language, "locale": reel.plan.locale,
                    "mood": reel.plan.mood, "time_of_day": reel.plan.time_of_day,
-                   "warnings": list(reel.notes.get("warnings", [])), "estimate": summary_line(reel.plan)}
-        return {"ui": {"cinereel_shots": rows, "cinereel_plan": [summary]}, "result": (reel,)}
+                   "warnings": list(reel.notes.get("warnings", []))}
+        return {"ui": {"cinereel_shots": rows, "cinereel_plan": [{**summary, "estimate": summary_line(reel.plan)}]},
+                "result": (reel,)}
 
 
 NODES = {"CineReelDirector": (DirectorNode, "CineReel Director")}

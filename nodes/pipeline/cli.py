@@ -251,14 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in RUN_COMMANDS:  # cinereel runs / cinereel clean: the run folders, no reel
         return runs_main(argv)
-    if argv and argv[0] == "estimate":  # cinereel estimate: the planned reel's GPU time, on paper
-        from .estimate import estimate_main
-
-        return estimate_main(argv[1:])
     if argv and argv[0] == "config":  # cinereel config init / show: the settings file
         from .settings import config_main
 
         return config_main(argv[1:])
+    if argv and argv[0] == "estimate":  # cinereel estimate: the planned reel's GPU time, on paper
+        from .estimate import estimate_main
+
+        return estimate_main(argv[1:])
     from .preflight import PreflightError
     from .settings import resolve
 
