@@ -78,6 +78,9 @@ def test_preview_benchmark_is_one_json_object_with_shares_loads_and_the_plain_en
     assert (info["frames"], info["width"], info["height"], info["video_codec"]) == (64, 448, 256, "h264")
     assert kwargs == {"crf": 18, "preset": "ultrafast"}
     assert report["reel_to_x264_ratio"] == pytest.approx(report["wall_s"] / plain["seconds"], rel=1e-2)
+    # CPU time too (this process and its ffmpeg/eSpeak children), which other work on the machine barely moves.
+    assert report["cpu_s"] > 0 and plain["cpu_s"] > 0
+    assert report["reel_to_x264_cpu_ratio"] == pytest.approx(report["cpu_s"] / plain["cpu_s"], rel=1e-2)
 
 
 def test_text_benchmark_prints_the_reel_beside_the_plain_encode(tmp_path, capsys):

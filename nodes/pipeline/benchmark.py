@@ -21,6 +21,15 @@ EXPERTS = ("transformer", "transformer_2")
 NO_TRANSFORMER = "the preview motion backend (Ken Burns) runs no transformer"
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (ffmpeg, eSpeak): unlike wall time, barely moved
+    by other work on a shared machine."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def stage_rows(stages: list[tuple[str, float]], wall_s: float) -> list[dict[str, Any]]:
     return [{"stage": name, "seconds": round(seconds, 3), "share": round(seconds / wall_s, 4) if wall_s else 0.0}
             for name, seconds in stages]
@@ -89,11 +98,11 @@ def plain_encode(reel: Any, crf: int, preset: str) -> dict[str, Any]:
     stream = _moving_frames(source_images(reel), frames, plan.width, plan.height)
     first = next(stream)
     with tempfile.TemporaryDirectory(prefix="cinereel-x264-") as folder:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), cpu_seconds()
         write_clip(_chain(first, stream), plan.fps, Path(folder) / "plain.mp4", crf=crf, preset=preset)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, cpu_seconds() - started_cpu
     return {"frames": frames, "width": plan.width, "height": plan.height, "fps": plan.fps, "preset": preset,
-            "crf": crf, "seconds": round(seconds, 3)}
+            "crf": crf, "seconds": round(seconds, 3), "cpu_s": round(cpu, 3)}
 
 
 def source_images(reel: Any) -> list[Any]:
@@ -119,10 +128,11 @@ def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
 
 
 def benchmark_report(reel: Any, stages: list[tuple[str, float]], wall_s: float, handles: dict[str, Any],
-                     crf: int, preset: str) -> dict[str, Any]:
+                     crf: int, preset: str, started_cpu: float | None = None) -> dict[str, Any]:
     import psutil
 
     process_s = time.time() - psutil.Process().create_time()  # start-up, imports and the reel; not the encode
+    cpu_s = cpu_seconds() - started_cpu if started_cpu is not None else None
     encode = plain_encode(reel, crf, preset)
     clips = clip_rows(reel, handles["motion"].family)
     return {
@@ -138,6 +148,8 @@ def benchmark_report(reel: Any, stages: list[tuple[str, float]], wall_s: float, 
                                 for name in EXPERTS},
         "plain_x264": encode,
         "reel_to_x264_ratio": round(wall_s / encode["seconds"], 3) if encode["seconds"] else None,
+        "cpu_s": round(cpu_s, 3) if cpu_s is not None else None,
+        "reel_to_x264_cpu_ratio": round(cpu_s / encode["cpu_s"], 3) if cpu_s is not None and encode["cpu_s"] else None,
     }
 
 
@@ -149,7 +161,9 @@ def print_text(report: dict[str, Any]) -> None:
     encode = report["plain_x264"]
     print(f"plain x264 encode of the same {encode['frames']} frames at {encode['width']}x{encode['height']} "
           f"(preset {encode['preset']}, crf {encode['crf']}): {encode['seconds']:.2f} s; "
-          f"reel / encode = {report['reel_to_x264_ratio']:.2f}")
+          f"reel / encode = {report['reel_to_x264_ratio']:.2f}"
+          + (f" (CPU time, self and children: {report['cpu_s']:.2f} s / {encode['cpu_s']:.2f} s = "
+             f"{report['reel_to_x264_cpu_ratio']:.2f})" if report["reel_to_x264_cpu_ratio"] else ""))
     loads = report["model_loads"]
     print(f"model loads: {len(loads)} ({sum(row['seconds'] for row in loads):.2f} s), "
           f"evictions: {len(report['evictions'])}")
@@ -162,8 +176,8 @@ def print_text(report: dict[str, Any]) -> None:
 
 
 def print_benchmark(reel: Any, stages: list[tuple[str, float]], wall_s: float, handles: dict[str, Any], crf: int,
-                    preset: str, as_json: bool) -> None:
-    report = benchmark_report(reel, stages, wall_s, handles, crf, preset)
+                    preset: str, as_json: bool, started_cpu: float | None = None) -> None:
+    report = benchmark_report(reel, stages, wall_s, handles, crf, preset, started_cpu)
     if as_json:
         print(json.dumps(report, ensure_ascii=False))
     else:

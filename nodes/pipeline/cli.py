@@ -317,14 +317,14 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {name:<10} {seconds:6.2f} s", file=sys.stderr)
 
         out = tempfile.mkdtemp(prefix="cinereel-bench-") if args.benchmark else args.out
-        started = time.perf_counter()
+        from .benchmark import cpu_seconds, print_benchmark
+
+        started, started_cpu = time.perf_counter(), cpu_seconds()
         try:
             reel = make_reel(request, out, args.run_id, plan_override, options, on_stage=on_stage)
             if args.benchmark:  # counts, loads and a plain x264 encode beside it (benchmark.py)
-                from .benchmark import print_benchmark
-
                 print_benchmark(reel, stages, time.perf_counter() - started, options.handles, options.crf,
-                                options.clip_preset, as_json=args.json)
+                                options.clip_preset, as_json=args.json, started_cpu=started_cpu)
         finally:
             if args.benchmark:  # a benchmark's reel is not for keeping
                 shutil.rmtree(out, ignore_errors=True)
