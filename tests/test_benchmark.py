@@ -58,7 +58,7 @@ def test_preview_benchmark_is_one_json_object_with_shares_loads_and_the_plain_en
     stages = [row["stage"] for row in report["stages"]]
     assert stages == ["director", "keyframes", "motion", "narration", "music", "mix", "assemble"]
     assert 0.9 <= sum(row["share"] for row in report["stages"]) <= 1.0 + 1e-3
-    assert all(row["seconds"] >= 0 for row in report["stages"])
+    assert all(row["seconds"] >= 0 and row["cpu_s"] >= 0 for row in report["stages"])
     # Every model the reel loaded (the plan is given, so no director), from the residency manager's log,
     # with its stage, time and memory; each evicted by the next.
     loads = report["model_loads"]

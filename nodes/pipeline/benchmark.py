@@ -30,9 +30,15 @@ def cpu_seconds() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def stage_rows(stages: list[tuple[str, float]], wall_s: float) -> list[dict[str, Any]]:
-    return [{"stage": name, "seconds": round(seconds, 3), "share": round(seconds / wall_s, 4) if wall_s else 0.0}
-            for name, seconds in stages]
+def stage_rows(stages: list[tuple[str, float, float]], wall_s: float, started_cpu: float | None) -> list[dict]:
+    """Each stage's wall seconds, share of the wall time and CPU seconds (from the CPU clock at each end)."""
+    rows, previous = [], started_cpu
+    for name, seconds, cpu_mark in stages:
+        rows.append({"stage": name, "seconds": round(seconds, 3),
+                     "share": round(seconds / wall_s, 4) if wall_s else 0.0,
+                     "cpu_s": round(cpu_mark - previous, 3) if previous is not None else None})
+        previous = cpu_mark
+    return rows
 
 
 def residency_rows(reel: Any, event: str) -> list[dict[str, Any]]:
@@ -127,7 +133,7 @@ def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
     yield from rest
 
 
-def benchmark_report(reel: Any, stages: list[tuple[str, float]], wall_s: float, handles: dict[str, Any],
+def benchmark_report(reel: Any, stages: list[tuple[str, float, float]], wall_s: float, handles: dict[str, Any],
                      crf: int, preset: str, started_cpu: float | None = None) -> dict[str, Any]:
     import psutil
 
@@ -140,7 +146,7 @@ def benchmark_report(reel: Any, stages: list[tuple[str, float]], wall_s: float, 
         "frames": encode["frames"], "width": reel.plan.width, "height": reel.plan.height,
         "wall_s": round(wall_s, 3),
         "process_s": round(process_s, 3),
-        "stages": stage_rows(stages, wall_s),
+        "stages": stage_rows(stages, wall_s, started_cpu),
         "model_loads": residency_rows(reel, "load"),
         "evictions": residency_rows(reel, "evict"),
         "clips": clips,
@@ -157,7 +163,8 @@ def print_text(report: dict[str, Any]) -> None:
     wall = report["wall_s"]
     print(f"reel: {wall:.2f} s wall for the pipeline, {report['process_s']:.2f} s for the whole process")
     for row in report["stages"]:
-        print(f"  {row['stage']:<10} {row['seconds']:6.2f} s  {100 * row['share']:5.1f} %")
+        cpu = f"  cpu {row['cpu_s']:6.2f} s" if row["cpu_s"] is not None else ""
+        print(f"  {row['stage']:<10} {row['seconds']:6.2f} s  {100 * row['share']:5.1f} %{cpu}")
     encode = report["plain_x264"]
     print(f"plain x264 encode of the same {encode['frames']} frames at {encode['width']}x{encode['height']} "
           f"(preset {encode['preset']}, crf {encode['crf']}): {encode['seconds']:.2f} s; "
@@ -175,8 +182,8 @@ def print_text(report: dict[str, Any]) -> None:
               + (f" ({clip['note']})" if clip.get("note") else ""))
 
 
-def print_benchmark(reel: Any, stages: list[tuple[str, float]], wall_s: float, handles: dict[str, Any], crf: int,
-                    preset: str, as_json: bool, started_cpu: float | None = None) -> None:
+def print_benchmark(reel: Any, stages: list[tuple[str, float, float]], wall_s: float, handles: dict[str, Any],
+                    crf: int, preset: str, as_json: bool, started_cpu: float | None = None) -> None:
     report = benchmark_report(reel, stages, wall_s, handles, crf, preset, started_cpu)
     if as_json:
         print(json.dumps(report, ensure_ascii=False))

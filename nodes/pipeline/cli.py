@@ -309,16 +309,16 @@ def run(args: argparse.Namespace) -> int:
             print_warnings(reel)
             return 0
 
-        stages: list[tuple[str, float]] = []
+        from .benchmark import cpu_seconds, print_benchmark
+
+        stages: list[tuple[str, float, float]] = []  # name, wall seconds, CPU clock at its end
 
         def on_stage(name: str, seconds: float) -> None:
-            stages.append((name, seconds))
+            stages.append((name, seconds, cpu_seconds()))
             if not args.benchmark:
                 print(f"  {name:<10} {seconds:6.2f} s", file=sys.stderr)
 
         out = tempfile.mkdtemp(prefix="cinereel-bench-") if args.benchmark else args.out
-        from .benchmark import cpu_seconds, print_benchmark
-
         started, started_cpu = time.perf_counter(), cpu_seconds()
         try:
             reel = make_reel(request, out, args.run_id, plan_override, options, on_stage=on_stage)
