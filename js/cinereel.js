@@ -76,6 +76,7 @@ function showPlan(node) {
     const parts = [plan.run_id, plan.locale, plan.language, plan.mood, plan.time_of_day].filter((p) => p);
     row(el, parts.join(" · "), true);
     for (const warning of plan.warnings || []) row(el, `⚠ ${warning}`);
+    if (plan.estimate) row(el, plan.estimate);
   }
   if (state.stages?.length) row(el, `done: ${state.stages.join(" → ")}`);
   for (const s of state.shots || []) {

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from . import model_layouts
 from .checkpoints import resolve_device
 from .handles import LOADER_SETTINGS, ModelHandle
+from .pass_counter import ExpertPassCounter
 from .residency import register_family
 from .wan_loras import EXPERT_OF, ExpertLora, apply_loras, chosen, lora_path, remove_loras
 
@@ -379,6 +380,8 @@ class WanMotion:
         self._scheduler_class = type(pipe.scheduler)
         self._scheduler_config = pipe.scheduler.config
         self._last_call: dict[str, Any] = {}
+        # Counted at the model call (forward pre-hooks), reported per render in the call record.
+        self.passes = ExpertPassCounter({"transformer": pipe.transformer, "transformer_2": pipe.transformer_2})
 
     def scheduler_for(self, flow_shift: float) -> Any:
         """The checkpoint's scheduler rebuilt from its config with ``flow_shift``."""
@@ -407,6 +410,7 @@ class WanMotion:
         self._last_call = {"renderer": FAMILY, **sent, "seed": int(seed), "flow_shift": float(shot["flow_shift"]),
                            "speed": self.settings.speed, "loras": [dict(lora) for lora in self.loras]}
         try:
+            self.passes.reset()
             video = pipe(
                 image=keyframe.convert("RGB"),
                 **sent,
@@ -418,6 +422,8 @@ class WanMotion:
             # A cancelled render stops mid-loop: reset cache state and offload hooks as a finished one would.
             pipe.maybe_free_model_hooks()
             raise
+        finally:  # what each expert ran, counted at the model call (a cancelled render too)
+            self._last_call["expert_passes"] = self.passes.counts()
         return video[0].astype("float32", copy=False)
 
     def last_call(self) -> dict[str, Any]:
@@ -436,6 +442,7 @@ class WanMotion:
         if pipe is None:
             return
         compiled = self.settings.compile_transformer_2
+        self.passes.remove()
         pipe.remove_all_hooks()  # accelerate's model-offload hooks
         for name, component in list(pipe.components.items()):
             if hasattr(component, "modules"):

@@ -10,6 +10,7 @@ from ..model_loaders.vocabulary.languages import LANGUAGES
 from .base import LLM, VOICE_MODEL, ReelNode, choice, integer, number, seed_input, text
 from .pipeline.comfy import output_root, send_ui_event
 from .pipeline.director import LANGUAGE_AUTO, direct, shot_list
+from .pipeline.estimate import summary_line
 from .pipeline.preflight import check_queued_loaders
 from .pipeline.rundir import check_run_id
 from .pipeline.voice import request_for_voice
@@ -86,7 +87,8 @@ class DirectorNode(ReelNode):
         summary = {"run_id": reel.run_id, "language": reel.plan.language, "locale": reel.plan.locale,
                    "mood": reel.plan.mood, "time_of_day": reel.plan.time_of_day,
                    "warnings": list(reel.notes.get("warnings", []))}
-        return {"ui": {"cinereel_shots": rows, "cinereel_plan": [summary]}, "result": (reel,)}
+        return {"ui": {"cinereel_shots": rows, "cinereel_plan": [{**summary, "estimate": summary_line(reel.plan)}]},
+                "result": (reel,)}
 
 
 NODES = {"CineReelDirector": (DirectorNode, "CineReel Director")}

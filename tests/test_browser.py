@@ -259,6 +259,7 @@ def test_the_queued_preview_shows_its_shots_scores_and_a_playing_reel(frontend, 
     for k in range(1, 7):
         assert f"shot-0{k}" in shots
     assert "done: " in shots and "assemble" in shots  # the stages of the run, from cinereel.stage events
+    assert "estimate on one H100: quality " in shots  # the plan's `cinereel estimate`, both motion presets
     scores = frontend.page.inner_text("[data-cinereel-panel=cinereel_scores]")
     assert scores.count("attempt 1") == 6 and "mean" in scores
     video = frontend.page.evaluate("""async () => {

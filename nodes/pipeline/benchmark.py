@@ -1,0 +1,191 @@
+"""``cinereel --benchmark [--json]``: what a reel cost, counted, beside a plain x264 encode made in the same run.
+
+The report: wall time and share per stage; every model load and eviction the
+residency manager recorded (seconds, resident-set change, CUDA peak where CUDA
+ran); per clip the forward passes of each Wan2.2 expert, as the backend counted
+them at the model call and wrote them into the clip's call record (the preview
+motion backend runs no transformer: 0, and it says so); and a plain x264 encode
+of the same number of frames at the same size, with the ratio of the two.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+EXPERTS = ("transformer", "transformer_2")
+NO_TRANSFORMER = "the preview motion backend (Ken Burns) runs no transformer"
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (ffmpeg, eSpeak): unlike wall time, barely moved
+    by other work on a shared machine."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def stage_rows(stages: list[tuple[str, float, float]], wall_s: float, started_cpu: float | None) -> list[dict]:
+    """Each stage's wall seconds, share of the wall time and CPU seconds (from the CPU clock at each end)."""
+    rows, previous = [], started_cpu
+    for name, seconds, cpu_mark in stages:
+        rows.append({"stage": name, "seconds": round(seconds, 3),
+                     "share": round(seconds / wall_s, 4) if wall_s else 0.0,
+                     "cpu_s": round(cpu_mark - previous, 3) if previous is not None else None})
+        previous = cpu_mark
+    return rows
+
+
+def residency_rows(reel: Any, event: str) -> list[dict[str, Any]]:
+    """Loads (or evictions) in the order they happened: which model, for which stage, seconds and memory."""
+    rows = []
+    for entry in reel.notes.get("residency", []):
+        if entry.get("event") != event:
+            continue
+        row = {"stage": entry.get("stage"), "family": entry.get("family"), "checkpoint": entry.get("checkpoint"),
+               "role": entry.get("role"), "seconds": round(entry.get("seconds", 0.0), 4),
+               "rss_delta_bytes": entry.get("rss_after", 0) - entry.get("rss_before", 0)}
+        if event == "load":
+            row["cuda_peak_bytes"] = entry.get("cuda_peak_bytes")
+        else:
+            row["reason"] = entry.get("reason")
+        rows.append(row)
+    return rows
+
+
+def clip_row(shot: str, attempt: int, record: dict[str, Any] | None, motion_family: str) -> dict[str, Any]:
+    if record is None or "expert_passes" not in record:
+        counted = motion_family.startswith("preview-")
+        return {"shot": shot, "attempt": attempt, "renderer": "kenburns" if counted else motion_family,
+                "expert_passes": {name: 0 for name in EXPERTS} if counted else None,
+                "note": NO_TRANSFORMER if counted else "this backend recorded no pass counts"}
+    return {"shot": shot, "attempt": attempt, "renderer": record.get("renderer"),
+            "expert_passes": {name: int(record["expert_passes"].get(name, 0)) for name in EXPERTS},
+            "steps": record.get("num_inference_steps"), "guidance": record.get("guidance_scale"),
+            "guidance_2": record.get("guidance_scale_2"), "flow_shift": record.get("flow_shift"),
+            "frames": record.get("num_frames")}
+
+
+def clip_rows(reel: Any, motion_family: str) -> list[dict[str, Any]]:
+    """Every clip rendered for the reel: the motion stage's, and each critic-gate attempt when the gate ran."""
+    gate = reel.notes.get("gate")
+    if gate and gate.get("shots"):
+        return [clip_row(shot["shot"], a["attempt"], (a.get("sent") or {}).get("clip"), motion_family)
+                for shot in gate["shots"] for a in shot["attempts"]]
+    renders = reel.notes.get("clip_renders", {})
+    return [clip_row(shot.id, 1, renders.get(shot.id), motion_family) for shot in reel.plan.shots]
+
+
+def _moving_frames(images: list[Any], count: int, width: int, height: int) -> Iterator[Any]:
+    """``count`` frames at width×height: each keyframe in turn, sliding one pixel a frame (so x264 has motion
+    to code, as in the reel), cut from a copy padded once before the clock starts."""
+    import numpy as np
+
+    per_image = max(1, -(-count // len(images)))
+    padded = [np.pad(np.asarray(img.convert("RGB").resize((width, height))), ((0, 0), (0, per_image), (0, 0)),
+                     mode="edge") for img in images]
+    for index in range(count):
+        source, offset = padded[min(index // per_image, len(padded) - 1)], index % per_image
+        yield source[:, offset:offset + width]
+
+
+def plain_encode(reel: Any, crf: int, preset: str) -> dict[str, Any]:
+    """Time a plain x264 encode (imageio-ffmpeg's ffmpeg, the clips' preset and CRF) of as many frames as the
+    reel shows, at its size, from its own keyframes."""
+    from .video import write_clip
+
+    plan = reel.plan
+    frames = round(plan.duration_s * plan.fps)
+    stream = _moving_frames(source_images(reel), frames, plan.width, plan.height)
+    first = next(stream)
+    with tempfile.TemporaryDirectory(prefix="cinereel-x264-") as folder:
+        started, started_cpu = time.perf_counter(), cpu_seconds()
+        write_clip(_chain(first, stream), plan.fps, Path(folder) / "plain.mp4", crf=crf, preset=preset)
+        seconds, cpu = time.perf_counter() - started, cpu_seconds() - started_cpu
+    return {"frames": frames, "width": plan.width, "height": plan.height, "fps": plan.fps, "preset": preset,
+            "crf": crf, "seconds": round(seconds, 3), "cpu_s": round(cpu, 3)}
+
+
+def source_images(reel: Any) -> list[Any]:
+    """The reel's keyframes; a frame of each shot from reel.mp4 when ``--keep final`` removed them."""
+    from PIL import Image
+
+    from .video import sample_frames
+
+    names = [f"keyframe:{shot.id}" for shot in reel.plan.shots]
+    paths = [reel.artifact_path(name) for name in names if name in reel.artifacts]
+    if len(paths) == len(names) and all(path.is_file() for path in paths):
+        images = []
+        for path in paths:
+            with Image.open(path) as img:
+                images.append(img.convert("RGB"))
+        return images
+    return [Image.fromarray(frame) for frame in sample_frames(reel.artifact_path("reel"), len(names))]
+
+
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
+
+
+def benchmark_report(reel: Any, stages: list[tuple[str, float, float]], wall_s: float, handles: dict[str, Any],
+                     crf: int, preset: str, started_cpu: float | None = None) -> dict[str, Any]:
+    import psutil
+
+    process_s = time.time() - psutil.Process().create_time()  # start-up, imports and the reel; not the encode
+    cpu_s = cpu_seconds() - started_cpu if started_cpu is not None else None
+    encode = plain_encode(reel, crf, preset)
+    clips = clip_rows(reel, handles["motion"].family)
+    return {
+        "backends": {stage: handle.family for stage, handle in handles.items()},
+        "frames": encode["frames"], "width": reel.plan.width, "height": reel.plan.height,
+        "wall_s": round(wall_s, 3),
+        "process_s": round(process_s, 3),
+        "stages": stage_rows(stages, wall_s, started_cpu),
+        "model_loads": residency_rows(reel, "load"),
+        "evictions": residency_rows(reel, "evict"),
+        "clips": clips,
+        "expert_passes_total": {name: sum((c["expert_passes"] or {}).get(name, 0) for c in clips)
+                                for name in EXPERTS},
+        "plain_x264": encode,
+        "reel_to_x264_ratio": round(wall_s / encode["seconds"], 3) if encode["seconds"] else None,
+        "cpu_s": round(cpu_s, 3) if cpu_s is not None else None,
+        "reel_to_x264_cpu_ratio": round(cpu_s / encode["cpu_s"], 3) if cpu_s is not None and encode["cpu_s"] else None,
+    }
+
+
+def print_text(report: dict[str, Any]) -> None:
+    wall = report["wall_s"]
+    print(f"reel: {wall:.2f} s wall for the pipeline, {report['process_s']:.2f} s for the whole process")
+    for row in report["stages"]:
+        cpu = f"  cpu {row['cpu_s']:6.2f} s" if row["cpu_s"] is not None else ""
+        print(f"  {row['stage']:<10} {row['seconds']:6.2f} s  {100 * row['share']:5.1f} %{cpu}")
+    encode = report["plain_x264"]
+    print(f"plain x264 encode of the same {encode['frames']} frames at {encode['width']}x{encode['height']} "
+          f"(preset {encode['preset']}, crf {encode['crf']}): {encode['seconds']:.2f} s; "
+          f"reel / encode = {report['reel_to_x264_ratio']:.2f}"
+          + (f" (CPU time, self and children: {report['cpu_s']:.2f} s / {encode['cpu_s']:.2f} s = "
+             f"{report['reel_to_x264_cpu_ratio']:.2f})" if report["reel_to_x264_cpu_ratio"] else ""))
+    loads = report["model_loads"]
+    print(f"model loads: {len(loads)} ({sum(row['seconds'] for row in loads):.2f} s), "
+          f"evictions: {len(report['evictions'])}")
+    for clip in report["clips"]:
+        passes = clip["expert_passes"]
+        counted = (f"transformer {passes['transformer']}, transformer_2 {passes['transformer_2']}"
+                   if passes is not None else "not counted")
+        print(f"  {clip['shot']} attempt {clip['attempt']}: {counted}"
+              + (f" ({clip['note']})" if clip.get("note") else ""))
+
+
+def print_benchmark(reel: Any, stages: list[tuple[str, float, float]], wall_s: float, handles: dict[str, Any],
+                    crf: int, preset: str, as_json: bool, started_cpu: float | None = None) -> None:
+    report = benchmark_report(reel, stages, wall_s, handles, crf, preset, started_cpu)
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print_text(report)

@@ -1,0 +1,134 @@
+"""``cinereel --benchmark --json``: one JSON object with stage shares, loads and evictions, each Wan2.2
+expert's forward passes per clip (counted at the model call) and a plain x264 encode made in the same run."""
+
+from __future__ import annotations
+
+import io
+import json
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+from cinereel.model_loaders.cost_model import expert_passes
+from cinereel.model_loaders.residency import RESIDENCY
+from cinereel.nodes.pipeline import video
+from cinereel.nodes.pipeline.cli import main
+from cinereel_testkit import load_test_module, sample_plan_dict
+
+SENTENCE = "A lone astronaut walks through a neon-lit Tokyo alley at dusk"
+STEPS = 4
+
+
+def plan_file(tmp_path: Path, width: int, height: int, shot_s: float) -> Path:
+    plan = sample_plan_dict(width=width, height=height, duration_s=2 * shot_s)
+    for shot in plan["shots"]:
+        shot["duration_s"] = shot_s
+        if shot_s < 2:  # too short to speak the sample line in
+            shot["narration"] = ""
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def nothing_resident():
+    """Each benchmark starts as a fresh process does: no model resident from an earlier test."""
+    RESIDENCY.evict("test isolation")
+
+
+def benchmark_json(*argv: str) -> dict:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main([SENTENCE, "--benchmark", "--json", *argv]) == 0
+    (line,) = out.getvalue().splitlines()  # one JSON object, nothing else on standard output
+    return json.loads(line)
+
+
+def test_preview_benchmark_is_one_json_object_with_shares_loads_and_the_plain_encode(tmp_path, monkeypatch):
+    encodes = []
+    real_write_clip = video.write_clip
+
+    def spy(frames, fps, path, **kwargs):
+        real_write_clip(frames, fps, path, **kwargs)
+        encodes.append((Path(path).name, video.probe(path), kwargs))
+
+    monkeypatch.setattr(video, "write_clip", spy)
+    report = benchmark_json("--plan", str(plan_file(tmp_path, 448, 256, 2.0)))
+
+    stages = [row["stage"] for row in report["stages"]]
+    assert stages == ["director", "keyframes", "motion", "narration", "music", "mix", "assemble"]
+    assert 0.9 <= sum(row["share"] for row in report["stages"]) <= 1.0 + 1e-3
+    assert all(row["seconds"] >= 0 and row["cpu_s"] >= 0 for row in report["stages"])
+    # Every model the reel loaded (the plan is given, so no director), from the residency manager's log,
+    # with its stage, time and memory; each evicted by the next.
+    loads = report["model_loads"]
+    assert [(row["stage"], row["family"]) for row in loads] == [
+        ("keyframes", "preview-keyframes"), ("motion", "preview-motion"), ("narration", "preview-voice"),
+        ("music", "preview-music")]
+    assert all(isinstance(row["rss_delta_bytes"], int) and row["seconds"] >= 0 for row in loads)
+    assert [row["family"] for row in report["evictions"]] == ["preview-keyframes", "preview-motion", "preview-voice"]
+    # Ken Burns runs no transformer: zero passes, said so, not invented.
+    assert [(c["shot"], c["expert_passes"]) for c in report["clips"]] == [
+        ("shot_01", {"transformer": 0, "transformer_2": 0}), ("shot_02", {"transformer": 0, "transformer_2": 0})]
+    assert all("no transformer" in c["note"] for c in report["clips"])
+    # The plain encode: as many frames as the reel shows (4 s at 16 fps), at its size, with the clips' settings.
+    plain = report["plain_x264"]
+    assert (plain["frames"], plain["width"], plain["height"]) == (64, 448, 256)
+    ((info, kwargs),) = [(info, kwargs) for name, info, kwargs in encodes if name == "plain.mp4"]
+    assert (info["frames"], info["width"], info["height"], info["video_codec"]) == (64, 448, 256, "h264")
+    assert kwargs == {"crf": 18, "preset": "ultrafast"}
+    assert report["reel_to_x264_ratio"] == pytest.approx(report["wall_s"] / plain["seconds"], rel=1e-2)
+    # CPU time too (this process and its ffmpeg/eSpeak children), which other work on the machine barely moves.
+    assert report["cpu_s"] > 0 and plain["cpu_s"] > 0
+    assert report["reel_to_x264_cpu_ratio"] == pytest.approx(report["cpu_s"] / plain["cpu_s"], rel=1e-2)
+
+
+def test_text_benchmark_prints_the_reel_beside_the_plain_encode(tmp_path, capsys):
+    # --keep final leaves no keyframes: the plain encode takes its pictures from reel.mp4
+    assert main([SENTENCE, "--benchmark", "--keep", "final", "--plan", str(plan_file(tmp_path, 448, 256, 1.0))]) == 0
+    out = capsys.readouterr().out
+    assert "s wall for the pipeline" in out
+    assert "plain x264 encode of the same 32 frames at 448x256" in out and "reel / encode = " in out
+    assert "transformer 0, transformer_2 0 (the preview motion backend" in out
+
+
+@pytest.fixture(scope="module")
+def tiny_wan() -> Path:
+    return load_test_module("tiny_wan").tiny_wan_checkpoint()
+
+
+@pytest.mark.parametrize(("preset", "guidance", "per_expert"), [("quality", [], 4), ("fast", ["1.0", "1.0"], 2)])
+def test_tiny_wan_passes_per_expert_are_counted_at_the_model_call(tmp_path, tiny_wan, one_torch_thread,
+                                                                  preset, guidance, per_expert):
+    """4 steps at flow shift 5 (hero) and 8 (establishing): the 0.9 boundary gives each expert 2 steps, so
+    with guidance (quality) each expert runs 2 x 2 passes (8 per clip), and at guidance 1 on both experts
+    (the distilled recipe) 2 x 1 (4 per clip): no unconditional pass runs."""
+    knobs = [f"motion.{name}={value}" for name, value in zip(("guidance", "guidance_2"), guidance)]
+    report = benchmark_json("--plan", str(plan_file(tmp_path, 256, 256, 0.5)), "--motion", str(tiny_wan),
+                            "--dtype", "float32", "--device", "cpu", "--set", f"motion.steps={STEPS}",
+                            "--set", "motion.first_block_cache=0", *[f for k in knobs for f in ("--set", k)])
+    clips = report["clips"]
+    assert [c["shot"] for c in clips] == ["shot_01", "shot_02"]
+    for clip in clips:
+        assert clip["renderer"] == "wan2.2-i2v" and clip["steps"] == STEPS
+        assert clip["expert_passes"] == {"transformer": per_expert, "transformer_2": per_expert}
+        # The estimate's counting rule gives what the model ran.
+        assert clip["expert_passes"] == expert_passes(STEPS, clip["guidance"], clip["guidance_2"], clip["flow_shift"])
+    assert {c["flow_shift"] for c in clips} == {5.0, 8.0}
+    assert report["expert_passes_total"] == {"transformer": 2 * per_expert, "transformer_2": 2 * per_expert}
+    wan_loads = [row for row in report["model_loads"] if row["family"] == "wan2.2-i2v"]
+    assert len(wan_loads) == 1 and wan_loads[0]["stage"] == "motion" and wan_loads[0]["rss_delta_bytes"] > 0
+    assert "cuda_peak_bytes" in wan_loads[0]
+
+
+def test_the_clips_call_record_and_report_keep_the_counts(tmp_path, tiny_wan, one_torch_thread):
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main([SENTENCE, "--plan", str(plan_file(tmp_path, 256, 256, 0.5)), "--out", str(tmp_path / "out"),
+                     "--run-id", "counted", "--json", "--motion", str(tiny_wan), "--dtype", "float32", "--device",
+                     "cpu", "--set", f"motion.steps={STEPS}", "--set", "motion.guidance_2=1.0"]) == 0
+    run = Path(json.loads(out.getvalue())["run_dir"])
+    record = json.loads((run / "clips" / "shot_02.attempt1.call.json").read_text(encoding="utf-8"))
+    assert record["expert_passes"] == {"transformer": 4, "transformer_2": 2}
+    report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    assert report["clip_renders"]["shot_02"]["expert_passes"] == record["expert_passes"]
