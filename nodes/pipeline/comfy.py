@@ -35,6 +35,11 @@ def clear_cancel() -> None:
     _headless_cancel.clear()
 
 
+def is_cancel(exc: BaseException) -> bool:
+    """Whether ``exc`` is the user's cancel (ours, or ComfyUI's interrupt), not a failure to report and go on."""
+    return isinstance(exc, (Cancelled, KeyboardInterrupt)) or type(exc).__name__ == "InterruptProcessingException"
+
+
 def check_cancel() -> None:
     """Raise if the user cancelled. Call between steps and inside long loops.
 
