@@ -281,30 +281,30 @@ def run_gate(reel: Reel, critic: ModelHandle, keyframe_model: ModelHandle, motio
     mark = RESIDENCY.mark()
     (gate,) = gate_reels([reel], critic, keyframe_model, motion_model, threshold, max_retries, frames, clip_preset,
                          technical_gate)
-    return _finish(gate.reel, gate.states, threshold, max_retries, strict, gate.rounds, timer, mark, technical_gate)
+    return finish_gate(gate, threshold, max_retries, timer, mark, technical_gate, strict)
 
 
 @dataclass
 class ReelGate:
     """One reel on its way through the gate's rounds; several reels share each round's residencies."""
 
+    index: int  # its place in the list given to ``gate_reels``
     reel: Reel
-    states: list[ShotState]
-    pending: list[ShotState]
+    states: list[ShotState] = field(default_factory=list)
+    pending: list[ShotState] = field(default_factory=list)
     rounds: int = 0
     seconds: float = 0.0  # time spent on this reel's scoring and re-renders
     error: Exception | None = None  # what stopped this reel's gate (only with ``on_error``)
 
-    @classmethod
-    def start(cls, reel: Reel) -> ReelGate:
-        states = [ShotState(shot, [Attempt(1, shot, f"keyframe:{shot.id}", clip=f"clip:{shot.id}")])
-                  for shot in reel.plan.shots]
-        for state in states:
-            reel.artifact_path(state.latest.clip)  # a clear error now if Animate has not run
-        return cls(reel, states, list(states))
+    def begin(self) -> None:
+        self.states = [ShotState(shot, [Attempt(1, shot, f"keyframe:{shot.id}", clip=f"clip:{shot.id}")])
+                       for shot in self.reel.plan.shots]
+        for state in self.states:
+            self.reel.artifact_path(state.latest.clip)  # a clear error now if Animate has not run
+        self.pending = list(self.states)
 
 
-ErrorHandler = Callable[[ReelGate, Exception], None]
+ErrorHandler = Callable[["ReelGate", Exception], None]
 
 
 def gate_reels(reels: list[Reel], critic: ModelHandle, keyframe_model: ModelHandle, motion_model: ModelHandle,
@@ -315,8 +315,11 @@ def gate_reels(reels: list[Reel], critic: ModelHandle, keyframe_model: ModelHand
     resident once), then re-draws every reel's image failures (keyframe model once) and re-animates every
     failure (motion model once). With ``on_error``, a reel whose step raises leaves the rounds (the handler
     hears it) and the others go on; without it the error propagates."""
-    gates = [ReelGate.start(reel) for reel in reels]
+    gates = [ReelGate(index, reel) for index, reel in enumerate(reels)]
+    for g in gates:
+        _step(g, ReelGate.begin, on_error)
     progress = Progress(sum(len(g.states) for g in gates) * (1 + max_retries))
+    timings: dict[str, float] = {}
 
     def score(g: ReelGate) -> None:
         g.rounds += 1
@@ -326,8 +329,6 @@ def gate_reels(reels: list[Reel], critic: ModelHandle, keyframe_model: ModelHand
         g.pending = [s for s in failed if s.latest.number < 1 + max_retries and not critic_unavailable(s.latest)]
         if g.pending:
             revise_failures(g.reel, g.pending)
-
-    timings: dict[str, float] = {}
 
     def redraw(g: ReelGate) -> None:
         g.reel = redraw_keyframes(g.reel, g.pending, keyframe_model, timings)
@@ -341,6 +342,12 @@ def gate_reels(reels: list[Reel], critic: ModelHandle, keyframe_model: ModelHand
             for g in [g for g in gates if g.pending and g.error is None]:
                 _step(g, step, on_error)
     return gates
+
+
+def finish_gate(gate: ReelGate, threshold: float, max_retries: int, timer: StageTimer, mark: int,
+                technical_gate: bool = True, strict: bool = False) -> Reel:
+    """The reel with every shot's chosen attempt, its gate report written (``gate_reels`` made the rounds)."""
+    return _finish(gate.reel, gate.states, threshold, max_retries, strict, gate.rounds, timer, mark, technical_gate)
 
 
 def _step(gate: ReelGate, step: Callable[[ReelGate], None], on_error: ErrorHandler | None) -> None:
