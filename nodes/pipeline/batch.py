@@ -131,7 +131,7 @@ def parse_lines(text: str, defaults: DirectorRequest, name: str, base: Path) -> 
             continue
         where = f"{name} line {number}"
         try:
-            item = _json_item(line, where, defaults, base) if line.startswith("{") else \
+            item = _json_item(line, where, defaults, base) if line.startswith(("{", "[")) else \
                 _sentence_item(line, where, defaults)
         except ValueError as exc:
             problems.append(f"{where}: {exc}")
