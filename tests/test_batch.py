@@ -4,6 +4,7 @@ each model loaded once per phase for the whole batch (and once per gate round), 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,41 @@ def test_five_full_size_preview_reels_in_one_batch(tmp_path, capsys):
     assert recorded["model_loads"] <= 5 + recorded["gate_rounds"]
     assert all(loads[phase] <= 1 for phase in ("director", "keyframes", "motion", "narration", "music"))
     assert sum(r["wall_share"] for r in recorded["reels"]) == pytest.approx(1.0, abs=0.1)
+
+
+def batch_prompt(sentences: str, **inputs) -> dict:
+    loaders = {"1": ("CineReelLLMLoader", "preview (rules + technical critic)"),
+               "2": ("CineReelKeyframeLoader", "preview (storyboard frames)"),
+               "3": ("CineReelMotionLoader", "preview (Ken Burns moves)"),
+               "4": ("CineReelVoiceLoader", "preview (eSpeak NG)"), "5": ("CineReelMusicLoader", "preview (synth bed)")}
+    prompt = {node: {"class_type": kind, "inputs": {"backend": backend, "dtype": "bfloat16", "device": "auto",
+                                                     "residency": "auto", "unload_comfy_models": True}}
+              for node, (kind, backend) in loaders.items()}
+    prompt["10"] = {"class_type": "CineReelBatch", "inputs": {
+        "llm": ["1", 0], "keyframe_model": ["2", 0], "motion_model": ["3", 0], "voice_model": ["4", 0],
+        "music_model": ["5", 0], "sentences": sentences, "duration_s": 2.0, "shots": 2, "aspect": "16:9",
+        "language": "auto (from the place in the sentence)", "seed": 1, "gate": True, "threshold": 7.0,
+        "max_retries": 1, "target_lufs": -18.0, "resolution": "480p", **inputs}}
+    prompt["11"] = {"class_type": "CineReelToImage", "inputs": {"reel": ["10", 0], "kind": "keyframe", "shot": 1}}
+    prompt["12"] = {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}}
+    return prompt
+
+
+@pytest.mark.comfy
+def test_the_batch_node_renders_every_reel_in_a_real_comfyui_executor(comfy):
+    bad = comfy.validate(batch_prompt("A cat naps in Rome\n{\"sentence\": \"A dog\", \"shots\": -1}\n"))
+    assert bad[0] is False and "sentences line 2" in json.dumps(bad[3])  # refused before anything runs
+    pack = comfy.nodes.NODE_CLASS_MAPPINGS["CineReelBatch"].__module__.rsplit(".nodes.", 1)[0]
+    residency = sys.modules[f"{pack}.model_loaders.residency"].RESIDENCY  # ComfyUI's own copy of the pack
+    mark = residency.mark()
+    executor = comfy.run(batch_prompt("A lone astronaut walks through a neon-lit Tokyo alley at dusk\n"
+                                      '{"sentence": "A fisherman mends his nets in Lisbon at dawn", "seed": 5}\n'))
+    assert executor.success, executor.status_messages if hasattr(executor, "status_messages") else None
+    ui = executor.outputs_ui["10"]
+    assert [row["id"] for row in ui["cinereel_shots"]] == ["reel 1 · shot_01", "reel 1 · shot_02",
+                                                           "reel 2 · shot_01", "reel 2 · shot_02"]
+    assert ui["cinereel_plan"][0]["locale"] == "2 of 2 reels done"
+    assert any("2 of 2 reel(s) done" in line for line in ui["text"])
+    assert len(executor.outputs_ui["12"]["images"]) == 2  # the list of REELs: the adapter ran once per reel
+    loads = [e["family"] for e in residency.log_since(mark) if e["event"] == "load"]
+    assert loads.count("preview-keyframes") == 1 and loads.count("preview-motion") == 1
