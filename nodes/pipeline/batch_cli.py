@@ -46,11 +46,10 @@ def batch_parser() -> argparse.ArgumentParser:
 
 def ray_runner() -> Any:
     """The Ray scheduler, or None when its module is not installed."""
-    if importlib.util.find_spec(f"{__package__}.ray_batch") is None:
+    name = f"{__package__}.ray_batch"  # by name: the module is optional, so no import statement names it
+    if importlib.util.find_spec(name) is None:
         return None
-    from . import ray_batch  # type: ignore[attr-defined]
-
-    return ray_batch.run_batch_on_ray
+    return importlib.import_module(name).run_batch_on_ray
 
 
 def batch_main(argv: list[str]) -> int:
