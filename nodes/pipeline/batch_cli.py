@@ -37,6 +37,9 @@ def batch_parser() -> argparse.ArgumentParser:
                 "\"run_id\": \"...\", \"plan\": \"plan.json\"} (keys left out take the flags' values); or a folder "
                 "of plan JSON files. Blank lines and lines starting with # are skipped. The summary goes to "
                 "<out>/cinereel/batch-<id>/batch.json.")
+    for action in p._actions:  # still parsed (a settings file may set them) and refused, but not offered
+        if action.dest in {dest for dest, _, _ in NOT_FOR_A_BATCH}:
+            action.help = argparse.SUPPRESS
     p.add_argument("file", type=Path, help="the batch file (sentences or JSON lines) or a folder of plan files")
     p.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="render on a Ray cluster (its address, or 'local' for a Ray instance on this machine); "
