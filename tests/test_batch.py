@@ -269,3 +269,30 @@ def test_the_batch_node_renders_every_reel_in_a_real_comfyui_executor(comfy):
     assert len(executor.outputs_ui["12"]["images"]) == 2  # the list of REELs: the adapter ran once per reel
     loads = [e["family"] for e in residency.log_since(mark) if e["event"] == "load"]
     assert loads.count("preview-keyframes") == 1 and loads.count("preview-motion") == 1
+
+
+def test_a_reel_whose_run_folder_another_process_holds_is_reported_and_the_others_finish(tmp_path):
+    import subprocess
+    import textwrap
+
+    held = tmp_path / "cinereel" / "held"
+    held.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, sys, time
+        handle = open({str(held / '.lock')!r}, "a+")
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        handle.write("process 1 (another cinereel) since now\\n"); handle.flush()
+        print("locked", flush=True)
+        sys.stdin.read()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        items = read_batch_text('{"sentence": "A cat naps in Rome", "run_id": "held"}\n'
+                                "A dog runs along a beach in Oslo\n", default_request(**SHORT))
+        result = run_batch(items, tmp_path, PipelineOptions())
+    finally:
+        holder.communicate("")
+    first, second = result.reels
+    assert (first.status, first.failed_at) == ("failed", "lock") and "in use by process 1" in first.error
+    assert second.status == "done" and second.reel.artifact_path("reel").is_file()
+    assert not (held / "plan.json").exists()  # nothing written into the folder another process holds
