@@ -296,3 +296,26 @@ def test_a_reel_whose_run_folder_another_process_holds_is_reported_and_the_other
     assert (first.status, first.failed_at) == ("failed", "lock") and "in use by process 1" in first.error
     assert second.status == "done" and second.reel.artifact_path("reel").is_file()
     assert not (held / "plan.json").exists()  # nothing written into the folder another process holds
+
+
+def test_inside_comfyui_each_phase_draws_one_bar_that_only_moves_forward(tmp_path, monkeypatch):
+    import types
+
+    bars = []
+
+    class ProgressBar:  # comfy.utils.ProgressBar's interface, recording what the node would draw
+        def __init__(self, total):
+            self.total, self.values = total, []
+            bars.append(self)
+
+        def update_absolute(self, value, total=None):
+            self.values.append(value)
+
+    monkeypatch.setitem(sys.modules, "comfy.utils", types.SimpleNamespace(ProgressBar=ProgressBar))
+    items = read_batch_text("A cat naps in Rome\nA dog runs along a beach in Oslo\n", default_request(**SHORT))
+    result = run_batch(items, tmp_path, PipelineOptions())
+    assert [o.status for o in result.reels] == ["done", "done"]
+    assert len(bars) == 7  # director, keyframes, motion, narration, music, mix, assemble: no bar per reel or stage
+    for bar in bars:
+        assert bar.total == 2 * 1000 and bar.values[-1] == bar.total
+        assert bar.values == sorted(bar.values) and len(bar.values) > 2, bar.values
