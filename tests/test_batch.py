@@ -319,3 +319,26 @@ def test_inside_comfyui_each_phase_draws_one_bar_that_only_moves_forward(tmp_pat
     for bar in bars:
         assert bar.total == 2 * 1000 and bar.values[-1] == bar.total
         assert bar.values == sorted(bar.values) and len(bar.values) > 2, bar.values
+
+
+@pytest.mark.comfy
+@pytest.mark.slow
+@pytest.mark.xdist_group("comfyui-server")  # the session's one ComfyUI 0.3.64 server (tests/conftest.py)
+def test_the_batch_template_runs_in_comfyui_0_3_64(comfy_server):
+    from cinereel_testkit import PACK_ROOT, load_test_module
+
+    current = load_test_module("comfy_current")
+    workflow = PACK_ROOT / "workflows" / "CineReel batch of preview reels (CPU, no weights).json"
+    prompt = current.workflow_to_prompt(json.loads(workflow.read_text(encoding="utf-8")),
+                                        comfy_server.get("/object_info"))
+    (batch_id,) = [k for k, v in prompt.items() if v["class_type"] == "CineReelBatch"]
+    (preview_id,) = [k for k, v in prompt.items() if v["class_type"] == "PreviewImage"]
+    assert len(prompt[batch_id]["inputs"]["sentences"].splitlines()) == 3
+    # the template's batch, made quick: two of its sentences, two 1 s shots at 480p
+    prompt[batch_id]["inputs"].update(sentences="\n".join(prompt[batch_id]["inputs"]["sentences"].splitlines()[:2]),
+                                      duration_s=2.0, shots=2, resolution="480p")
+    entry = comfy_server.run(prompt)
+    assert entry["status"]["status_str"] == "success", current.failure_of(entry)
+    ui = entry["outputs"][batch_id]
+    assert ui["cinereel_plan"][0]["locale"] == "2 of 2 reels done" and len(ui["cinereel_shots"]) == 4
+    assert len(entry["outputs"][preview_id]["images"]) == 2  # one keyframe per reel of the list
