@@ -36,7 +36,7 @@ def parser(sentence: bool = True) -> argparse.ArgumentParser:
                     "Uses the weights-free preview backends: runs on any CPU.",
         epilog="Run folders: 'cinereel runs [--out DIR]' lists them; 'cinereel clean --older-than 7d [--out DIR]' "
                "removes old ones. Settings file: 'cinereel config init' writes one, 'cinereel config show' prints "
-               "what is in effect.",
+               "what is in effect. Many reels: 'cinereel batch FILE' (see 'cinereel batch --help').",
     )
     if sentence:
         p.add_argument("sentence", help="one sentence describing the reel, e.g. 'A lone astronaut walks through a "
@@ -251,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in RUN_COMMANDS:  # cinereel runs / cinereel clean: the run folders, no reel
         return runs_main(argv)
+    if argv and argv[0] == "batch":  # cinereel batch FILE: many reels, phase-major (batch_cli.py)
+        from .batch_cli import batch_main
+
+        return batch_main(argv[1:])
     if argv and argv[0] == "config":  # cinereel config init / show: the settings file
         from .settings import config_main
 
