@@ -127,6 +127,14 @@ def send_ui_event(event: str, data: dict[str, Any]) -> None:
         instance.send_sync(event, data)
 
 
+def current_node_id() -> str | None:
+    """The id of the node ComfyUI is executing (its server's ``last_node_id``); None headless."""
+    server_mod = sys.modules.get("server")
+    instance = getattr(getattr(server_mod, "PromptServer", None), "instance", None)
+    node = getattr(instance, "last_node_id", None)
+    return None if node is None else str(node)
+
+
 # -- ComfyUI's memory manager ------------------------------------------------------
 
 class ResidentEntry:

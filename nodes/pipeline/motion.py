@@ -94,11 +94,20 @@ class NonFiniteWatch:
 
 
 def animate(reel: Reel, handle: ModelHandle, preset: str = "ultrafast", progress: Progress | None = None) -> Reel:
+    from .contact_sheet import refresh_contact_sheet
+    from .locks import locked_reuse
+
     timer = StageTimer("motion")
     jobs = [clip_job(reel, shot, handle, preset=preset) for shot in reel.plan.shots]
-    made, count = run_jobs(reel.run_dir, handle.as_role("motion"), jobs, progress or Progress(len(jobs)))
+    progress = progress or Progress(len(jobs))
+    to_make, locked = locked_reuse(reel, jobs)  # a locked shot keeps the clip the run last kept for it
+    if locked:
+        progress.update(len(locked))
+    made, count = run_jobs(reel.run_dir, handle.as_role("motion"), to_make, progress)
+    made = {**made, **locked}
     out = reel.evolve(artifacts=made)
     renders = {shot.id: call_record(reel.run_dir, made[f"clip:{shot.id}"]) for shot in reel.plan.shots}
     out = out.evolve(notes=timer.notes(out, clips_made=count, clip_renders=renders))
     write_report(out)
+    refresh_contact_sheet(out)
     return out
