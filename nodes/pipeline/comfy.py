@@ -215,3 +215,23 @@ def add_get_route(path: str, answer: Callable[[], Any]) -> bool:
 
     instance.routes.get(path)(respond)
     return True
+
+
+def add_post_route(path: str, answer: Callable[[Any], Any]) -> bool:
+    """Serve ``answer(json body)`` as JSON at ``POST path`` on ComfyUI's server; False when there is no server.
+    A body that is not JSON is answered 400."""
+    server_mod = sys.modules.get("server")
+    instance = getattr(getattr(server_mod, "PromptServer", None), "instance", None)
+    if instance is None or not hasattr(instance, "routes"):
+        return False
+    from aiohttp import web
+
+    async def respond(request: Any) -> Any:
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "the request body must be JSON"}, status=400)
+        return web.json_response(answer(body))
+
+    instance.routes.post(path)(respond)
+    return True
