@@ -34,6 +34,9 @@ class AssembleNode(ReelNode):
         }}
 
     def assemble(self, reel: Any, crf: int, preset: str, keep: str = "all") -> dict[str, Any]:
+        from .pipeline.board import view_ref
+        from .pipeline.contact_sheet import SHEET
+
         out = assemble_stage(reel, int(crf), preset, keep=keep)
         delivery = out.notes["delivery"]
         summary = (f"{out.artifact_path('reel')}  {delivery['width']}x{delivery['height']}  "
@@ -46,6 +49,9 @@ class AssembleNode(ReelNode):
         video = ui_video(out)
         if video:
             ui["cinereel_video"] = [video]
+        sheet = view_ref(out.run_dir.path(SHEET)) if out.run_dir.path(SHEET).is_file() else None
+        if sheet:  # ComfyUI shows ui images under the node: the run as pictures
+            ui["images"] = [sheet]
         send_ui_event("cinereel.stage", {"run_id": out.run_id, "stage": "assemble"})
         return {"ui": ui, "result": (out,)}
 

@@ -45,12 +45,15 @@ class CriticGateNode(ReelNode):
     def gate(self, reel: Reel, critic: ModelHandle, keyframe_model: ModelHandle, motion_model: ModelHandle,
              threshold: float, max_retries: int, strict: bool, critic_frames: int = DEFAULT_CRITIC_FRAMES,
              technical_check: bool = True) -> dict:
+        from .pipeline.board import attempt_rows
+
         out = run_gate(reel, critic, keyframe_model, motion_model, threshold, max_retries, strict, critic_frames,
                        technical_gate=technical_check)
         gate = out.notes["gate"]
         earlier = set(reel.notes.get("warnings", []))
         warnings = [f"⚠ {w}" for w in out.notes.get("warnings", []) if w not in earlier]  # a critic that failed
-        return {"ui": {"cinereel_scores": score_rows(gate), "text": summary_text(gate) + warnings},
+        return {"ui": {"cinereel_scores": score_rows(gate), "cinereel_attempts": attempt_rows(out, gate),
+                       "text": summary_text(gate) + warnings},
                 "result": (out,)}
 
 

@@ -73,6 +73,8 @@ class Shot(_Strict):
     seed: int = Field(ge=0, le=2**63 - 1)
     flow_shift: float = Field(default=5.0, ge=MIN_FLOW_SHIFT, le=MAX_FLOW_SHIFT)
     ref_weight: float = Field(default=0.75, ge=0.0, le=1.0)
+    locked: bool = Field(default=False, description="A locked shot keeps its keyframe and clip: never re-rendered, "
+                                                    "never sent back by the critic gate.")
 
     @field_validator("duration_s", "flow_shift", "ref_weight")
     @classmethod
@@ -80,6 +82,16 @@ class Shot(_Strict):
         if not math.isfinite(value):
             raise ValueError(f"must be a finite number, got {value}")
         return value
+
+
+# Fields that say how the user wants a shot treated, not what it looks like: left out of every render's key,
+# so locking or unlocking a shot never by itself re-renders it.
+SHOT_CONTROL_FIELDS: frozenset[str] = frozenset({"locked"})
+
+
+def shot_render_fields(shot: Shot) -> dict[str, Any]:
+    """The shot as a render's content key sees it (``SHOT_CONTROL_FIELDS`` left out)."""
+    return shot.model_dump(mode="json", exclude=set(SHOT_CONTROL_FIELDS))
 
 
 class Plan(_Strict):
@@ -96,6 +108,10 @@ class Plan(_Strict):
     height: int = Field(default=720, ge=256, le=3840, multiple_of=16)
     characters: list[Character] = Field(default_factory=list, max_length=8)
     shots: list[Shot] = Field(min_length=1, max_length=MAX_SHOTS)
+    reel_seed: int | None = Field(default=None, ge=0, le=2**63 - 1,
+                                  description="Seed of what belongs to the whole reel (portraits, music); None: the "
+                                              "first shot's seed. Pinned when an edit changes the first shot's seed, "
+                                              "so re-rendering that shot leaves the portraits and music as they are.")
 
     @field_validator("language")
     @classmethod
@@ -125,6 +141,11 @@ class Plan(_Strict):
         return self
 
     # -- helpers ---------------------------------------------------------
+    @property
+    def whole_reel_seed(self) -> int:
+        """The seed of the portraits and the music bed."""
+        return self.reel_seed if self.reel_seed is not None else self.shots[0].seed
+
     def shot(self, shot_id: str) -> Shot:
         for s in self.shots:
             if s.id == shot_id:
@@ -144,6 +165,9 @@ class Plan(_Strict):
                 return start
             start += s.duration_s
         raise KeyError(shot_id)
+
+    def locked_shots(self) -> list[str]:
+        return [s.id for s in self.shots if s.locked]
 
     def with_shot(self, shot: Shot) -> "Plan":
         """A new plan with ``shot`` replacing the shot of the same id."""

@@ -50,14 +50,15 @@ def clip_frames(plan: Plan, shot: Shot) -> int:
 
 def clip_job(reel: Reel, shot: Shot, handle: ModelHandle, attempt: int = 1, preset: str = "ultrafast",
              keyframe_name: str | None = None) -> Job:
+    from ...model_loaders.vocabulary.plan import shot_render_fields
     from ...model_loaders.wan import lora_files
 
     plan = reel.plan
     keyframe_name = keyframe_name or f"keyframe:{shot.id}"
     keyframe_path = reel.artifact_path(keyframe_name)
     num_frames = clip_frames(plan, shot)
-    inputs = {"shot": shot, "keyframe": artifact_key(reel, keyframe_name), "frames": num_frames, "fps": plan.fps,
-              "model": handle.key, "attempt": attempt, "preset": preset}
+    inputs = {"shot": shot_render_fields(shot), "keyframe": artifact_key(reel, keyframe_name), "frames": num_frames,
+              "fps": plan.fps, "model": handle.key, "attempt": attempt, "preset": preset}
     loras = lora_files(handle)
     if loras:  # only with LoRAs, so clips made without them keep their keys
         inputs["lora_files"] = loras
@@ -109,10 +110,17 @@ class NonFiniteWatch:
 
 def animate(reel: Reel, handle: ModelHandle, preset: str = "ultrafast", progress: Progress | None = None) -> Reel:
     from ...model_loaders.wan import speed_warning
+    from .contact_sheet import refresh_contact_sheet
+    from .locks import locked_reuse
 
     timer = StageTimer("motion")
     jobs = [clip_job(reel, shot, handle, preset=preset) for shot in reel.plan.shots]
-    made, count = run_jobs(reel.run_dir, handle.as_role("motion"), jobs, progress or Progress(len(jobs)))
+    progress = progress or Progress(len(jobs))
+    to_make, locked = locked_reuse(reel, jobs)  # a locked shot keeps the clip the run last kept for it
+    if locked:
+        progress.update(len(locked))
+    made, count = run_jobs(reel.run_dir, handle.as_role("motion"), to_make, progress)
+    made = {**made, **locked}
     out = reel.evolve(artifacts=made)
     renders = {shot.id: call_record(reel.run_dir, made[f"clip:{shot.id}"]) for shot in reel.plan.shots}
     notes = timer.notes(out, clips_made=count, clip_renders=renders)
@@ -121,4 +129,5 @@ def animate(reel: Reel, handle: ModelHandle, preset: str = "ultrafast", progress
         notes["warnings"] = add_warning(out, warning)
     out = out.evolve(notes=notes)
     write_report(out)
+    refresh_contact_sheet(out)
     return out
