@@ -11,7 +11,6 @@ from ..model_loaders.vocabulary.languages import LANGUAGES
 from .base import LLM, VOICE_MODEL, ReelNode, choice, integer, number, seed_input, text
 from .pipeline.comfy import output_root, send_ui_event
 from .pipeline.director import LANGUAGE_AUTO, direct, shot_list
-from .pipeline.estimate import summary_line
 from .pipeline.preflight import check_queued_loaders
 from .pipeline.rundir import check_run_id
 from .pipeline.voice import request_for_voice
@@ -108,6 +107,8 @@ class DirectorNode(ReelNode):
                    "mood": reel.plan.mood, "time_of_day": reel.plan.time_of_day, "edited": edits is not None,
                    "locked": reel.plan.locked_shots(), "plan": reel.plan.model_dump(mode="json"),
                    "warnings": list(reel.notes.get("warnings", []))}
+        from .pipeline.estimate import summary_line  # the cost model loads when a plan is made, not at start-up
+
         return {"ui": {"cinereel_shots": rows, "cinereel_plan": [{**summary, "estimate": summary_line(reel.plan)}]},
                 "result": (reel,)}
 

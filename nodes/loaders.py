@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..model_loaders.handles import DTYPES
-from ..model_loaders.wan_loras import lora_choices
 from .base import CATEGORY, choice, toggle
 from .pipeline.backends import (
     DEVICES,
@@ -62,6 +61,8 @@ def _loader_node(stage: str, class_name: str, description: str) -> type:
 def _widget(name: str, declaration: tuple) -> tuple:
     """A LoRA option is a list of the LoRA files ComfyUI knows (``none`` first); headless it is any path."""
     if name in LORA_OPTIONS:
+        from ..model_loaders.wan_loras import lora_choices
+
         return choice(lora_choices(), declaration[1]["tooltip"])
     return declaration
 
