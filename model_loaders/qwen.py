@@ -93,7 +93,7 @@ NARRATION_REASKS = 2
 NARRATION_GUARD = 1.25
 # Top-level and per-shot plan fields the request fixes; the model does not write them.
 REQUEST_FIXED_FIELDS = ("version", "sentence", "duration_s", "fps", "width", "height")
-PIPELINE_SHOT_FIELDS = ("id", "duration_s", "seed", "flow_shift", "ref_weight")
+PIPELINE_SHOT_FIELDS = ("id", "duration_s", "seed", "flow_shift", "ref_weight", "locked")
 
 
 class DirectorError(ModelUnavailable):

@@ -220,6 +220,11 @@ def _font(size: int, script: str = "cjk") -> Font:
         return ImageFont.load_default_imagefont()
 
 
+def font_for(text: str, size: int) -> Font:
+    """The caption font that draws ``text`` (its script's Noto font), at ``size`` pixels."""
+    return _font(size, _script(text))
+
+
 @lru_cache(maxsize=4096)
 def _font_has_glyph(size: int, char: str, script: str = "cjk") -> bool:
     font = _font(size, script)

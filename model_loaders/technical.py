@@ -4,7 +4,9 @@
 blank, frozen, flickering or non-finite frames). It cannot judge taste, so a
 clean clip gets a neutral pass (8 on every axis) and a defect drives the
 scores it ruins to 3 or below, enough to fail a 7.0 gate on its own. It returns
-a critique (``vocabulary/critique.py``) like any critic.
+a critique (``vocabulary/critique.py``) like any critic, marked ``"source":
+"technical"`` with what it measured (``measured``: motion, brightness, flicker),
+so reports and boards show it as the check it is, never as four judged scores.
 """
 
 from __future__ import annotations
@@ -71,7 +73,18 @@ def technical_check(frames: np.ndarray, known_problems: Sequence[str] = ()) -> d
     found["flicker"] = _flickers(luma.mean(axis=(1, 2)))
     problems += [name for name, present in found.items() if present and name not in problems]
     counts = {"black_frames": int(black.sum()), "blank_frames": int(blank.sum())}
-    return _critique(problems, len(frames), counts)
+    return {**_critique(problems, len(frames), counts), "source": "technical",
+            "measured": _measured(luma, black | blank)}
+
+
+def _measured(luma: np.ndarray, dark_or_blank: np.ndarray) -> dict[str, float]:
+    """What a person can read off the check: mean frame-to-frame change and mean brightness (0-255 levels),
+    and the share of frames whose brightness jumps off the line through its neighbours (0-1)."""
+    brightness = luma.mean(axis=(1, 2))
+    motion = float(np.abs(np.diff(luma, axis=0)).mean()) if len(luma) >= 2 else 0.0
+    jumps = np.abs(brightness[1:-1] - (brightness[:-2] + brightness[2:]) / 2) > FLICKER_JUMP
+    return {"motion": round(motion * 255, 2), "brightness": round(float(brightness.mean()) * 255, 1),
+            "flicker": round(float(jumps.mean()) if len(jumps) else 0.0, 3)}
 
 
 def _all_finite(frames: np.ndarray) -> bool:

@@ -1,7 +1,7 @@
 """CineReel's ComfyUI nodes, one module per pipeline stage, and the plain code under them."""
 
 from ..model_loaders.residency import RESIDENCY
-from . import adapters, assemble, director, gate, keyframes, loaders, mix, motion, music, unload, voice
+from . import adapters, assemble, director, gate, keyframes, loaders, mix, motion, music, plan_editor, unload, voice
 
 _MODULES = (loaders, director, keyframes, motion, gate, voice, music, mix, assemble, unload, adapters)
 
@@ -35,6 +35,7 @@ def _join_comfy() -> None:
 
     RESIDENCY.add_listener(follow_residency)
     add_get_route("/cinereel/residency", _residency_now)
+    plan_editor.register_routes()
 
 
 RESIDENCY.add_listener(_show_resident)

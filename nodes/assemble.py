@@ -6,7 +6,9 @@ from typing import Any
 
 from .base import ReelNode, choice, integer, reel_input
 from .pipeline.assemble import REEL_PRESETS, assemble_stage, ui_video
+from .pipeline.board import view_ref
 from .pipeline.comfy import send_ui_event
+from .pipeline.contact_sheet import SHEET
 from .pipeline.retention import KEEP_CHOICES, human_size
 
 
@@ -46,6 +48,9 @@ class AssembleNode(ReelNode):
         video = ui_video(out)
         if video:
             ui["cinereel_video"] = [video]
+        sheet = view_ref(out.run_dir.path(SHEET)) if out.run_dir.path(SHEET).is_file() else None
+        if sheet:  # ComfyUI shows ui images under the node: the run as pictures
+            ui["images"] = [sheet]
         send_ui_event("cinereel.stage", {"run_id": out.run_id, "stage": "assemble"})
         return {"ui": ui, "result": (out,)}
 

@@ -51,13 +51,19 @@ class DirectorNode(ReelNode):
                 "voice_model": (VOICE_MODEL, {"tooltip": "Optional: the voice loader the Narrate node uses. Each "
                                 "shot's narration is then sized to that voice's speaking rate, and a plan_override "
                                 "it cannot speak in time is refused. Not connected: sized for the slower voice."}),
+                "plan_edits": text("The shot editor's edited plan (JSON), stored in the workflow; empty: the "
+                                   "director's plan. Checked against the plan's rules and the voice's narration "
+                                   "budget, then rendered in the same run folder: only the shots it changed are "
+                                   "rendered again. Locked shots keep their keyframe and clip.", multiline=True),
             },
             "hidden": {"prompt": "PROMPT"},
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, sentence: str = "", run_id: str = "", plan_override: str = "") -> bool | str:
+    def VALIDATE_INPUTS(cls, sentence: str = "", run_id: str = "", plan_override: str = "",
+                        plan_edits: str = "") -> bool | str:
         from ..model_loaders.vocabulary.plan import validate_plan
+        from .pipeline.plan_edits import PlanEditError, plan_edit_problems
 
         if isinstance(sentence, str) and not sentence.strip():
             return "sentence is empty: describe the reel in one sentence"
@@ -66,25 +72,38 @@ class DirectorNode(ReelNode):
                 check_run_id(run_id.strip())
             if plan_override and plan_override.strip():
                 validate_plan(plan_override)
+            if isinstance(plan_edits, str) and plan_edits.strip():  # the voice's budget is checked on queue
+                problems = plan_edit_problems(plan_edits, narration=False)
+                if problems:
+                    raise PlanEditError(problems)
         except ValueError as exc:
             return str(exc)
         return True
 
     def plan(self, llm: ModelHandle, sentence: str, duration_s: float, shots: int, aspect: str, language: str,
              seed: int, run_id: str = "", plan_override: str = "", resolution: str = "720p",
-             voice_model: ModelHandle | None = None, prompt: dict[str, Any] | None = None) -> dict[str, Any]:
+             voice_model: ModelHandle | None = None, plan_edits: str = "",
+             prompt: dict[str, Any] | None = None) -> dict[str, Any]:
         from ..model_loaders.rules import DirectorRequest
+        from .pipeline.director import run_id_for
+        from .pipeline.plan_edits import check_plan_edits
+        from .pipeline.voice import engine_of
 
         check_queued_loaders(prompt or {})  # every checkpoint of the graph, before the director loads
+        edits = check_plan_edits(plan_edits, engine_of(voice_model)) if plan_edits and plan_edits.strip() else None
 
         request = DirectorRequest(sentence=sentence, duration_s=float(duration_s), shots=int(shots), aspect=aspect,
                                   language=None if language == LANGUAGE_AUTO else language, seed=int(seed),
                                   resolution=resolution)
-        reel = direct(llm, request_for_voice(request, voice_model), output_root(), run_id or None, plan_override or None)
+        request = request_for_voice(request, voice_model)
+        if edits is not None:  # the run folder of the unedited plan: only what the edits changed renders again
+            run_id = run_id_for(request, run_id or None, plan_override or None)
+        reel = direct(llm, request, output_root(), run_id or None, edits or plan_override or None)
         rows = shot_list(reel.plan)
         send_ui_event("cinereel.plan", {"run_id": reel.run_id, "shots": rows})
         summary = {"run_id": reel.run_id, "language": reel.plan.language, "locale": reel.plan.locale,
-                   "mood": reel.plan.mood, "time_of_day": reel.plan.time_of_day,
+                   "mood": reel.plan.mood, "time_of_day": reel.plan.time_of_day, "edited": edits is not None,
+                   "locked": reel.plan.locked_shots(), "plan": reel.plan.model_dump(mode="json"),
                    "warnings": list(reel.notes.get("warnings", []))}
         return {"ui": {"cinereel_shots": rows, "cinereel_plan": [summary]}, "result": (reel,)}
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..model_loaders.handles import ModelHandle
 from .base import KEYFRAME_MODEL, LLM, MOTION_MODEL, ReelNode, integer, number, reel_input, toggle
+from .pipeline.board import attempt_rows
 from .pipeline.gate import DEFAULT_CRITIC_FRAMES, DEFAULT_THRESHOLD, MAX_RETRIES, run_gate, score_rows, summary_text
 
 if TYPE_CHECKING:
@@ -50,7 +51,8 @@ class CriticGateNode(ReelNode):
         gate = out.notes["gate"]
         earlier = set(reel.notes.get("warnings", []))
         warnings = [f"⚠ {w}" for w in out.notes.get("warnings", []) if w not in earlier]  # a critic that failed
-        return {"ui": {"cinereel_scores": score_rows(gate), "text": summary_text(gate) + warnings},
+        return {"ui": {"cinereel_scores": score_rows(gate), "cinereel_attempts": attempt_rows(out, gate),
+                       "text": summary_text(gate) + warnings},
                 "result": (out,)}
 
 

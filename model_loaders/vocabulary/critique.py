@@ -32,6 +32,16 @@ MOTION_LABELS: frozenset[str] = frozenset({"OBJECT_MORPHING", "CAMERA_IGNORED", 
 IMAGE_LABELS: frozenset[str] = frozenset(FAILURE_LABELS) - MOTION_LABELS
 
 SCORE_AXES: tuple[str, ...] = ("composition", "motion_coherence", "character_consistency", "lighting_fidelity")
+TECHNICAL_SOURCE = "technical"  # a critique the technical check wrote: measured figures, no judged scores
+CRITIC_SOURCE = "critic"
+
+
+def critique_source(critique: dict[str, Any] | None) -> str | None:
+    """Who judged: ``technical`` (the cheap check, also the preview critic) or ``critic`` (a model); None when
+    nobody did (no critique, or a critic that could not answer)."""
+    if not critique or not critique.get("scores"):
+        return None
+    return TECHNICAL_SOURCE if critique.get("source") == TECHNICAL_SOURCE else CRITIC_SOURCE
 
 
 # -- the critique's shape -------------------------------------------------------
@@ -58,8 +68,8 @@ def validate_critique(data: Any) -> dict[str, Any]:
     """Check a critique's shape and return it normalised; raise ValueError naming the bad field.
 
     Scores must be whole numbers 1–10 (``7.0`` is accepted as 7), the label one of
-    ``FAILURE_LABELS`` (any case) or None. ``technical`` and ``notes`` are optional. Other keys
-    are dropped.
+    ``FAILURE_LABELS`` (any case) or None. ``technical`` and ``notes`` are optional; so are the technical
+    check's ``source`` ("technical") and ``measured`` figures, kept when well formed. Other keys are dropped.
     """
     if not isinstance(data, dict):
         raise ValueError(f"critique must be a JSON object, got {type(data).__name__}")
@@ -76,7 +86,18 @@ def validate_critique(data: Any) -> dict[str, Any]:
     notes = data.get("notes", "")
     if not isinstance(notes, str):
         raise ValueError(f"notes must be a string, got {type(notes).__name__}")
-    return {"scores": clean_scores, "label": _label(data.get("label")), "technical": list(technical), "notes": notes}
+    clean = {"scores": clean_scores, "label": _label(data.get("label")), "technical": list(technical), "notes": notes}
+    return {**clean, **_technical_source(data)}
+
+
+def _technical_source(data: dict[str, Any]) -> dict[str, Any]:
+    """The technical check's marker and figures (``model_loaders/technical.py``), when the critique carries them."""
+    measured = data.get("measured")
+    figures = isinstance(measured, dict) and all(isinstance(k, str) and isinstance(v, (int, float))
+                                                 and not isinstance(v, bool) for k, v in measured.items())
+    if data.get("source") != TECHNICAL_SOURCE or not figures:
+        return {}
+    return {"source": TECHNICAL_SOURCE, "measured": dict(measured)}
 
 
 def _score(scores: dict[str, Any], axis: str) -> int:

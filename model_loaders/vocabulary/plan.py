@@ -73,6 +73,8 @@ class Shot(_Strict):
     seed: int = Field(ge=0, le=2**63 - 1)
     flow_shift: float = Field(default=5.0, ge=MIN_FLOW_SHIFT, le=MAX_FLOW_SHIFT)
     ref_weight: float = Field(default=0.75, ge=0.0, le=1.0)
+    locked: bool = Field(default=False, description="A locked shot keeps its keyframe and clip: never re-rendered, "
+                                                    "never sent back by the critic gate.")
 
     @field_validator("duration_s", "flow_shift", "ref_weight")
     @classmethod
@@ -80,6 +82,16 @@ class Shot(_Strict):
         if not math.isfinite(value):
             raise ValueError(f"must be a finite number, got {value}")
         return value
+
+
+# Fields that say how the user wants a shot treated, not what it looks like: left out of every render's key,
+# so locking or unlocking a shot never by itself re-renders it.
+SHOT_CONTROL_FIELDS: frozenset[str] = frozenset({"locked"})
+
+
+def shot_render_fields(shot: Shot) -> dict[str, Any]:
+    """The shot as a render's content key sees it (``SHOT_CONTROL_FIELDS`` left out)."""
+    return shot.model_dump(mode="json", exclude=set(SHOT_CONTROL_FIELDS))
 
 
 class Plan(_Strict):
@@ -144,6 +156,9 @@ class Plan(_Strict):
                 return start
             start += s.duration_s
         raise KeyError(shot_id)
+
+    def locked_shots(self) -> list[str]:
+        return [s.id for s in self.shots if s.locked]
 
     def with_shot(self, shot: Shot) -> "Plan":
         """A new plan with ``shot`` replacing the shot of the same id."""

@@ -74,6 +74,9 @@ def assemble_stage(reel: Any, crf: int = 18, preset: str = COPY, progress: Progr
 
     out = out.evolve(notes=timer.notes(out, delivery=probe(out.artifact_path("reel"))))
     write_report(out)
+    from .contact_sheet import refresh_contact_sheet
+
+    refresh_contact_sheet(out)  # before keep: the sheet shows the attempts that keep may remove
     if keep != "all":
         out = apply_keep(out, keep)
         write_report(out)

@@ -127,6 +127,14 @@ def send_ui_event(event: str, data: dict[str, Any]) -> None:
         instance.send_sync(event, data)
 
 
+def current_node_id() -> str | None:
+    """The id of the node ComfyUI is executing (its server's ``last_node_id``); None headless."""
+    server_mod = sys.modules.get("server")
+    instance = getattr(getattr(server_mod, "PromptServer", None), "instance", None)
+    node = getattr(instance, "last_node_id", None)
+    return None if node is None else str(node)
+
+
 # -- ComfyUI's memory manager ------------------------------------------------------
 
 class ResidentEntry:
@@ -206,4 +214,24 @@ def add_get_route(path: str, answer: Callable[[], Any]) -> bool:
         return web.json_response(answer())
 
     instance.routes.get(path)(respond)
+    return True
+
+
+def add_post_route(path: str, answer: Callable[[Any], Any]) -> bool:
+    """Serve ``answer(json body)`` as JSON at ``POST path`` on ComfyUI's server; False when there is no server.
+    A body that is not JSON is answered 400."""
+    server_mod = sys.modules.get("server")
+    instance = getattr(getattr(server_mod, "PromptServer", None), "instance", None)
+    if instance is None or not hasattr(instance, "routes"):
+        return False
+    from aiohttp import web
+
+    async def respond(request: Any) -> Any:
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "the request body must be JSON"}, status=400)
+        return web.json_response(answer(body))
+
+    instance.routes.post(path)(respond)
     return True

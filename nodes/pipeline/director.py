@@ -88,6 +88,7 @@ def shot_list(plan: Plan) -> list[dict[str, Any]]:
     for shot in plan.shots:
         rows.append({"id": shot.id, "type": shot.type, "start_s": round(start, 3), "duration_s": shot.duration_s,
                      "camera": shot.camera, "characters": list(shot.characters), "narration": shot.narration,
-                     "prompt": shot.prompt})
+                     "prompt": shot.prompt, "camera_detail": shot.camera_detail, "seed": shot.seed,
+                     "flow_shift": shot.flow_shift, "ref_weight": shot.ref_weight, "locked": shot.locked})
         start += shot.duration_s
     return rows

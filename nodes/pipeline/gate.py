@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...model_loaders.handles import ModelHandle
 from ...model_loaders.residency import RESIDENCY
-from .comfy import Progress, check_cancel, send_ui_event
+from .comfy import Progress, check_cancel, current_node_id, send_ui_event
 from .stage import Job, StageTimer, add_warning, artifact_key, call_record, run_jobs, write_report
 
 if TYPE_CHECKING:
@@ -85,6 +85,12 @@ CRITIC_UNAVAILABLE = "critic_unavailable"
 def passed(attempt: Attempt, threshold: float) -> bool:
     critique = attempt.critique or {}
     return not critique.get("technical") and not critique.get("reason") and attempt.mean >= threshold
+
+
+def gate_may_retry(shot: Shot) -> bool:
+    """Whether the gate may send ``shot`` back for another attempt: never a shot the user locked. The clip gate
+    and the keyframe gate both ask this."""
+    return not shot.locked
 
 
 def critic_unavailable(attempt: Attempt) -> bool:
@@ -265,7 +271,8 @@ def run_gate(reel: Reel, critic: ModelHandle, keyframe_model: ModelHandle, motio
     threshold, max_retries = check_gate_settings(threshold, max_retries)
     timer = StageTimer("gate")
     mark = RESIDENCY.mark()
-    states = [ShotState(shot, [Attempt(1, shot, f"keyframe:{shot.id}", clip=f"clip:{shot.id}")])
+    states = [ShotState(shot, [Attempt(first_attempt_number(reel, shot), shot, f"keyframe:{shot.id}",
+                                       clip=f"clip:{shot.id}")])
               for shot in reel.plan.shots]
     for state in states:
         reel.artifact_path(state.latest.clip)  # a clear error now if Animate has not run
@@ -277,12 +284,34 @@ def run_gate(reel: Reel, critic: ModelHandle, keyframe_model: ModelHandle, motio
         check_cancel()
         reel = score_round(reel, pending, critic, frames, technical_gate)
         progress.update(len(pending))
+        scored = pending
         failed = [s for s in pending if not passed(s.latest, threshold)]
-        pending = [s for s in failed if s.latest.number < 1 + max_retries and not critic_unavailable(s.latest)]
+        pending = [s for s in failed if s.latest.number < 1 + max_retries and not critic_unavailable(s.latest)
+                   and gate_may_retry(s.original)]
+        _send_scored(reel, scored, pending, threshold)
         if pending:
             revise_failures(reel, pending)
             reel = render_round(reel, pending, keyframe_model, motion_model, clip_preset)
     return _finish(reel, states, threshold, max_retries, strict, rounds, timer, mark, technical_gate)
+
+
+def first_attempt_number(reel: Reel, shot: Shot) -> int:
+    """1, or for a locked shot the attempt its reused clip was (``clips/<shot>.attempt3.mp4``): its critique
+    and report row keep that number."""
+    import re
+
+    found = re.search(r"\.attempt(\d+)\.mp4$", reel.artifacts.get(f"clip:{shot.id}", "")) if shot.locked else None
+    return int(found.group(1)) if found else 1
+
+
+def _send_scored(reel: Reel, scored: list[ShotState], pending: list[ShotState], threshold: float) -> None:
+    """Each attempt just judged, live to the board; kept when its shot is done and this is the attempt kept."""
+    from .board import attempt_row, send_attempt
+
+    for state in scored:
+        done = state not in pending
+        kept = done and best_attempt(state, threshold) is state.latest
+        send_attempt(reel, attempt_row(reel, state.original.id, attempt_report(reel, state.latest, threshold), kept))
 
 
 def _finish(reel: Reel, states: list[ShotState], threshold: float, max_retries: int, strict: bool, rounds: int,
@@ -303,53 +332,76 @@ def _finish(reel: Reel, states: list[ShotState], threshold: float, max_retries: 
                      if a.critique and a.critique.get("label"))
     loads = RESIDENCY.log_since(mark)
     gate = {"threshold": threshold, "max_retries": max_retries, "technical_check": technical_gate,
-            "rounds": rounds, "shots": rows,
+            "rounds": rounds, "shots": rows, "locked": [s.original.id for s in states if not gate_may_retry(s.original)],
             "flagged": flagged, "label_counts": dict(sorted(labels.items())),
             "model_loads": sum(1 for e in loads if e["event"] == "load"),
             "attempts_total": sum(len(s.attempts) for s in states)}
     out = reel.evolve(plan=plan, artifacts=chosen)
     for row in rows:
         if row["reason"] == CRITIC_UNAVAILABLE:
-            notes = row["attempts"][row["chosen_attempt"] - 1]["notes"]
+            notes = chosen_of(row)["notes"]
             warning = f"{row['shot']}: {CRITIC_UNAVAILABLE}, attempt {row['chosen_attempt']} kept unjudged ({notes})"
             out = out.evolve(notes={"warnings": add_warning(out, warning)})
     out = out.evolve(notes=timer.notes(out, gate=gate))
     write_report(out)
-    send_ui_event("cinereel.gate", {"run_id": out.run_id, "rows": score_rows(gate)})
+    from .contact_sheet import refresh_contact_sheet
+
+    refresh_contact_sheet(out)
+    from .board import attempt_rows
+
+    send_ui_event("cinereel.gate", {"run_id": out.run_id, "node": current_node_id(), "rows": score_rows(gate),
+                                    "attempts": attempt_rows(out, gate)})
     if strict and flagged:
         raise GateFailed(f"shots {', '.join(flagged)} did not reach the threshold {threshold:g} after "
                          f"{1 + max_retries} attempts each; every attempt is kept in {reel.run_dir.root / 'clips'}")
     return out
 
 
+def attempt_report(reel: Reel, a: Attempt, threshold: float) -> dict[str, Any]:
+    """One attempt in report.json. ``scores`` (and ``mean``) only when a critic model judged it; a technical
+    check's verdict is ``source`` "technical" with its ``measured`` figures."""
+    from ...model_loaders.vocabulary.critique import CRITIC_SOURCE
+    from .board import attempt_figures
+
+    critique = a.critique or {}
+    figures = attempt_figures(critique)
+    return {
+        "attempt": a.number, "clip": reel.artifacts.get(a.clip), "keyframe": reel.artifacts.get(a.keyframe),
+        **figures, "mean": round(a.mean, 3) if figures["source"] == CRITIC_SOURCE else None,
+        "label": critique.get("label"), "technical": critique.get("technical", []), "reason": critique.get("reason"),
+        "notes": critique.get("notes", ""),
+        "passed": passed(a, threshold), "fixes_label": a.label_fixed, "changes": a.changes,
+        "render_s": round(a.render_s, 3), "critic_s": round(a.critic_s, 3),
+        "parameters": {"seed": a.shot.seed, "flow_shift": a.shot.flow_shift, "ref_weight": a.shot.ref_weight,
+                       "camera": a.shot.camera, "camera_detail": a.shot.camera_detail},
+        "sent": {"keyframe": call_record(reel.run_dir, reel.artifacts.get(a.keyframe)),
+                 "clip": call_record(reel.run_dir, reel.artifacts.get(a.clip))},
+    }
+
+
 def _shot_report(reel: Reel, state: ShotState, best: Attempt, shot_passed: bool, threshold: float) -> dict[str, Any]:
-    attempts = []
-    for a in state.attempts:
-        critique = a.critique or {}
-        attempts.append({
-            "attempt": a.number, "clip": reel.artifacts.get(a.clip), "keyframe": reel.artifacts.get(a.keyframe),
-            "scores": critique.get("scores"), "mean": round(a.mean, 3), "label": critique.get("label"),
-            "technical": critique.get("technical", []), "reason": critique.get("reason"),
-            "notes": critique.get("notes", ""),
-            "passed": passed(a, threshold), "fixes_label": a.label_fixed, "changes": a.changes,
-            "render_s": round(a.render_s, 3), "critic_s": round(a.critic_s, 3),
-            "parameters": {"seed": a.shot.seed, "flow_shift": a.shot.flow_shift, "ref_weight": a.shot.ref_weight,
-                           "camera": a.shot.camera, "camera_detail": a.shot.camera_detail},
-            "sent": {"keyframe": call_record(reel.run_dir, reel.artifacts.get(a.keyframe)),
-                     "clip": call_record(reel.run_dir, reel.artifacts.get(a.clip))},
-        })
+    attempts = [attempt_report(reel, a, threshold) for a in state.attempts]
     reason = None if shot_passed else (best.critique or {}).get("reason")
     return {"shot": state.original.id, "passed": shot_passed, "flagged": not shot_passed, "reason": reason,
+            "locked": not gate_may_retry(state.original),
             "chosen_attempt": best.number, "attempts": attempts}
 
 
+def chosen_of(shot: dict[str, Any]) -> dict[str, Any]:
+    """The kept attempt of a report.json gate shot."""
+    return next(a for a in shot["attempts"] if a["attempt"] == shot["chosen_attempt"])
+
+
 def score_rows(gate: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per shot for the node's UI: the chosen attempt's scores."""
+    """One row per shot for the node's UI: the chosen attempt as judged (a critic's scores, or the technical
+    check's verdict and figures)."""
     rows = []
     for shot in gate["shots"]:
-        chosen = shot["attempts"][shot["chosen_attempt"] - 1]
+        chosen = chosen_of(shot)
         rows.append({"shot": shot["shot"], "attempt": chosen["attempt"], "of": len(shot["attempts"]),
                      "mean": chosen["mean"], "scores": chosen["scores"], "label": chosen["label"],
+                     "source": chosen.get("source"), "measured": chosen.get("measured"),
+                     "verdict": chosen.get("verdict", ""), "locked": shot.get("locked", False),
                      "passed": shot["passed"], "flagged": shot["flagged"], "reason": shot.get("reason")})
     return rows
 
@@ -361,4 +413,9 @@ def summary_text(gate: dict[str, Any]) -> list[str]:
              + flagged]
     if gate["label_counts"]:
         lines.append("labels: " + ", ".join(f"{k} x{v}" for k, v in gate["label_counts"].items()))
+    sources = Counter(chosen_of(shot).get("source") for shot in gate["shots"])
+    if sources.get("technical"):
+        lines.append(f"{sources['technical']} shot(s) judged by the technical check only (measured, not scored)")
+    if gate.get("locked"):
+        lines.append("locked (never sent back): " + ", ".join(gate["locked"]))
     return lines

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...model_loaders.handles import ModelHandle
+from ...model_loaders.vocabulary.plan import shot_render_fields
 from .comfy import Progress
 from .rundir import RunDir
 from .stage import Job, StageTimer, call_record, record_call, run_jobs, step_callback, write_report
@@ -55,7 +56,8 @@ def portrait_job(plan: Plan, char_id: str, handle: ModelHandle) -> Job:
 def keyframe_job(plan: Plan, shot: Shot, portraits: dict[str, Job], run_root: Path, handle: ModelHandle,
                  attempt: int = 1) -> Job:
     refs = {c: portraits[c] for c in shot.characters}
-    inputs = {"shot": shot, "plan_look": [plan.mood, plan.time_of_day, plan.locale, plan.width, plan.height],
+    inputs = {"shot": shot_render_fields(shot),
+              "plan_look": [plan.mood, plan.time_of_day, plan.locale, plan.width, plan.height],
               "references": {c: job.key for c, job in refs.items()}, "model": handle.key}
     suffix = "" if attempt == 1 else f".attempt{attempt}"
 
@@ -78,6 +80,9 @@ def portrait_jobs(reel: Reel, handle: ModelHandle) -> dict[str, Job]:
 
 
 def render_keyframes(reel: Reel, handle: ModelHandle, progress: Progress | None = None) -> Reel:
+    from .board import send_picture
+    from .contact_sheet import refresh_contact_sheet
+    from .locks import locked_reuse
     from .user_media import USER_FOLDER, user_job
 
     timer = StageTimer("keyframes")
@@ -88,15 +93,26 @@ def render_keyframes(reel: Reel, handle: ModelHandle, progress: Progress | None 
     jobs = [*portraits.values(), *shots]
     given = {job.name for job in jobs if job.rel.startswith(USER_FOLDER)}
     progress = progress or Progress(len(jobs))
+    to_draw, locked = locked_reuse(reel, [j for j in jobs if j.name not in given])  # locked shots keep theirs
+    if locked:
+        progress.update(len(locked))
+    for name, rel in locked.items():
+        send_picture(reel, "keyframe", name, rel)
+
+    def ready(job: Job) -> None:
+        send_picture(reel, job.name.split(":", 1)[0], job.name, job.rel)
+
     # The user's pictures were written by their adapter nodes: checked here without loading the model.
-    made, _ = run_jobs(reel.run_dir, None, [j for j in jobs if j.name in given], progress)
-    drawn, count = run_jobs(reel.run_dir, handle.as_role("keyframes"), [j for j in jobs if j.name not in given],
-                            progress)
-    out = reel.evolve(artifacts={**made, **drawn})
+    made, _ = run_jobs(reel.run_dir, None, [j for j in jobs if j.name in given], progress, ready)
+    drawn, count = run_jobs(reel.run_dir, handle.as_role("keyframes"), to_draw, progress, ready)
+    out = reel.evolve(artifacts={**made, **drawn, **locked})
     renders = {shot.id: call_record(reel.run_dir, out.artifacts[f"keyframe:{shot.id}"]) for shot in plan.shots}
     sources = {kind: {job.name.split(":", 1)[1]: "user image" if job.name in given else "rendered"
                       for job in jobs if job.name.startswith(f"{kind}:")} for kind in ("portrait", "keyframe")}
     out = out.evolve(notes=timer.notes(out, keyframes_made=count, keyframe_renders=renders,
-                                       portrait_sources=sources["portrait"], keyframe_sources=sources["keyframe"]))
+                                       portrait_sources=sources["portrait"], keyframe_sources=sources["keyframe"],
+                                       **({"locked_shots": sorted(n.split(":", 1)[1] for n in locked)}
+                                          if locked else {})))
     write_report(out)
+    refresh_contact_sheet(out)
     return out

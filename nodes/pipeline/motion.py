@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...model_loaders.handles import ModelHandle
+from ...model_loaders.vocabulary.plan import shot_render_fields
 from .comfy import Progress, check_cancel
 from .rundir import atomic_write_text
 from .stage import Job, StageTimer, artifact_key, call_record, record_call, run_jobs, step_callback, write_report
@@ -44,8 +45,8 @@ def clip_job(reel: Reel, shot: Shot, handle: ModelHandle, attempt: int = 1, pres
     keyframe_name = keyframe_name or f"keyframe:{shot.id}"
     keyframe_path = reel.artifact_path(keyframe_name)
     num_frames = clip_frames(plan, shot)
-    inputs = {"shot": shot, "keyframe": artifact_key(reel, keyframe_name), "frames": num_frames, "fps": plan.fps,
-              "model": handle.key, "attempt": attempt, "preset": preset}
+    inputs = {"shot": shot_render_fields(shot), "keyframe": artifact_key(reel, keyframe_name), "frames": num_frames,
+              "fps": plan.fps, "model": handle.key, "attempt": attempt, "preset": preset}
 
     rel = f"clips/{shot.id}.attempt{attempt}.mp4"
     qc_path = reel.run_dir.path(qc_rel(rel))
@@ -93,11 +94,20 @@ class NonFiniteWatch:
 
 
 def animate(reel: Reel, handle: ModelHandle, preset: str = "ultrafast", progress: Progress | None = None) -> Reel:
+    from .contact_sheet import refresh_contact_sheet
+    from .locks import locked_reuse
+
     timer = StageTimer("motion")
     jobs = [clip_job(reel, shot, handle, preset=preset) for shot in reel.plan.shots]
-    made, count = run_jobs(reel.run_dir, handle.as_role("motion"), jobs, progress or Progress(len(jobs)))
+    progress = progress or Progress(len(jobs))
+    to_make, locked = locked_reuse(reel, jobs)  # a locked shot keeps the clip the run last kept for it
+    if locked:
+        progress.update(len(locked))
+    made, count = run_jobs(reel.run_dir, handle.as_role("motion"), to_make, progress)
+    made = {**made, **locked}
     out = reel.evolve(artifacts=made)
     renders = {shot.id: call_record(reel.run_dir, made[f"clip:{shot.id}"]) for shot in reel.plan.shots}
     out = out.evolve(notes=timer.notes(out, clips_made=count, clip_renders=renders))
     write_report(out)
+    refresh_contact_sheet(out)
     return out

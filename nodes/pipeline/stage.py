@@ -44,21 +44,27 @@ def run_jobs(
     handle: ModelHandle | None,
     jobs: Sequence[Job],
     progress: Progress | None = None,
+    on_ready: Callable[[Job], None] | None = None,
 ) -> tuple[dict[str, str], int]:
     """Make every job's artifact not already current, under one residency of ``handle``.
 
-    Returns ``({name: rel}, number made)``. ``handle=None`` runs jobs with no model.
+    Returns ``({name: rel}, number made)``. ``handle=None`` runs jobs with no model. ``on_ready(job)`` is
+    called for each artifact once it is on disk (reused ones first), e.g. to show it in the browser.
     """
     pending = [job for job in jobs if not run.is_current(job.rel, job.key)]
     if progress is not None and len(jobs) > len(pending):
         progress.update(len(jobs) - len(pending))
+    if on_ready is not None:
+        for job in jobs:
+            if job not in pending:
+                on_ready(job)
     if pending:
         with run.locked():
             if handle is None:
-                _run_pending(run, None, pending, progress)
+                _run_pending(run, None, pending, progress, on_ready)
             else:
                 with RESIDENCY.use(handle) as model:
-                    _run_pending(run, model, pending, progress)
+                    _run_pending(run, model, pending, progress, on_ready)
     return {job.name: job.rel for job in jobs}, len(pending)
 
 
@@ -71,12 +77,15 @@ def step_callback() -> Callable[[int, int], None]:
     return progress.step if progress is not None else (lambda done, of: check_cancel())
 
 
-def _run_pending(run: RunDir, model: Any, pending: Sequence[Job], progress: Progress | None) -> None:
+def _run_pending(run: RunDir, model: Any, pending: Sequence[Job], progress: Progress | None,
+                 on_ready: Callable[[Job], None] | None = None) -> None:
     token = _current_progress.set(progress)
     try:
         for job in pending:
             check_cancel()
             run.produce(job.rel, job.inputs, lambda tmp, job=job: job.make(model, tmp))
+            if on_ready is not None:
+                on_ready(job)
             if progress is not None:
                 progress.update()
     finally:
@@ -187,6 +196,9 @@ def write_report(reel: Reel) -> Path:
         "history": report_history(reel),
         "superseded": reel.run_dir.superseded(),
     }
+    from .locks import record_kept
+
+    record_kept(reel)
     timings = notes.get("timings", {})
     if timings:
         report["stage_seconds_total"] = round(sum(timings.values()), 3)

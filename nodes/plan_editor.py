@@ -1,0 +1,24 @@
+"""The shot editor's server side: routes the browser calls while the user edits the Director's plan.
+
+- ``POST /cinereel/validate_plan`` with ``{"plan": <edited plan>, "voice_engine": "kokoro" | "espeak-ng" | null}``
+  answers ``{"problems": [{"path": "shots.2.flow_shift", "message": "must be <= 8, got 9"}]}`` (``[]``: valid).
+- ``GET /cinereel/plan_rules``: the plan's JSON Schema, the shot types and camera moves, and the flow shift each
+  shot type starts with, for the editor to mirror as the user types.
+
+Registered only inside ComfyUI (``pipeline/comfy.py`` finds its server); headless nothing happens.
+"""
+
+from __future__ import annotations
+
+from .pipeline.comfy import add_get_route, add_post_route
+from .pipeline.plan_edits import plan_edit_rules, validate_request
+
+VALIDATE_ROUTE = "/cinereel/validate_plan"
+RULES_ROUTE = "/cinereel/plan_rules"
+
+
+def register_routes() -> bool:
+    """Add the routes to ComfyUI's server; False headless."""
+    return add_post_route(VALIDATE_ROUTE, validate_request) and add_get_route(RULES_ROUTE, plan_edit_rules)
+
+
