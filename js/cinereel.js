@@ -24,6 +24,15 @@ const PANEL_STYLE = [
   "box-sizing: border-box",
 ].join(";");
 
+// The height of what a panel holds, not of the panel: the frontend stretches a panel into the node's free room,
+// and a panel that asked for its own (stretched) height would never let its node shrink back.
+function contentHeight(element) {
+  const shown = [...element.children].filter((child) => child.offsetHeight > 0);
+  if (!shown.length) return 0;
+  const top = Math.min(...shown.map((child) => child.offsetTop));
+  return Math.max(...shown.map((child) => child.offsetTop + child.offsetHeight)) - top;
+}
+
 export function panel(node, name, max = PANEL_MAX) {
   let widget = node.widgets?.find((w) => w.name === name);
   if (!widget) {
@@ -32,7 +41,7 @@ export function panel(node, name, max = PANEL_MAX) {
     element.dataset.cinereelPanel = name;
     // The frontend sizes DOM widgets from these: tall enough for the content, scrolling past PANEL_MAX.
     element.style.maxHeight = `${max}px`;
-    const height = () => Math.min(max, Math.max(40, element.scrollHeight + 8));
+    const height = () => Math.min(max, Math.max(40, contentHeight(element) + 16));
     widget = node.addDOMWidget(name, "cinereel_panel", element, {
       serialize: false, hideOnZoom: false, getMinHeight: height, getMaxHeight: () => max,
     });

@@ -394,7 +394,11 @@ async function fetchPlan(runId) {
 
 function hideEditsWidget(node) {
   const widget = editsWidget(node);
-  if (widget) widget.hidden = true;  // the editor is its face; the value still saves and queues
+  if (!widget) return;
+  // The editor is its face; the value still saves and queues. Hidden widgets still get laid out (frontend 1.27):
+  // no height either, so the node keeps the size the shipped workflows were measured at.
+  widget.hidden = true;
+  widget.computeSize = () => [0, -4];
 }
 
 function loadEdits(node) {

@@ -477,4 +477,5 @@ def test_the_critic_board_fills_live_during_a_gated_run_and_the_strip_shows_the_
     shown = frontend.page.evaluate(f"() => [...document.querySelectorAll('{STRIP} img')].map(i => i.dataset.picture)")
     frontend.screenshot("keyframe-strip")
     assert set(shown) == expected and len(shown) == len(expected)
-    assert layout_problems(frontend.graph()) == []
+    graph = frontend.graph()
+    assert layout_problems(graph) == [], ("\n".join(layout_problems(graph)), [(n["type"], n["size"]) for n in graph["nodes"]])
