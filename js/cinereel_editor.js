@@ -159,10 +159,21 @@ function characterCard(node, character, index) {
 
 function render(node) {
   const plan = shownPlan(node);
-  if (!plan?.shots) return;
+  if (!plan?.shots) {  // edits discarded before this page saw the director's plan: it comes with the next run
+    const shown = node.widgets?.find((w) => w.name === "cinereel_editor")?.element;
+    shown?.replaceChildren(element("div", { text: "edits discarded: the next queue renders the director's plan" }));
+    return;
+  }
   installStyle();
   const root = panel(node, "cinereel_editor", EDITOR_MAX);
-  root.dataset.cinereelEditor = "1";
+  if (!root.dataset.cinereelEditor) {
+    root.dataset.cinereelEditor = "1";
+    // The frontend forwards keys to the canvas unless typed into a text field: Delete on a focused choice
+    // would delete the selected nodes.
+    root.addEventListener("keydown", (e) => {
+      if (e.target.tagName === "SELECT" && !e.ctrlKey && !e.metaKey && !e.altKey) e.stopPropagation();
+    });
+  }
   const s = state(node);
   const status = element("span", { dataset: { status: "1" } });
   const reset = element("button", { text: "reset to director", type: "button", title: "Discard the edits: the next queue renders the director's plan" });

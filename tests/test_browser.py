@@ -260,7 +260,8 @@ def test_the_queued_preview_shows_its_shots_scores_and_a_playing_reel(frontend, 
         assert f"shot-0{k}" in shots
     assert "done: " in shots and "assemble" in shots  # the stages of the run, from cinereel.stage events
     scores = frontend.page.inner_text("[data-cinereel-panel=cinereel_scores]")
-    assert scores.count("attempt 1") == 6 and "mean" in scores
+    # the preview's technical check as what it is: measured, not four scores no critic gave
+    assert scores.count("attempt 1") == 6 and scores.count("technical check passed") == 6 and "composition" not in scores
     video = frontend.page.evaluate("""async () => {
       const v = document.querySelector('[data-cinereel-panel=cinereel_video] video');
       v.muted = true;
@@ -329,6 +330,11 @@ def queue_and_wait(frontend: Frontend) -> dict:
     """Queue the graph from the page as the Run button does; its /history entry once it finished successfully."""
     before = set(frontend.server.get("/history"))
     frontend.page.evaluate("async () => { await app.queuePrompt(0, 1); }")  # its answer: false when node_errors is {}
+    return wait_for_run(frontend, before)
+
+
+def wait_for_run(frontend: Frontend, before: set) -> dict:
+    """The /history entry of the run queued after ``before`` (the history's ids then), once it succeeded."""
     started = time.monotonic()
     while time.monotonic() - started < RUN_LIMIT_S:
         frontend.server.check_alive()
@@ -434,6 +440,30 @@ def test_an_invalid_value_shows_beside_its_field_and_blocks_the_queue(frontend, 
     frontend.page.wait_for_function(f"() => document.querySelector('{problem}').textContent === ''", timeout=10_000)
     for close in frontend.page.locator(".p-toast-close-button").all():
         close.click()
+
+
+def test_rerender_gives_one_shot_a_new_seed_and_lock_keeps_a_shot(frontend, short_run):
+    frontend.page.wait_for_selector(f'{EDITOR} [data-shot]', timeout=30_000)
+    queue_and_wait(frontend)  # whatever the earlier tests left edited is rendered first
+    first, second = json.loads(plan_edits(frontend))["shots"]
+    frontend.page.locator(f'{EDITOR} [data-shot="{second["id"]}"] [data-action=lock]').check()
+    assert json.loads(plan_edits(frontend))["shots"][1]["locked"] is True
+    made_before = json.loads((short_run / "manifest.json").read_text(encoding="utf-8"))
+    before = set(frontend.server.get("/history"))
+    frontend.page.locator(f'{EDITOR} [data-shot="{first["id"]}"] [data-action=rerender]').click()  # queues
+    wait_for_run(frontend, before)
+    stored = json.loads(plan_edits(frontend))["shots"]
+    plan = json.loads((short_run / "plan.json").read_text(encoding="utf-8"))["shots"]
+    assert stored[0]["seed"] != first["seed"] and plan[0]["seed"] == stored[0]["seed"]
+    assert plan[1]["locked"] is True and plan[1]["seed"] == second["seed"]
+    made_after = json.loads((short_run / "manifest.json").read_text(encoding="utf-8"))
+    pictures = [rel for rel in made_before if rel.startswith(("keyframes/", "clips/"))]
+    changed = sorted(rel for rel in pictures if made_after.get(rel) != made_before[rel])
+    assert changed and all(first["id"] in rel for rel in changed), changed
+    assert {rel.split("/")[0] for rel in changed} == {"keyframes", "clips"}, changed
+    frontend.page.locator(f"{EDITOR} [data-action=reset]").click()
+    assert plan_edits(frontend) == ""
+    assert "the next queue renders the director's plan" in frontend.page.inner_text(f"{EDITOR} [data-status]")
 
 
 def test_the_critic_board_fills_live_during_a_gated_run_and_the_strip_shows_the_pictures(frontend):
