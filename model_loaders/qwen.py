@@ -92,7 +92,7 @@ GENERATION_LIMITS: dict[str, int] = {
 NARRATION_REASKS = 2
 NARRATION_GUARD = 1.25
 # Top-level and per-shot plan fields the request fixes; the model does not write them.
-REQUEST_FIXED_FIELDS = ("version", "sentence", "duration_s", "fps", "width", "height")
+REQUEST_FIXED_FIELDS = ("version", "sentence", "duration_s", "fps", "width", "height", "reel_seed")
 PIPELINE_SHOT_FIELDS = ("id", "duration_s", "seed", "flow_shift", "ref_weight", "locked")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..model_loaders.handles import ModelHandle
@@ -98,6 +99,7 @@ class DirectorNode(ReelNode):
         request = request_for_voice(request, voice_model)
         if edits is not None:  # the run folder of the unedited plan: only what the edits changed renders again
             run_id = run_id_for(request, run_id or None, plan_override or None)
+            edits = keep_whole_reel_seed(output_root() / "cinereel" / run_id / "plan.json", edits)
         reel = direct(llm, request, output_root(), run_id or None, edits or plan_override or None)
         rows = shot_list(reel.plan)
         send_ui_event("cinereel.plan", {"run_id": reel.run_id, "shots": rows})
@@ -106,6 +108,19 @@ class DirectorNode(ReelNode):
                    "locked": reel.plan.locked_shots(), "plan": reel.plan.model_dump(mode="json"),
                    "warnings": list(reel.notes.get("warnings", []))}
         return {"ui": {"cinereel_shots": rows, "cinereel_plan": [summary]}, "result": (reel,)}
+
+
+def keep_whole_reel_seed(plan_file: Path, edits: str) -> str:
+    """The edits with the run's portrait and music seed pinned when they change the first shot's seed."""
+    import json
+
+    from .pipeline.plan_edits import pin_reel_seed
+
+    if not plan_file.is_file():
+        return edits
+    new = json.loads(edits)
+    pinned = pin_reel_seed(json.loads(plan_file.read_text(encoding="utf-8")), new)
+    return edits if pinned is new else json.dumps(pinned, ensure_ascii=False)
 
 
 NODES = {"CineReelDirector": (DirectorNode, "CineReel Director")}

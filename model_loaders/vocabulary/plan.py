@@ -108,6 +108,10 @@ class Plan(_Strict):
     height: int = Field(default=720, ge=256, le=3840, multiple_of=16)
     characters: list[Character] = Field(default_factory=list, max_length=8)
     shots: list[Shot] = Field(min_length=1, max_length=MAX_SHOTS)
+    reel_seed: int | None = Field(default=None, ge=0, le=2**63 - 1,
+                                  description="Seed of what belongs to the whole reel (portraits, music); None: the "
+                                              "first shot's seed. Pinned when an edit changes the first shot's seed, "
+                                              "so re-rendering that shot leaves the portraits and music as they are.")
 
     @field_validator("language")
     @classmethod
@@ -137,6 +141,11 @@ class Plan(_Strict):
         return self
 
     # -- helpers ---------------------------------------------------------
+    @property
+    def whole_reel_seed(self) -> int:
+        """The seed of the portraits and the music bed."""
+        return self.reel_seed if self.reel_seed is not None else self.shots[0].seed
+
     def shot(self, shot_id: str) -> Shot:
         for s in self.shots:
             if s.id == shot_id:

@@ -35,7 +35,8 @@ def parser(sentence: bool = True) -> argparse.ArgumentParser:
         description="Turn one sentence into a cinematic reel (MP4 with narration and music). "
                     "Uses the weights-free preview backends: runs on any CPU.",
         epilog="Run folders: 'cinereel runs [--out DIR]' lists them; 'cinereel clean --older-than 7d [--out DIR]' "
-               "removes old ones. Settings file: 'cinereel config init' writes one, 'cinereel config show' prints "
+               "removes old ones; 'cinereel edit RUN' edits a run's plan and re-renders what changed; 'cinereel "
+               "rerender RUN SHOT' re-renders one shot with a new seed. Settings file: 'cinereel config init' writes one, 'cinereel config show' prints "
                "what is in effect.",
     )
     if sentence:
@@ -256,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in RUN_COMMANDS:  # cinereel runs / cinereel clean: the run folders, no reel
         return runs_main(argv)
+    if argv and argv[0] in ("edit", "rerender"):  # cinereel edit RUN / rerender RUN SHOT (edit.py)
+        from .edit import edit_main
+
+        return edit_main(argv)
     if argv and argv[0] == "config":  # cinereel config init / show: the settings file
         from .settings import config_main
 
@@ -346,10 +351,15 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BUG
     print_warnings(reel)
     path = reel.artifact_path("reel")
+    sheet = reel.run_dir.path("contact_sheet.png")
+    sheet = sheet if sheet.is_file() else None
     if args.json:
         print(json.dumps({"reel": str(path), "run_dir": str(reel.run_dir.root), "run_id": reel.run_id,
-                          "language": reel.plan.language}, ensure_ascii=False))
+                          "language": reel.plan.language, "contact_sheet": str(sheet) if sheet else None},
+                         ensure_ascii=False))
     else:
+        if sheet:  # standard output stays the reel's path alone, for scripts
+            print(f"cinereel: contact sheet: {sheet}", file=sys.stderr)
         print(path)
     return 0
 

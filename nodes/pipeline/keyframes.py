@@ -42,7 +42,7 @@ def cast(plan: Plan) -> list[str]:
 
 def portrait_job(plan: Plan, char_id: str, handle: ModelHandle) -> Job:
     character = plan.character(char_id)
-    seed = (plan.shots[0].seed + sum(map(ord, char_id))) % 2**63
+    seed = (plan.whole_reel_seed + sum(map(ord, char_id))) % 2**63
     inputs = {"character": character, "mood": plan.mood, "time_of_day": plan.time_of_day, "seed": seed,
               "model": handle.key, "size": [plan.width, plan.height]}
 

@@ -18,7 +18,7 @@ SAMPLE_RATE = 48000
 
 def music_job(reel: Reel, handle: ModelHandle, tempo_bpm: float | None) -> Job:
     plan = reel.plan
-    seed = plan.shots[0].seed
+    seed = plan.whole_reel_seed
     inputs = {"mood": plan.mood, "locale": plan.locale, "time_of_day": plan.time_of_day,
               "duration_s": plan.duration_s, "tempo": tempo_bpm, "seed": seed, "model": handle.key}
 

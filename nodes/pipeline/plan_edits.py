@@ -36,7 +36,8 @@ class PlanEditError(ValueError):
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems
-        lines = [f"{_readable(p['path'])}: {p['message']}" for p in problems]
+        lines = [f"{_readable(p['path'])}{' ' if p['message'].startswith(('is ', 'must ')) else ': '}{p['message']}"
+                 for p in problems]
         super().__init__(f"the edited plan has {len(problems)} problem(s): " + "; ".join(lines))
 
 
@@ -122,6 +123,17 @@ def check_plan_edits(plan: str | dict[str, Any], voice_engine: str | None = None
     if problems:
         raise PlanEditError(problems)
     return plan if isinstance(plan, str) else json.dumps(plan, ensure_ascii=False)
+
+
+def pin_reel_seed(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` with ``reel_seed`` pinned to ``old``'s when the edit changed the first shot's seed (a new seed for
+    it, a reorder) and sets none itself: the portraits and the music bed belong to the whole reel and stay."""
+    before = validate_plan(old).whole_reel_seed
+    shots = new.get("shots")
+    first = shots[0].get("seed") if isinstance(shots, list) and shots and isinstance(shots[0], dict) else None
+    if new.get("reel_seed") is None and first != before:
+        return {**new, "reel_seed": before}
+    return new
 
 
 def plan_edit_rules(flow_shift_defaults: dict[str, float] | None = None) -> dict[str, Any]:
