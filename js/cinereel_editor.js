@@ -18,7 +18,8 @@ const SERVER_CHECK_MS = 400;
 const ERROR_COLOUR = "#ff6b6b";
 const EDITOR_CSS = `
 [data-cinereel-editor] { white-space: normal; }
-[data-cinereel-editor] .cr-bar { display: flex; gap: 6px; align-items: center; flex-wrap: wrap; margin-bottom: 4px; }
+[data-cinereel-editor] .cr-bar { display: flex; gap: 6px; align-items: center; flex-wrap: wrap; margin-bottom: 4px;
+  position: sticky; top: -6px; z-index: 1; padding: 2px 0; background: var(--comfy-input-bg, #222); }
 [data-cinereel-editor] .cr-card { border: 1px solid #555; border-radius: 5px; padding: 4px; margin: 4px 0; }
 [data-cinereel-editor] .cr-card.cr-locked { border-color: #2e7d32; }
 [data-cinereel-editor] .cr-head { display: flex; gap: 4px; align-items: center; flex-wrap: wrap; font-weight: bold; }
@@ -34,6 +35,24 @@ const EDITOR_CSS = `
 [data-cinereel-editor] [data-problem] { color: ${ERROR_COLOUR}; grid-column: 2; }
 [data-cinereel-editor] [data-problem]:empty { display: none; }
 `;
+
+// What the editor shows of a shot and of a character: [plan field, label, control, tooltip].
+const SHOT_FIELDS = [
+  ["prompt", "prompt", "textarea", "What the keyframe shows."],
+  ["type", "type", "select", "hero, b-roll or establishing: sets the default flow shift (hero 5, the others 8)."],
+  ["camera", "camera", "select", "The camera move."],
+  ["camera_detail", "camera detail", "text", "Free-text camera direction on top of the move."],
+  ["flow_shift", "flow shift", "number", "1 to 8: lower keeps shapes steadier, higher moves more."],
+  ["ref_weight", "reference", "number", "0 to 1: how strongly the character portraits steer the keyframe."],
+  ["duration_s", "duration s", "number", "Seconds; the reel's length follows its shots."],
+  ["seed", "seed", "text", "The render seed of this shot."],
+  ["narration", "narration", "textarea", "The line spoken over this shot."],
+];
+const CHARACTER_FIELDS = [
+  ["name", "name", "text", "The character's name."],
+  ["description", "description", "textarea", "Face, age, build: what keeps them the same person."],
+  ["wardrobe", "wardrobe", "text", "Clothing, comma-separated."],
+];
 
 // -- state ------------------------------------------------------------------------------------------
 
@@ -88,7 +107,9 @@ function control(node, path, value, kind, options = {}) {
   let input;
   if (kind === "select") {
     input = element("select");
-    for (const choice of options.values) input.appendChild(element("option", { value: choice, text: options.labels?.[choice] ?? choice }));
+    for (const choice of options.values) {
+      input.appendChild(element("option", { value: choice, text: options.labels?.[choice] ?? choice }));
+    }
     input.value = value;
   } else if (kind === "textarea") {
     input = element("textarea", { rows: options.rows ?? 2, text: value ?? "" });
@@ -111,7 +132,8 @@ function field(grid, node, label, path, value, kind, options) {
 function shotCard(node, plan, shot, index) {
   const card = element("div", { className: "cr-card", dataset: { shot: shot.id } });
   if (shot.locked) card.classList.add("cr-locked");
-  const lock = element("input", { type: "checkbox", checked: Boolean(shot.locked), title: "Lock: never re-rendered, never sent back by the gate" });
+  const lock = element("input", { type: "checkbox", checked: Boolean(shot.locked),
+    title: "Lock: never re-rendered, never sent back by the gate" });
   lock.dataset.action = "lock";
   lock.addEventListener("change", () => setLocked(node, index, lock.checked));
   const button = (action, text, title, run) => {
@@ -130,17 +152,12 @@ function shotCard(node, plan, shot, index) {
     button("rerender", "re-render", "Render this shot again from a new seed, and queue", () => rerenderShot(node, index)),
     element("label", { title: lock.title }, lock, element("span", { text: " lock" }))));
   const grid = element("div", { className: "cr-grid" });
-  const at = (name) => `shots.${index}.${name}`;
-  field(grid, node, "prompt", at("prompt"), shot.prompt, "textarea", { rows: 3, tooltip: "What the keyframe shows." });
-  field(grid, node, "type", at("type"), shot.type, "select", { values: MIRROR.shot_types, labels: TYPE_LABELS,
-    tooltip: "hero, b-roll or establishing: sets the default flow shift (hero 5, others 8)." });
-  field(grid, node, "camera", at("camera"), shot.camera, "select", { values: MIRROR.camera_moves, tooltip: "The camera move." });
-  field(grid, node, "camera detail", at("camera_detail"), shot.camera_detail, "text", { tooltip: "Free-text camera direction on top of the move." });
-  field(grid, node, "flow shift", at("flow_shift"), shot.flow_shift, "number", { tooltip: "1 to 8: lower keeps shapes steadier, higher moves more." });
-  field(grid, node, "reference", at("ref_weight"), shot.ref_weight, "number", { tooltip: "0 to 1: how strongly the character portraits steer the keyframe." });
-  field(grid, node, "duration s", at("duration_s"), shot.duration_s, "number", { tooltip: "Seconds; the reel's length follows its shots." });
-  field(grid, node, "seed", at("seed"), shot.seed, "text", { tooltip: "The render seed of this shot." });
-  field(grid, node, "narration", at("narration"), shot.narration, "textarea", { tooltip: "The line spoken over this shot." });
+  for (const [name, label, kind, tooltip] of SHOT_FIELDS) {
+    const options = { tooltip, rows: name === "prompt" ? 3 : 2 };
+    if (name === "type") Object.assign(options, { values: MIRROR.shot_types, labels: TYPE_LABELS });
+    if (name === "camera") options.values = MIRROR.camera_moves;
+    field(grid, node, label, `shots.${index}.${name}`, shot[name], kind, options);
+  }
   card.appendChild(grid);
   return card;
 }
@@ -149,10 +166,10 @@ function characterCard(node, character, index) {
   const card = element("div", { className: "cr-card", dataset: { character: character.id } });
   card.appendChild(element("div", { className: "cr-head", text: `character ${character.id}` }));
   const grid = element("div", { className: "cr-grid" });
-  const at = (name) => `characters.${index}.${name}`;
-  field(grid, node, "name", at("name"), character.name, "text");
-  field(grid, node, "description", at("description"), character.description, "textarea", { tooltip: "Face, age, build." });
-  field(grid, node, "wardrobe", at("wardrobe"), (character.wardrobe || []).join(", "), "text", { tooltip: "Clothing, comma-separated." });
+  for (const [name, label, kind, tooltip] of CHARACTER_FIELDS) {
+    const value = name === "wardrobe" ? (character.wardrobe || []).join(", ") : character[name];
+    field(grid, node, label, `characters.${index}.${name}`, value, kind, { tooltip });
+  }
   card.appendChild(grid);
   return card;
 }
@@ -176,7 +193,8 @@ function render(node) {
   }
   const s = state(node);
   const status = element("span", { dataset: { status: "1" } });
-  const reset = element("button", { text: "reset to director", type: "button", title: "Discard the edits: the next queue renders the director's plan" });
+  const reset = element("button", { text: "reset to director", type: "button",
+    title: "Discard the edits: the next queue renders the director's plan" });
   reset.dataset.action = "reset";
   reset.disabled = !s.edit;
   reset.addEventListener("click", () => resetEdits(node));
@@ -203,6 +221,8 @@ function showProblems(node) {
     slot.textContent = messages.join("; ");
   }
   for (const input of root.querySelectorAll("[data-field]")) input.classList.toggle("cr-invalid", byPath.has(input.dataset.field));
+  const reset = root.querySelector("[data-action=reset]");
+  if (reset) reset.disabled = !s.edit;
   const status = root.querySelector("[data-status]");
   if (status) {
     status.textContent = !s.edit && s.resetPending ? "edits discarded: the next queue renders the director's plan"
@@ -261,7 +281,8 @@ function moveShot(node, index, by) {
 function addShot(node, index) {
   const plan = editable(node);
   if (!plan || plan.shots.length >= MIRROR.max_shots) return;
-  const copy = { ...clonePlan({ shots: [plan.shots[index]] }).shots[0], id: nextShotId(plan), seed: newSeed(), locked: false };
+  const copy = { ...clonePlan({ shots: [plan.shots[index]] }).shots[0], id: nextShotId(plan), seed: newSeed(),
+    locked: false };
   plan.shots.splice(index + 1, 0, copy);
   syncDuration(plan);
   changed(node, true);

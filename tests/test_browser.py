@@ -423,6 +423,8 @@ def test_an_invalid_value_shows_beside_its_field_and_blocks_the_queue(frontend, 
     frontend.page.wait_for_function(f"() => document.querySelector('{problem}').textContent.includes('8')",
                                     timeout=10_000)
     assert "must be <= 8" in frontend.page.inner_text(problem)
+    statuses = frontend.page.evaluate(f"() => [...document.querySelectorAll('{EDITOR} [data-status]')].map(e => e.textContent)")
+    assert statuses == ["edited plan: 1 problem(s), the queue is blocked"], statuses
     assert json.loads(plan_edits(frontend))["shots"][0]["flow_shift"] == 12  # stored as typed, refused on queue
     frontend.screenshot("editor-invalid")
     before = set(frontend.server.get("/history"))
