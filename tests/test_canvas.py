@@ -90,3 +90,18 @@ def test_plan_json_keeps_every_seed_exact_and_checks_as_the_server_does(tmp_path
     assert out["problems"] == [{"path": "shots.0.flow_shift", "message": "must be <= 8, got 12"}]
     assert [p["path"] for p in server] == ["shots.0.flow_shift"] and "<= 8" in server[0]["message"]
     assert out["next"] == "shot-03" and 0 <= int(out["seed"]) < 2**63
+
+
+def test_every_event_the_server_sends_has_a_listener_in_the_browser():
+    """A CineReel event without a listener is an "unhandled message" in the frontend's console; the browser test sees
+    only the events its runs happen to send."""
+    import re
+
+    sent = set()
+    for path in [*(PACK_ROOT / "nodes").rglob("*.py"), *(PACK_ROOT / "model_loaders").rglob("*.py")]:
+        sent |= set(re.findall(r'send_ui_event\(\s*"(cinereel\.[a-z_]+)"', path.read_text(encoding="utf-8")))
+    heard = set()
+    for path in (PACK_ROOT / "js").glob("*.js"):
+        heard |= set(re.findall(r'api\.addEventListener\(\s*"(cinereel\.[a-z_]+)"', path.read_text(encoding="utf-8")))
+    assert {"cinereel.gate", "cinereel.keyframe", "cinereel.plan"} <= sent
+    assert sent <= heard, sorted(sent - heard)
