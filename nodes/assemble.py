@@ -6,9 +6,7 @@ from typing import Any
 
 from .base import ReelNode, choice, integer, reel_input
 from .pipeline.assemble import REEL_PRESETS, assemble_stage, ui_video
-from .pipeline.board import view_ref
 from .pipeline.comfy import send_ui_event
-from .pipeline.contact_sheet import SHEET
 from .pipeline.retention import KEEP_CHOICES, human_size
 
 
@@ -36,6 +34,9 @@ class AssembleNode(ReelNode):
         }}
 
     def assemble(self, reel: Any, crf: int, preset: str, keep: str = "all") -> dict[str, Any]:
+        from .pipeline.board import view_ref
+        from .pipeline.contact_sheet import SHEET
+
         out = assemble_stage(reel, int(crf), preset, keep=keep)
         delivery = out.notes["delivery"]
         summary = (f"{out.artifact_path('reel')}  {delivery['width']}x{delivery['height']}  "

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..model_loaders.handles import ModelHandle
 from .base import KEYFRAME_MODEL, LLM, MOTION_MODEL, ReelNode, integer, number, reel_input, toggle
-from .pipeline.board import attempt_rows
 from .pipeline.gate import DEFAULT_CRITIC_FRAMES, DEFAULT_THRESHOLD, MAX_RETRIES, run_gate, score_rows, summary_text
 
 if TYPE_CHECKING:
@@ -46,6 +45,8 @@ class CriticGateNode(ReelNode):
     def gate(self, reel: Reel, critic: ModelHandle, keyframe_model: ModelHandle, motion_model: ModelHandle,
              threshold: float, max_retries: int, strict: bool, critic_frames: int = DEFAULT_CRITIC_FRAMES,
              technical_check: bool = True) -> dict:
+        from .pipeline.board import attempt_rows
+
         out = run_gate(reel, critic, keyframe_model, motion_model, threshold, max_retries, strict, critic_frames,
                        technical_gate=technical_check)
         gate = out.notes["gate"]

@@ -16,7 +16,8 @@ from cinereel.nodes.pipeline.cli import main
 from cinereel_testkit import load_test_module, sample_plan_dict
 
 SENTENCE = "A lone astronaut walks through a neon-lit Tokyo alley at dusk"
-BOOKKEEPING = {".lock", "manifest.json", "report.json", "plan.json"}  # rewritten by every invocation
+BOOKKEEPING = {".lock", "manifest.json", "report.json", "plan.json",  # rewritten by every invocation
+               "contact_sheet.png", "kept.json"}  # (the run as pictures; what each shot last used)
 
 
 @pytest.fixture

@@ -80,6 +80,7 @@ def attempt_row(reel: Reel, shot_id: str, report_attempt: dict[str, Any], kept: 
     return {"shot": shot_id, "attempt": report_attempt["attempt"], "source": report_attempt.get("source"),
             "scores": report_attempt.get("scores"), "measured": report_attempt.get("measured"),
             "verdict": report_attempt.get("verdict", ""), "label": report_attempt.get("label"),
+            "technical": report_attempt.get("technical", []), "reason": report_attempt.get("reason"),
             "remedy": remedy_text(report_attempt.get("fixes_label"), report_attempt.get("changes")),
             "passed": report_attempt.get("passed", False), "kept": kept,
             "clip": view_ref(run.path(clip)) if clip else None,

@@ -15,6 +15,7 @@ passes keeps its best attempt and is flagged in the report, or, with
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -298,8 +299,6 @@ def run_gate(reel: Reel, critic: ModelHandle, keyframe_model: ModelHandle, motio
 def first_attempt_number(reel: Reel, shot: Shot) -> int:
     """1, or for a locked shot the attempt its reused clip was (``clips/<shot>.attempt3.mp4``): its critique
     and report row keep that number."""
-    import re
-
     found = re.search(r"\.attempt(\d+)\.mp4$", reel.artifacts.get(f"clip:{shot.id}", "")) if shot.locked else None
     return int(found.group(1)) if found else 1
 
@@ -332,7 +331,8 @@ def _finish(reel: Reel, states: list[ShotState], threshold: float, max_retries: 
                      if a.critique and a.critique.get("label"))
     loads = RESIDENCY.log_since(mark)
     gate = {"threshold": threshold, "max_retries": max_retries, "technical_check": technical_gate,
-            "rounds": rounds, "shots": rows, "locked": [s.original.id for s in states if not gate_may_retry(s.original)],
+            "rounds": rounds, "shots": rows,
+            "locked": [s.original.id for s in states if not gate_may_retry(s.original)],
             "flagged": flagged, "label_counts": dict(sorted(labels.items())),
             "model_loads": sum(1 for e in loads if e["event"] == "load"),
             "attempts_total": sum(len(s.attempts) for s in states)}
@@ -344,11 +344,10 @@ def _finish(reel: Reel, states: list[ShotState], threshold: float, max_retries: 
             out = out.evolve(notes={"warnings": add_warning(out, warning)})
     out = out.evolve(notes=timer.notes(out, gate=gate))
     write_report(out)
+    from .board import attempt_rows
     from .contact_sheet import refresh_contact_sheet
 
     refresh_contact_sheet(out)
-    from .board import attempt_rows
-
     send_ui_event("cinereel.gate", {"run_id": out.run_id, "node": current_node_id(), "rows": score_rows(gate),
                                     "attempts": attempt_rows(out, gate)})
     if strict and flagged:

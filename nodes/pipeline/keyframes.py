@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...model_loaders.handles import ModelHandle
-from ...model_loaders.vocabulary.plan import shot_render_fields
 from .comfy import Progress
 from .rundir import RunDir
 from .stage import Job, StageTimer, call_record, record_call, run_jobs, step_callback, write_report
@@ -55,6 +54,8 @@ def portrait_job(plan: Plan, char_id: str, handle: ModelHandle) -> Job:
 
 def keyframe_job(plan: Plan, shot: Shot, portraits: dict[str, Job], run_root: Path, handle: ModelHandle,
                  attempt: int = 1) -> Job:
+    from ...model_loaders.vocabulary.plan import shot_render_fields
+
     refs = {c: portraits[c] for c in shot.characters}
     inputs = {"shot": shot_render_fields(shot),
               "plan_look": [plan.mood, plan.time_of_day, plan.locale, plan.width, plan.height],

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...model_loaders.handles import ModelHandle
-from ...model_loaders.vocabulary.plan import shot_render_fields
 from .comfy import Progress, check_cancel
 from .rundir import atomic_write_text
 from .stage import Job, StageTimer, artifact_key, call_record, record_call, run_jobs, step_callback, write_report
@@ -41,6 +40,8 @@ def clip_frames(plan: Plan, shot: Shot) -> int:
 
 def clip_job(reel: Reel, shot: Shot, handle: ModelHandle, attempt: int = 1, preset: str = "ultrafast",
              keyframe_name: str | None = None) -> Job:
+    from ...model_loaders.vocabulary.plan import shot_render_fields
+
     plan = reel.plan
     keyframe_name = keyframe_name or f"keyframe:{shot.id}"
     keyframe_path = reel.artifact_path(keyframe_name)
