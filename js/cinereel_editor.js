@@ -9,7 +9,8 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { fit, nodeById, nodes, panel } from "./cinereel.js";
 import {
-  MIRROR, TYPE_LABELS, asProblem, checkPlan, clonePlan, newSeed, nextShotId, parsePlan, planText, syncDuration,
+  MIRROR, TYPE_LABELS, asProblem, checkPlan, clonePlan, newSeed, nextShotId, parsePlan, planText, startEdit,
+  syncDuration,
 } from "./cinereel_plan.js";
 
 const EDITS = "plan_edits";
@@ -72,7 +73,7 @@ function shownPlan(node) {
 // The edit, started from the plan on show the first time the user changes something.
 function editable(node) {
   const s = state(node);
-  if (!s.edit && s.base) s.edit = clonePlan(s.base);
+  if (!s.edit && s.base) s.edit = startEdit(s.base);
   return s.edit;
 }
 

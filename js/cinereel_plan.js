@@ -29,15 +29,23 @@ export const MIRROR = {
 export const TYPE_LABELS = { hero: "hero", broll: "b-roll", establishing: "establishing" };
 const SEED_MAX = BigInt(MIRROR.shot.seed.le);
 
-// Seeds are up to 2**63-1: more than a JS number holds exactly. They live as decimal strings in the editor and
-// go back into the JSON as bare integers, so an unedited seed is the same number the director chose.
+// Seeds (and the plan's reel_seed) are up to 2**63-1: more than a JS number holds exactly. They live as decimal
+// strings in the editor and go back into the JSON as bare integers, so an unedited seed is the number it was.
 export function parsePlan(text) {
-  const quoted = String(text).replace(/("seed"\s*:\s*)(-?\d+)/g, '$1"$2"');
+  const quoted = String(text).replace(/("(?:reel_)?seed"\s*:\s*)(-?\d+)/g, '$1"$2"');
   return JSON.parse(quoted);
 }
 
 export function planText(plan) {
-  return JSON.stringify(plan).replace(/"seed":"(-?\d+)"/g, '"seed":$1');
+  return JSON.stringify(plan).replace(/"((?:reel_)?seed)":"(-?\d+)"/g, '"$1":$2');
+}
+
+// An edit starts here: the reel's own seed (portraits, music) is pinned to what it is now, so giving the first
+// shot a new seed or moving another shot first re-renders that shot, not every portrait and the music.
+export function startEdit(plan) {
+  const edit = clonePlan(plan);
+  if (edit.reel_seed == null && edit.shots?.length) edit.reel_seed = String(edit.shots[0].seed);
+  return edit;
 }
 
 export function clonePlan(plan) {

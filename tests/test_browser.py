@@ -459,8 +459,8 @@ def test_rerender_gives_one_shot_a_new_seed_and_lock_keeps_a_shot(frontend, shor
     assert stored[0]["seed"] != first["seed"] and plan[0]["seed"] == stored[0]["seed"]
     assert plan[1]["locked"] is True and plan[1]["seed"] == second["seed"]
     made_after = json.loads((short_run / "manifest.json").read_text(encoding="utf-8"))
-    pictures = [rel for rel in made_before if rel.startswith(("keyframes/", "clips/"))]
-    changed = sorted(rel for rel in pictures if made_after.get(rel) != made_before[rel])
+    pictures = [rel for rel in made_before if rel.startswith(("portraits/", "keyframes/", "clips/"))]
+    changed = sorted(rel for rel in pictures if made_after.get(rel) != made_before[rel])  # the portraits stay too
     assert changed and all(first["id"] in rel for rel in changed), changed
     assert {rel.split("/")[0] for rel in changed} == {"keyframes", "clips"}, changed
     frontend.page.locator(f"{EDITOR} [data-action=reset]").click()

@@ -64,7 +64,7 @@ const parsed = plan.parsePlan(text);
 parsed.shots[1].prompt = "edited";
 parsed.shots[0].flow_shift = 12;
 console.log(JSON.stringify({written: plan.planText(parsed), problems: plan.checkPlan(parsed),
-  next: plan.nextShotId(parsed), seed: plan.newSeed()}));
+  next: plan.nextShotId(parsed), seed: plan.newSeed(), started: plan.planText(plan.startEdit(plan.parsePlan(text)))}));
 """
 
 
@@ -90,6 +90,10 @@ def test_plan_json_keeps_every_seed_exact_and_checks_as_the_server_does(tmp_path
     assert out["problems"] == [{"path": "shots.0.flow_shift", "message": "must be <= 8, got 12"}]
     assert [p["path"] for p in server] == ["shots.0.flow_shift"] and "<= 8" in server[0]["message"]
     assert out["next"] == "shot-03" and 0 <= int(out["seed"]) < 2**63
+    # an edit pins the reel's seed (portraits, music) to the first shot's, exactly: a new first-shot seed later
+    # re-renders that shot alone
+    started = validate_plan(out["started"])
+    assert started.reel_seed == 2**63 - 1 and started.whole_reel_seed == validate_plan(text).whole_reel_seed
 
 
 def test_every_event_the_server_sends_has_a_listener_in_the_browser():
