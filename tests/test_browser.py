@@ -300,13 +300,6 @@ def test_text_is_never_parsed_as_html(frontend, preview_run):
     assert found == {"pwned": None, "injected": 0, "shown": True}
 
 
-def test_the_pack_logs_no_error_or_warning_and_every_event_is_handled(frontend, preview_run):
-    unhandled = [m["text"][:300] for m in frontend.console
-                 if "Unhandled message" in m["text"] or "Unknown message type" in m["text"]]
-    assert unhandled == []
-    assert frontend.from_the_pack() == []
-
-
 # -- directing on the canvas: the shot editor, the live critic board, the keyframe strip ----------------------
 
 SHORT = {"duration_s": 4.0, "shots": 2}  # a short preview reel: two 2-second shots
@@ -511,3 +504,11 @@ def test_the_critic_board_fills_live_during_a_gated_run_and_the_strip_shows_the_
     assert set(shown) == expected and len(shown) == len(expected)
     graph = frontend.graph()
     assert layout_problems(graph) == [], ("\n".join(layout_problems(graph)), [(n["type"], n["size"]) for n in graph["nodes"]])
+
+
+# last, so it sees everything every test above made the page log
+def test_the_pack_logs_no_error_or_warning_and_every_event_is_handled(frontend, preview_run):
+    unhandled = [m["text"][:300] for m in frontend.console
+                 if "Unhandled message" in m["text"] or "Unknown message type" in m["text"]]
+    assert unhandled == []
+    assert frontend.from_the_pack() == []
