@@ -437,6 +437,28 @@ def test_an_invalid_value_shows_beside_its_field_and_blocks_the_queue(frontend, 
         close.click()
 
 
+def test_shots_are_added_moved_and_deleted_and_the_type_sets_the_flow_shift(frontend, short_run):
+    frontend.page.wait_for_selector(f"{EDITOR} [data-shot]", timeout=30_000)
+    cards = f"{EDITOR} [data-shot]"
+    ids = frontend.page.eval_on_selector_all(cards, "cards => cards.map(c => c.dataset.shot)")
+    original = json.loads(plan_edits(frontend))
+    frontend.page.locator(f'{EDITOR} [data-shot="{ids[0]}"] [data-action=add]').click()
+    added = json.loads(plan_edits(frontend))
+    assert [s["id"] for s in added["shots"]] == [ids[0], "shot-03", ids[1]]
+    assert added["duration_s"] == pytest.approx(sum(s["duration_s"] for s in added["shots"]))
+    assert added["shots"][1]["seed"] != added["shots"][0]["seed"]
+    frontend.page.locator(f'{EDITOR} [data-shot="shot-03"] [data-action=down]').click()
+    assert frontend.page.eval_on_selector_all(cards, "cards => cards.map(c => c.dataset.shot)") == [*ids, "shot-03"]
+    frontend.page.locator(f'{EDITOR} [data-shot="shot-03"] [data-action=delete]').click()
+    assert json.loads(plan_edits(frontend)) == original
+    frontend.page.select_option(f'{EDITOR} [data-field="shots.1.type"]', "hero")
+    assert frontend.page.input_value(f'{EDITOR} [data-field="shots.1.flow_shift"]') == "5"
+    assert json.loads(plan_edits(frontend))["shots"][1]["flow_shift"] == 5
+    frontend.page.select_option(f'{EDITOR} [data-field="shots.1.type"]', original["shots"][1]["type"])
+    frontend.page.fill(f'{EDITOR} [data-field="shots.1.flow_shift"]', str(original["shots"][1]["flow_shift"]))
+    assert json.loads(plan_edits(frontend)) == original
+
+
 def test_rerender_gives_one_shot_a_new_seed_and_lock_keeps_a_shot(frontend, short_run):
     frontend.page.wait_for_selector(f'{EDITOR} [data-shot]', timeout=30_000)
     queue_and_wait(frontend)  # whatever the earlier tests left edited is rendered first
