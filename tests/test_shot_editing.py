@@ -285,6 +285,24 @@ def test_edit_takes_a_piped_plan_and_re_renders_what_it_changed(preview_run, mon
     assert "nothing was rendered" in err and manifest_times(run) == before
 
 
+def test_edit_opens_the_plan_in_the_editor_and_renders_what_was_saved(preview_run, monkeypatch, tmp_path):
+    import sys
+
+    script = tmp_path / "editor.py"
+    script.write_text("import json, sys\n"
+                      "plan = json.load(open(sys.argv[1]))\n"
+                      "plan['shots'][2]['prompt'] = 'the astronaut looks up at the last sign'\n"
+                      "json.dump(plan, open(sys.argv[1], 'w'))\n", encoding="utf-8")
+    monkeypatch.delenv("VISUAL", raising=False)
+    monkeypatch.setenv("EDITOR", f"{sys.executable} {script}")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    before = manifest_times(preview_run)
+    assert main(["edit", "edit-me", "--out", str(preview_run.parent.parent)]) == 0
+    assert changed_since(preview_run, before) == {"keyframes/shot-03.png", "clips/shot-03.attempt1.mp4", "reel.mp4"}
+    edited = json.loads((preview_run / "edited_plan.json").read_text(encoding="utf-8"))
+    assert edited["shots"][2]["prompt"] == "the astronaut looks up at the last sign"
+
+
 # -- the contact sheet --------------------------------------------------------------------------------
 
 def region(sheet: Path, box: tuple[int, int, int, int]) -> np.ndarray:
