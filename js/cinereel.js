@@ -1,6 +1,7 @@
 // CineReel's UI: shows what the graph produces where it is made.
 // - the shot list on the Director node, with the stages of its run as they finish (cinereel.plan, cinereel.stage)
-// - the critic's scores per shot on the Critic Gate node (cinereel.gate, and the node's output)
+// - the shot editor on the Director node (cinereel_editor.js), the live critic board on the Critic Gate node and the
+//   keyframe strip on the Keyframes node (cinereel_board.js: cinereel.gate, cinereel.keyframe)
 // - a "resident" badge on the one loader whose model is resident, and the resident model on Unload nodes
 //   (cinereel.residency, matched to the handle each loader reports when it runs)
 // - the finished reel playing on the Assemble node
@@ -23,23 +24,33 @@ const PANEL_STYLE = [
   "box-sizing: border-box",
 ].join(";");
 
-function panel(node, name) {
+// The height of what a panel holds, not of the panel: the frontend stretches a panel into the node's free room,
+// and a panel that asked for its own (stretched) height would never let its node shrink back.
+function contentHeight(element) {
+  const shown = [...element.children].filter((child) => child.offsetHeight > 0);
+  if (!shown.length) return 0;
+  const top = Math.min(...shown.map((child) => child.offsetTop));
+  return Math.max(...shown.map((child) => child.offsetTop + child.offsetHeight)) - top;
+}
+
+export function panel(node, name, max = PANEL_MAX) {
   let widget = node.widgets?.find((w) => w.name === name);
   if (!widget) {
     const element = document.createElement("div");
     element.style.cssText = PANEL_STYLE;
     element.dataset.cinereelPanel = name;
     // The frontend sizes DOM widgets from these: tall enough for the content, scrolling past PANEL_MAX.
-    const height = () => Math.min(PANEL_MAX, Math.max(40, element.scrollHeight + 8));
+    element.style.maxHeight = `${max}px`;
+    const height = () => Math.min(max, Math.max(40, contentHeight(element) + 16));
     widget = node.addDOMWidget(name, "cinereel_panel", element, {
-      serialize: false, hideOnZoom: false, getMinHeight: height, getMaxHeight: () => PANEL_MAX,
+      serialize: false, hideOnZoom: false, getMinHeight: height, getMaxHeight: () => max,
     });
     widget.element = element;
   }
   return widget.element;
 }
 
-function row(parent, text, bold = false) {
+export function row(parent, text, bold = false) {
   const line = document.createElement("div");
   line.textContent = text;
   if (bold) line.style.fontWeight = "bold";
@@ -49,7 +60,7 @@ function row(parent, text, bold = false) {
 
 // Grow a node to fit its panels once their text is laid out; never shrink it (the shipped workflows reserve
 // room for the results, and a node that shrank and grew on every run would jump around).
-function fit(node) {
+export function fit(node) {
   requestAnimationFrame(() => {
     const wanted = node.computeSize?.();
     if (wanted) node.setSize?.([Math.max(node.size[0], wanted[0]), Math.max(node.size[1], wanted[1])]);
@@ -57,11 +68,11 @@ function fit(node) {
   });
 }
 
-function nodes() {
+export function nodes() {
   return app.graph?._nodes ?? app.graph?.nodes ?? [];
 }
 
-function nodeById(id) {
+export function nodeById(id) {
   return id == null ? null : app.graph?.getNodeById?.(id) ?? null;
 }
 
@@ -79,19 +90,11 @@ function showPlan(node) {
     if (plan.estimate) row(el, plan.estimate);
   }
   if (state.stages?.length) row(el, `done: ${state.stages.join(" → ")}`);
-  for (const s of state.shots || []) {
-    row(el, `${s.id}  ${s.type}  ${Number(s.start_s).toFixed(1)}s +${Number(s.duration_s).toFixed(1)}s  ${s.camera}`, true);
-    if (s.narration) row(el, `  “${s.narration}”`);
-    if (s.prompt) {
-      const details = document.createElement("details");
-      const summary = document.createElement("summary");
-      summary.textContent = "prompt";
-      const prompt = document.createElement("div");
-      prompt.textContent = s.prompt;
-      details.append(summary, prompt);
-      details.addEventListener("toggle", () => fit(node));
-      el.appendChild(details);
-    }
+  // the shots themselves are on show, editable, in the shot editor below (cinereel_editor.js)
+  const shots = state.shots || [];
+  if (shots.length) {
+    const seconds = shots.reduce((total, s) => total + Number(s.duration_s || 0), 0);
+    row(el, `${shots.length} shot(s), ${seconds.toFixed(1)} s: ${shots.map((s) => s.id).join(", ")}`);
   }
   fit(node);
 }
@@ -107,22 +110,6 @@ function onPlan(node, runId, shots, summary) {
     node.cinereel.runId = runId;
   }
   showPlan(node);
-}
-
-// -- the Critic Gate --------------------------------------------------------------------------
-
-function showScores(node, rows) {
-  const el = panel(node, "cinereel_scores");
-  el.replaceChildren();
-  for (const r of rows) {
-    const mark = r.passed ? "✓" : r.flagged ? "⚑" : "✗";
-    row(el, `${mark} ${r.shot}  attempt ${r.attempt}/${r.of}  mean ${Number(r.mean).toFixed(1)}  ${r.label || r.reason || ""}`, true);
-    if (r.scores) {
-      row(el, `  composition ${r.scores.composition}  motion ${r.scores.motion_coherence}  ` +
-        `character ${r.scores.character_consistency}  lighting ${r.scores.lighting_fidelity}`);
-    }
-  }
-  fit(node);
 }
 
 // -- Assemble and plain text ----------------------------------------------------------------
@@ -228,10 +215,6 @@ app.registerExtension({
       if (!stages.includes(detail.stage)) stages.push(detail.stage);
       showPlan(node);
     });
-    api.addEventListener("cinereel.gate", ({ detail }) => {
-      const node = nodeById(executing);
-      if (node?.comfyClass === "CineReelCriticGate" && Array.isArray(detail?.rows)) showScores(node, detail.rows);
-    });
     api.addEventListener("cinereel.residency", ({ detail }) => {
       resident = { key: detail?.resident_key ?? null, label: detail?.resident ?? null };
       updateBadges();
@@ -252,7 +235,6 @@ app.registerExtension({
     nodeType.prototype.onExecuted = function (output) {
       onExecuted?.apply(this, arguments);
       if (output?.cinereel_shots) onPlan(this, output.cinereel_plan?.[0]?.run_id, output.cinereel_shots, output.cinereel_plan?.[0]);
-      if (output?.cinereel_scores) showScores(this, output.cinereel_scores);
       if (output?.cinereel_video?.[0]) showVideo(this, output.cinereel_video[0]);
       if (output?.text) showText(this, output.text);
       if (output?.cinereel_handle?.[0]) {

@@ -264,7 +264,8 @@ def test_the_queued_preview_shows_its_shots_scores_and_a_playing_reel(frontend, 
     assert "done: " in shots and "assemble" in shots  # the stages of the run, from cinereel.stage events
     assert "estimate on one H100: quality " in shots  # the plan's `cinereel estimate`, both motion presets
     scores = frontend.page.inner_text("[data-cinereel-panel=cinereel_scores]")
-    assert scores.count("attempt 1") == 6 and "mean" in scores
+    # the preview's technical check as what it is: measured, not four scores no critic gave
+    assert scores.count("attempt 1") == 6 and scores.count("technical check passed") == 6 and "composition" not in scores
     video = frontend.page.evaluate("""async () => {
       const v = document.querySelector('[data-cinereel-panel=cinereel_video] video');
       v.muted = true;
@@ -303,6 +304,235 @@ def test_text_is_never_parsed_as_html(frontend, preview_run):
     assert found == {"pwned": None, "injected": 0, "shown": True}
 
 
+# -- directing on the canvas: the shot editor, the live critic board, the keyframe strip ----------------------
+
+SHORT = {"duration_s": 4.0, "shots": 2}  # a short preview reel: two 2-second shots
+EDITOR = "[data-cinereel-panel=cinereel_editor]"
+BOARD = "[data-cinereel-panel=cinereel_scores]"
+STRIP = "[data-cinereel-panel=cinereel_strip]"
+
+
+def set_widgets(frontend: Frontend, node_type: str, values: dict) -> None:
+    frontend.page.evaluate("""([type, values]) => {
+      const node = app.graph._nodes.find(n => n.type === type);
+      for (const [name, value] of Object.entries(values)) {
+        const widget = node.widgets.find(w => w.name === name);
+        widget.value = value;
+        widget.callback?.(value);
+      }
+    }""", [node_type, values])
+
+
+def queue_and_wait(frontend: Frontend) -> dict:
+    """Queue the graph from the page as the Run button does; its /history entry once it finished successfully."""
+    before = set(frontend.server.get("/history"))
+    frontend.page.evaluate("async () => { await app.queuePrompt(0, 1); }")  # its answer: false when node_errors is {}
+    return wait_for_run(frontend, before)
+
+
+def wait_for_run(frontend: Frontend, before: set) -> dict:
+    """The /history entry of the run queued after ``before`` (the history's ids then), once it succeeded."""
+    started = time.monotonic()
+    while time.monotonic() - started < RUN_LIMIT_S:
+        frontend.server.check_alive()
+        history = frontend.server.get("/history")
+        new = [history[k] for k in history if k not in before]
+        if new and new[0].get("status", {}).get("status_str") in ("success", "error"):
+            assert new[0]["status"]["status_str"] == "success", current.failure_of(new[0])
+            frontend.settle()
+            return new[0]
+        time.sleep(1)
+    raise AssertionError(f"the queued run did not finish in {RUN_LIMIT_S} s: {frontend.server.log_tail()}")
+
+
+def run_folder(frontend: Frontend) -> Path:
+    run_id = frontend.page.evaluate("() => app.graph._nodes.find(n => n.type === 'CineReelDirector').cinereel.runId")
+    return frontend.server.output / "cinereel" / run_id
+
+
+def plan_edits(frontend: Frontend) -> str:
+    return frontend.page.evaluate("""() => app.graph._nodes.find(n => n.type === 'CineReelDirector')
+      .widgets.find(w => w.name === 'plan_edits').value""")
+
+
+@pytest.fixture(scope="module")
+def short_run(frontend) -> Path:
+    """The preview workflow as a two-shot, four-second reel, queued once; its run folder, the editor on show."""
+    frontend.load(PREVIEW)
+    set_widgets(frontend, "CineReelDirector", SHORT)
+    queue_and_wait(frontend)
+    frontend.page.wait_for_function(f"() => document.querySelectorAll('{EDITOR} [data-shot]').length === 2",
+                                    timeout=60_000)
+    return run_folder(frontend)
+
+
+def test_an_edited_shot_alone_is_rendered_again(frontend, short_run):
+    """Edit shot 2's prompt and camera in the editor, queue: only that shot's keyframe and clip are made again."""
+    plan_before = json.loads((short_run / "plan.json").read_text(encoding="utf-8"))
+    first, second = plan_before["shots"]
+    camera = next(c for c in ("pan_left", "tilt_up") if c != second["camera"])
+    frontend.page.fill(f'{EDITOR} [data-field="shots.1.prompt"]', "A red kite over the rooftops, wide and calm")
+    frontend.page.select_option(f'{EDITOR} [data-field="shots.1.camera"]', camera)
+    frontend.screenshot("editor-edited")
+    stored = json.loads(plan_edits(frontend))
+    assert stored["shots"][1]["prompt"] == "A red kite over the rooftops, wide and calm"
+    assert stored["shots"][1]["camera"] == camera and stored["shots"][0] == first  # seeds intact, to the last digit
+    assert "problem" not in frontend.page.inner_text(f"{EDITOR} [data-status]")
+    made_before = json.loads((short_run / "manifest.json").read_text(encoding="utf-8"))
+
+    queue_and_wait(frontend)
+    report = json.loads((short_run / "report.json").read_text(encoding="utf-8"))
+    plan_after = json.loads((short_run / "plan.json").read_text(encoding="utf-8"))
+    assert plan_after["shots"][0] == first
+    assert (plan_after["shots"][1]["prompt"], plan_after["shots"][1]["camera"]) == (
+        "A red kite over the rooftops, wide and calm", camera)
+    replaced = sorted(entry["artifact"] for entry in report["superseded"])
+    pictures_and_clips = [rel for rel in replaced if rel.startswith(("keyframes/", "clips/", "portraits/"))]
+    assert pictures_and_clips and all(second["id"] in rel for rel in pictures_and_clips), replaced
+    assert any(rel.startswith("keyframes/") for rel in pictures_and_clips), replaced
+    assert any(rel.startswith("clips/") for rel in pictures_and_clips), replaced
+    made_after = json.loads((short_run / "manifest.json").read_text(encoding="utf-8"))
+    kept = [rel for rel in made_before if first["id"] in rel and rel.startswith(("keyframes/", "clips/"))]
+    assert kept and all(made_after[rel] == made_before[rel] for rel in kept), kept  # shot 1: not made again
+    assert made_after["reel.mp4"] != made_before["reel.mp4"], "the assembly runs again with the edited shot"
+
+
+def test_the_edit_survives_saving_and_reloading_the_workflow(frontend, short_run, tmp_path):
+    edits = plan_edits(frontend)
+    assert edits and "A red kite" in edits, "run test_an_edited_shot_alone_is_rendered_again first"
+    saved = frontend.page.evaluate("() => JSON.stringify(app.graph.serialize())")  # what Save / Export writes
+    path = tmp_path / "edited workflow.json"
+    path.write_text(saved, encoding="utf-8")
+    frontend.load(PREVIEW)  # another workflow in between: nothing carried over in memory
+    assert plan_edits(frontend) == ""
+    frontend.load(path)
+    assert plan_edits(frontend) == edits
+    frontend.page.wait_for_selector(f'{EDITOR} [data-field="shots.1.prompt"]', timeout=30_000)
+    assert frontend.page.input_value(f'{EDITOR} [data-field="shots.1.prompt"]') == \
+        "A red kite over the rooftops, wide and calm"
+    frontend.screenshot("editor-reloaded")
+
+
+def test_an_invalid_value_shows_beside_its_field_and_blocks_the_queue(frontend, short_run):
+    frontend.page.wait_for_selector(f'{EDITOR} [data-field="shots.0.flow_shift"]', timeout=30_000)
+    frontend.page.fill(f'{EDITOR} [data-field="shots.0.flow_shift"]', "12")
+    problem = f'{EDITOR} [data-problem="shots.0.flow_shift"]'
+    frontend.page.wait_for_function(f"() => document.querySelector('{problem}').textContent.includes('8')",
+                                    timeout=10_000)
+    assert "must be <= 8" in frontend.page.inner_text(problem)
+    statuses = frontend.page.evaluate(f"() => [...document.querySelectorAll('{EDITOR} [data-status]')].map(e => e.textContent)")
+    assert statuses == ["edited plan: 1 problem(s), the queue is blocked"], statuses
+    assert json.loads(plan_edits(frontend))["shots"][0]["flow_shift"] == 12  # stored as typed, refused on queue
+    frontend.screenshot("editor-invalid")
+    before = set(frontend.server.get("/history"))
+    posted = len([url for _, url in frontend.responses if url.endswith("/api/prompt")])
+    queued = frontend.page.evaluate("async () => await app.queuePrompt(0, 1)")
+    time.sleep(2)
+    queue = frontend.server.get("/queue")
+    assert queued is False and set(frontend.server.get("/history")) == before
+    assert len([url for _, url in frontend.responses if url.endswith("/api/prompt")]) == posted  # never sent
+    assert queue["queue_running"] == [] and queue["queue_pending"] == []
+    toast = frontend.page.locator(".p-toast-message").filter(has_text="nothing was queued")
+    toast.first.wait_for(timeout=10_000)
+    assert "shots.0.flow_shift" in toast.first.inner_text()
+    frontend.page.fill(f'{EDITOR} [data-field="shots.0.flow_shift"]', "5")
+    frontend.page.wait_for_function(f"() => document.querySelector('{problem}').textContent === ''", timeout=10_000)
+    for close in frontend.page.locator(".p-toast-close-button").all():
+        close.click()
+
+
+def test_shots_are_added_moved_and_deleted_and_the_type_sets_the_flow_shift(frontend, short_run):
+    frontend.page.wait_for_selector(f"{EDITOR} [data-shot]", timeout=30_000)
+    cards = f"{EDITOR} [data-shot]"
+    ids = frontend.page.eval_on_selector_all(cards, "cards => cards.map(c => c.dataset.shot)")
+    original = json.loads(plan_edits(frontend))
+    frontend.page.locator(f'{EDITOR} [data-shot="{ids[0]}"] [data-action=add]').click()
+    added = json.loads(plan_edits(frontend))
+    assert [s["id"] for s in added["shots"]] == [ids[0], "shot-03", ids[1]]
+    assert added["duration_s"] == pytest.approx(sum(s["duration_s"] for s in added["shots"]))
+    assert added["shots"][1]["seed"] != added["shots"][0]["seed"]
+    frontend.page.locator(f'{EDITOR} [data-shot="shot-03"] [data-action=down]').click()
+    assert frontend.page.eval_on_selector_all(cards, "cards => cards.map(c => c.dataset.shot)") == [*ids, "shot-03"]
+    frontend.page.locator(f'{EDITOR} [data-shot="shot-03"] [data-action=delete]').click()
+    assert json.loads(plan_edits(frontend)) == original
+    frontend.page.select_option(f'{EDITOR} [data-field="shots.1.type"]', "hero")
+    assert frontend.page.input_value(f'{EDITOR} [data-field="shots.1.flow_shift"]') == "5"
+    assert json.loads(plan_edits(frontend))["shots"][1]["flow_shift"] == 5
+    frontend.page.select_option(f'{EDITOR} [data-field="shots.1.type"]', original["shots"][1]["type"])
+    frontend.page.fill(f'{EDITOR} [data-field="shots.1.flow_shift"]', str(original["shots"][1]["flow_shift"]))
+    assert json.loads(plan_edits(frontend)) == original
+
+
+def test_rerender_gives_one_shot_a_new_seed_and_lock_keeps_a_shot(frontend, short_run):
+    frontend.page.wait_for_selector(f'{EDITOR} [data-shot]', timeout=30_000)
+    queue_and_wait(frontend)  # whatever the earlier tests left edited is rendered first
+    first, second = json.loads(plan_edits(frontend))["shots"]
+    frontend.page.locator(f'{EDITOR} [data-shot="{second["id"]}"] [data-action=lock]').check()
+    assert json.loads(plan_edits(frontend))["shots"][1]["locked"] is True
+    made_before = json.loads((short_run / "manifest.json").read_text(encoding="utf-8"))
+    before = set(frontend.server.get("/history"))
+    frontend.page.locator(f'{EDITOR} [data-shot="{first["id"]}"] [data-action=rerender]').click()  # queues
+    wait_for_run(frontend, before)
+    stored = json.loads(plan_edits(frontend))["shots"]
+    plan = json.loads((short_run / "plan.json").read_text(encoding="utf-8"))["shots"]
+    assert stored[0]["seed"] != first["seed"] and plan[0]["seed"] == stored[0]["seed"]
+    assert plan[1]["locked"] is True and plan[1]["seed"] == second["seed"]
+    made_after = json.loads((short_run / "manifest.json").read_text(encoding="utf-8"))
+    pictures = [rel for rel in made_before if rel.startswith(("portraits/", "keyframes/", "clips/"))]
+    changed = sorted(rel for rel in pictures if made_after.get(rel) != made_before[rel])  # the portraits stay too
+    assert changed and all(first["id"] in rel for rel in changed), changed
+    assert {rel.split("/")[0] for rel in changed} == {"keyframes", "clips"}, changed
+    frontend.page.locator(f"{EDITOR} [data-action=reset]").click()
+    assert plan_edits(frontend) == ""
+    assert "the next queue renders the director's plan" in frontend.page.inner_text(f"{EDITOR} [data-status]")
+
+
+def test_the_critic_board_fills_live_during_a_gated_run_and_the_strip_shows_the_pictures(frontend):
+    """A preview gate set above the technical check's pass (9 > 8) with one retry: every shot gets two attempts."""
+    frontend.load(PREVIEW)
+    set_widgets(frontend, "CineReelDirector", {**SHORT, "seed": 7})
+    set_widgets(frontend, "CineReelCriticGate", {"threshold": 9.0, "max_retries": 1})
+    frontend.page.evaluate("""() => {
+      window.__board = [];
+      let running = null;
+      app.api.addEventListener('executing', ({detail}) => { running = detail?.node ?? detail; });
+      app.api.addEventListener('cinereel.gate', ({detail}) => { if (detail?.attempt) setTimeout(() => window.__board.push({
+        running: String(running),
+        rows: document.querySelectorAll('[data-cinereel-panel=cinereel_scores] [data-attempt]').length}), 0); });
+    }""")
+    queue_and_wait(frontend)
+    gate_id = frontend.page.evaluate("() => String(app.graph._nodes.find(n => n.type === 'CineReelCriticGate').id)")
+    live = frontend.page.evaluate("() => window.__board")
+    assert len(live) == 4 and all(entry["running"] == gate_id for entry in live), live  # during the gate's run
+    assert [entry["rows"] for entry in live] == sorted(entry["rows"] for entry in live) and live[0]["rows"] >= 1
+    rows = frontend.page.evaluate(f"""() => [...document.querySelectorAll('{BOARD} [data-attempt]')].map(r => ({{
+      attempt: r.dataset.attempt, kept: r.dataset.kept, text: r.innerText,
+      thumb: r.querySelector('img') ? r.querySelector('img').naturalWidth : 0}}))""")
+    frontend.screenshot("critic-board")
+    shots = sorted({r["attempt"].split("@")[0] for r in rows})
+    assert len(shots) == 2 and sorted(r["attempt"] for r in rows) == [f"{s}@{k}" for s in shots for k in (1, 2)]
+    for shot in shots:
+        assert [r["kept"] for r in rows if r["attempt"].startswith(shot)].count("1") == 1, rows
+    for r in rows:
+        assert "technical check" in r["text"] and "composition" not in r["text"], r  # measured, not scored
+        assert r["thumb"] > 0, r
+    frontend.page.locator(f'{BOARD} [data-attempt="{shots[0]}@2"]').click()
+    frontend.page.wait_for_function(f"""() => {{
+      const v = document.querySelector('{BOARD} video[data-cinereel-player]');
+      return v && v.dataset.playing === '{shots[0]}@2' && v.readyState >= 2 && !v.error; }}""", timeout=30_000)
+
+    plan = json.loads((run_folder(frontend) / "plan.json").read_text(encoding="utf-8"))
+    expected = {f"portrait:{c['id']}" for c in plan["characters"]} | {f"keyframe:{s['id']}" for s in plan["shots"]}
+    frontend.page.wait_for_function(f"""n => [...document.querySelectorAll('{STRIP} img')]
+      .filter(i => i.complete && i.naturalWidth > 0).length === n""", arg=len(expected), timeout=30_000)
+    shown = frontend.page.evaluate(f"() => [...document.querySelectorAll('{STRIP} img')].map(i => i.dataset.picture)")
+    frontend.screenshot("keyframe-strip")
+    assert set(shown) == expected and len(shown) == len(expected)
+    graph = frontend.graph()
+    assert layout_problems(graph) == [], ("\n".join(layout_problems(graph)), [(n["type"], n["size"]) for n in graph["nodes"]])
+
+
+# last, so it sees everything every test above made the page log
 def test_the_pack_logs_no_error_or_warning_and_every_event_is_handled(frontend, preview_run):
     unhandled = [m["text"][:300] for m in frontend.console
                  if "Unhandled message" in m["text"] or "Unknown message type" in m["text"]]

@@ -18,7 +18,7 @@ SIZE = {
     "CineReelLLMLoader": (340, 322, 322), "CineReelKeyframeLoader": (340, 322, 322),
     "CineReelMotionLoader": (340, 466, 466), "CineReelVoiceLoader": (340, 178, 178),
     "CineReelMusicLoader": (340, 226, 226),
-    "CineReelDirector": (420, 354, 680),
+    "CineReelDirector": (420, 354, 860),
     "CineReelKeyframes": (340, 46, 120), "CineReelAnimate": (340, 78, 150), "CineReelCriticGate": (380, 214, 800),
     "CineReelNarrate": (340, 102, 180), "CineReelScoreMusic": (340, 78, 150), "CineReelMix": (340, 130, 200),
     "CineReelAssemble": (440, 106, 664), "CineReelToImage": (320, 82, 150), "PreviewImage": (320, 258, 300),
