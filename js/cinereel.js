@@ -1,6 +1,7 @@
 // CineReel's UI: shows what the graph produces where it is made.
 // - the shot list on the Director node, with the stages of its run as they finish (cinereel.plan, cinereel.stage)
-// - the critic's scores per shot on the Critic Gate node (cinereel.gate, and the node's output)
+// - the critic's scores per shot on the Critic Gate node (cinereel.gate, and the node's output) and on the
+//   Keyframe Gate node (cinereel.keyframe_gate)
 // - a "resident" badge on the one loader whose model is resident, and the resident model on Unload nodes
 //   (cinereel.residency, matched to the handle each loader reports when it runs)
 // - the finished reel playing on the Assemble node
@@ -230,6 +231,10 @@ app.registerExtension({
     api.addEventListener("cinereel.gate", ({ detail }) => {
       const node = nodeById(executing);
       if (node?.comfyClass === "CineReelCriticGate" && Array.isArray(detail?.rows)) showScores(node, detail.rows);
+    });
+    api.addEventListener("cinereel.keyframe_gate", ({ detail }) => {
+      const node = nodeById(executing);
+      if (node?.comfyClass === "CineReelKeyframeGate" && Array.isArray(detail?.rows)) showScores(node, detail.rows);
     });
     api.addEventListener("cinereel.residency", ({ detail }) => {
       resident = { key: detail?.resident_key ?? null, label: detail?.resident ?? null };

@@ -22,7 +22,7 @@ SIZE = {
     "CineReelKeyframes": (340, 46, 120), "CineReelAnimate": (340, 78, 150), "CineReelCriticGate": (380, 214, 800),
     "CineReelNarrate": (340, 102, 180), "CineReelScoreMusic": (340, 78, 150), "CineReelMix": (340, 130, 200),
     "CineReelAssemble": (440, 106, 664), "CineReelToImage": (320, 82, 150), "PreviewImage": (320, 258, 300),
-    "CineReelUnloadModels": (320, 58, 130),
+    "CineReelUnloadModels": (320, 58, 130), "CineReelKeyframeGate": (380, 146, 740),
 }
 COLOURS = {"Models": "#3f789e", "Story": "#a1309b", "Pictures": "#b58b2a", "Motion": "#8A8", "Sound": "#88A",
            "Output": "#b06634"}
@@ -31,7 +31,8 @@ LAYOUT = [
     [("Models", [["CineReelLLMLoader", "CineReelKeyframeLoader", "CineReelMotionLoader", "CineReelVoiceLoader",
                   "CineReelMusicLoader"]])],
     [("Story", [["CineReelDirector"]])],
-    [("Pictures", [["CineReelKeyframes"]]), ("Motion", [["CineReelAnimate", "CineReelCriticGate"]])],
+    [("Pictures", [["CineReelKeyframes", "CineReelKeyframeGate"]]),
+     ("Motion", [["CineReelAnimate", "CineReelCriticGate"]])],
     [("Sound", [["CineReelNarrate", "CineReelScoreMusic", "CineReelMix"]])],
     [("Output", [["CineReelAssemble"], ["CineReelToImage", "PreviewImage", "CineReelUnloadModels"]])],
 ]
