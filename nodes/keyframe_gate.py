@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ..model_loaders.handles import ModelHandle
 from .base import KEYFRAME_MODEL, LLM, ReelNode, choice, integer, number, reel_input
 from .pipeline.gate import DEFAULT_THRESHOLD, MAX_RETRIES
-from .pipeline.keyframe_gate import board_rows, run_keyframe_gate, summary_text
+from .pipeline.keyframe_gate import board_rows, real_critic, run_keyframe_gate, summary_text
 
 if TYPE_CHECKING:
     from .pipeline.reel import Reel
@@ -44,7 +44,7 @@ class KeyframeGateNode(ReelNode):
 
     def gate(self, reel: Reel, critic: ModelHandle, keyframe_model: ModelHandle, mode: str, threshold: float,
              max_retries: int) -> dict:
-        if mode == "off" or (mode == MODES[0] and critic.family.startswith("preview-")):
+        if mode == "off" or (mode == MODES[0] and not real_critic(critic)):
             why = "off" if mode == "off" else "the preview critic judges no image labels (set mode to on to run it)"
             return {"ui": {"text": [f"keyframes passed through unjudged: {why}"]}, "result": (reel,)}
         out = run_keyframe_gate(reel, critic, keyframe_model, threshold, max_retries)

@@ -50,13 +50,16 @@ STAGE = "keyframe_gate"
 REDRAW_TAG = "kfgate"  # keyframes/<shot>.kfgate<k>.png
 
 
+def real_critic(critic: ModelHandle | None) -> bool:
+    """A language-model critic; the preview critic is a technical check that names no image label."""
+    return critic is not None and not critic.family.startswith("preview-")
+
+
 def keyframe_gate_on(options: PipelineOptions) -> bool:
-    """``options.keyframe_gate`` when set; unset (None): on with the clip gate and a real critic, off with the
-    preview critic (its technical check sees no image label)."""
+    """``options.keyframe_gate`` when set; unset (None): on with the clip gate and a real critic."""
     if options.keyframe_gate is not None:
         return bool(options.keyframe_gate)
-    critic = options.handles.get("llm")
-    return bool(options.gate and critic is not None and not critic.family.startswith("preview-"))
+    return bool(options.gate and real_critic(options.handles.get("llm")))
 
 
 def image_failure(attempt: Attempt, threshold: float) -> bool:
