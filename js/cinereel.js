@@ -2,6 +2,7 @@
 // - the shot list on the Director node, with the stages of its run as they finish (cinereel.plan, cinereel.stage)
 // - the shot editor on the Director node (cinereel_editor.js), the live critic board on the Critic Gate node and the
 //   keyframe strip on the Keyframes node (cinereel_board.js: cinereel.gate, cinereel.keyframe)
+// - the keyframe critic's verdict per shot on the Keyframe Gate node (cinereel.keyframe_gate, and the node's output)
 // - a "resident" badge on the one loader whose model is resident, and the resident model on Unload nodes
 //   (cinereel.residency, matched to the handle each loader reports when it runs)
 // - the finished reel playing on the Assemble node
@@ -131,6 +132,22 @@ function showVideo(node, file) {
   fit(node);
 }
 
+// The Keyframe Gate's verdict per shot: a critic model judged each keyframe, so its scores are shown as given.
+function showKeyframeScores(node, rows) {
+  const el = panel(node, "cinereel_scores");
+  el.replaceChildren();
+  for (const r of rows) {
+    const mark = r.passed ? "✓" : r.flagged ? "⚑" : "✗";
+    const mean = r.mean == null ? "unjudged" : `mean ${Number(r.mean).toFixed(1)}`;
+    row(el, `${mark} ${r.shot}  keyframe ${r.attempt}/${r.of}  ${mean}  ${r.label || r.reason || ""}`, true);
+    if (r.scores) {
+      row(el, `  composition ${r.scores.composition}  motion ${r.scores.motion_coherence}  ` +
+        `character ${r.scores.character_consistency}  lighting ${r.scores.lighting_fidelity}`);
+    }
+  }
+  fit(node);
+}
+
 function showText(node, lines) {
   const el = panel(node, "cinereel_status");
   el.replaceChildren();
@@ -215,6 +232,10 @@ app.registerExtension({
       if (!stages.includes(detail.stage)) stages.push(detail.stage);
       showPlan(node);
     });
+    api.addEventListener("cinereel.keyframe_gate", ({ detail }) => {
+      const node = nodeById(executing);
+      if (node?.comfyClass === "CineReelKeyframeGate" && Array.isArray(detail?.rows)) showKeyframeScores(node, detail.rows);
+    });
     api.addEventListener("cinereel.residency", ({ detail }) => {
       resident = { key: detail?.resident_key ?? null, label: detail?.resident ?? null };
       updateBadges();
@@ -236,6 +257,7 @@ app.registerExtension({
       onExecuted?.apply(this, arguments);
       if (output?.cinereel_shots) onPlan(this, output.cinereel_plan?.[0]?.run_id, output.cinereel_shots, output.cinereel_plan?.[0]);
       if (output?.cinereel_video?.[0]) showVideo(this, output.cinereel_video[0]);
+      if (output?.cinereel_scores && this.comfyClass === "CineReelKeyframeGate") showKeyframeScores(this, output.cinereel_scores);
       if (output?.text) showText(this, output.text);
       if (output?.cinereel_handle?.[0]) {
         this.cinereelHandle = output.cinereel_handle[0];

@@ -526,8 +526,12 @@ def critic_user_text(prompt: str, portraits: int, frames: int) -> tuple[str, str
     """The text around the portraits and the clip in the critic's user turn."""
     who = (f"Reference portrait{'s' if portraits > 1 else ''} of the character{'s' if portraits > 1 else ''} "
            "who should appear:" if portraits else "No character should appear in this shot.")
-    shot = f"Shot prompt: {prompt.strip() or '(none)'}\nThe clip, {frames} frames sampled in order:"
-    ask = "Score the clip and answer with the JSON object."
+    still = frames == 1  # the keyframe gate: one still, judged before the clip is animated from it
+    what = "The shot's keyframe, a still image the clip will be animated from:" if still else \
+        f"The clip, {frames} frames sampled in order:"
+    shot = f"Shot prompt: {prompt.strip() or '(none)'}\n{what}"
+    ask = ("Score the keyframe as a still (motion_coherence: bodies and objects are physically plausible) and "
+           "answer with the JSON object." if still else "Score the clip and answer with the JSON object.")
     return who, shot, ask
 
 

@@ -7,6 +7,7 @@ from . import (
     batch,
     director,
     gate,
+    keyframe_gate,
     keyframes,
     loaders,
     mix,
@@ -17,7 +18,8 @@ from . import (
     voice,
 )
 
-_MODULES = (loaders, director, keyframes, motion, gate, voice, music, mix, assemble, unload, adapters, batch)
+_MODULES = (loaders, director, keyframes, keyframe_gate, motion, gate, voice, music, mix, assemble, unload, adapters,
+            batch)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

@@ -282,18 +282,28 @@ def load_test_module(name: str):
 def check_full_real_reel(report: dict, shots: int, width: int, height: int, frames: int) -> None:
     """What a whole reel made with every real backend on tiny checkpoints must show in its report.json:
     the Qwen director planned it; phase-major loads, one model at a time, the critic on the director's
-    checkpoint loaded once for every clip; every clip judged by that critic; narration, music, master, MP4."""
+    checkpoint loaded once for every keyframe (the keyframe gate, on by default with a real critic) and once
+    for every clip; every keyframe and clip judged by that critic; narration, music, master, MP4."""
     from cinereel.model_loaders.vocabulary.critique import FAILURE_LABELS, SCORE_AXES
 
     assert report["director_engine"] == "qwen3.5"
     log = report["residency"]
     loads = [(e["family"], e["stage"]) for e in log if e["event"] == "load"]
-    assert loads == [("qwen3.5", "director"), ("flux2-klein", "keyframes"), ("wan2.2-i2v", "motion"),
-                     ("qwen3.5", "gate"), ("kokoro", "narration"), ("acestep", "music")], loads
+    assert loads == [("qwen3.5", "director"), ("flux2-klein", "keyframes"), ("qwen3.5", "keyframe_gate"),
+                     ("wan2.2-i2v", "motion"), ("qwen3.5", "gate"), ("kokoro", "narration"),
+                     ("acestep", "music")], loads
     events = [e["event"] for e in log]
     first_load = events.index("load")  # before it, at most the eviction of a model an earlier run left resident
     assert events[:first_load] in ([], ["evict"])
-    assert events[first_load:] == ["load", "evict"] * 5 + ["load"]
+    assert events[first_load:] == ["load", "evict"] * 6 + ["load"]
+    keyframe_gate = report["keyframe_gate"]
+    assert keyframe_gate["model_loads"] == 1 and len(keyframe_gate["shots"]) == shots
+    for shot in keyframe_gate["shots"]:
+        (attempt,) = shot["attempts"]  # no retries: judged once, kept whatever the verdict
+        assert attempt["verdict"] in ("passed", "deferred", "failed") and attempt["critic_s"] > 0
+        assert set(attempt["scores"]) == set(SCORE_AXES) and all(1 <= v <= 10 for v in attempt["scores"].values())
+        assert attempt["label"] is None or attempt["label"] in FAILURE_LABELS
+        assert attempt["sent"]["keyframe"]["renderer"] == "flux2-klein"
     gate = report["gate"]
     assert gate["technical_check"] is False and gate["model_loads"] == 1 and len(gate["shots"]) == shots
     for shot in gate["shots"]:

@@ -42,7 +42,10 @@ def test_every_node_validates_with_its_default_inputs(comfy):
         "5": loader("CineReelMusicLoader", "preview (synth bed)"),
         "10": director(),
         "11": {"class_type": "CineReelKeyframes", "inputs": {"reel": ["10", 0], "keyframe_model": ["2", 0]}},
-        "12": {"class_type": "CineReelAnimate", "inputs": {"reel": ["11", 0], "motion_model": ["3", 0],
+        "15": {"class_type": "CineReelKeyframeGate", "inputs": {
+            "reel": ["11", 0], "critic": ["1", 0], "keyframe_model": ["2", 0], "mode": "auto (on with a real critic)",
+            "threshold": 7.0, "max_retries": 3}},
+        "12": {"class_type": "CineReelAnimate", "inputs": {"reel": ["15", 0], "motion_model": ["3", 0],
                                                            "clip_preset": "veryfast"}},
         "13": {"class_type": "CineReelNarrate", "inputs": {"reel": ["12", 0], "voice_model": ["4", 0],
                                                            "lead_in_s": 0.25}},
@@ -55,7 +58,7 @@ def test_every_node_validates_with_its_default_inputs(comfy):
     }
     ok, error, outputs, node_errors = comfy.validate(prompt)
     assert ok is True, (error, node_errors)
-    assert set(outputs) == {"21", "23"}
+    assert set(outputs) == {"15", "21", "23"}  # the Keyframe Gate is an output node (it shows its board)
 
 
 def test_a_small_prompt_executes(comfy):
@@ -73,6 +76,28 @@ def test_a_small_prompt_executes(comfy):
     assert report["model_loads"] == 1
     assert executor.outputs_ui["3"]["text"] == ["unloaded preview-llm:preview"]
     assert executor.outputs_ui["2"]["cinereel_shots"][0]["id"] == plan["shots"][0]["id"]
+
+
+def test_the_keyframe_gate_judges_keyframes_in_the_executor_and_shows_its_board(comfy):
+    """Mode on with the preview critic (its technical check): every keyframe judged once, before motion."""
+    executor = comfy.run({
+        "1": loader("CineReelLLMLoader", PREVIEW_LLM),
+        "2": director(run_id="executor-keyframe-gate"),
+        "3": loader("CineReelKeyframeLoader", "preview (storyboard frames)"),
+        "4": {"class_type": "CineReelKeyframes", "inputs": {"reel": ["2", 0], "keyframe_model": ["3", 0]}},
+        "5": {"class_type": "CineReelKeyframeGate", "inputs": {"reel": ["4", 0], "critic": ["1", 0],
+                                                               "keyframe_model": ["3", 0], "mode": "on",
+                                                               "threshold": 7.0, "max_retries": 1}},
+        "6": {"class_type": "CineReelToImage", "inputs": {"reel": ["5", 0], "kind": "keyframe", "shot": 1}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
+    })
+    assert executor.success, executor.status_messages
+    board = executor.outputs_ui["5"]["cinereel_scores"]
+    assert [(row["attempt"], row["of"], row["passed"]) for row in board] == [(1, 1, True)] * 2
+    report = json.loads((comfy.output_dir / "cinereel" / "executor-keyframe-gate" / "report.json")
+                        .read_text(encoding="utf-8"))
+    assert [s["verdict"] for s in report["keyframe_gate"]["shots"]] == ["passed", "passed"]
+    assert report["keyframe_gate"]["model_loads"] == 1
 
 
 @pytest.mark.parametrize("inputs,message", [

@@ -328,7 +328,8 @@ def test_server_down_timeout_and_http_500_name_the_cause(server):
                                          ("slow", "s waited in all, 3 tries of up to 1 s each")])
 def test_a_reel_whose_critic_cannot_answer_finishes_with_its_clips_flagged(server, tmp_path, capsys, mode, cause):
     """Garbage, a server error or a timeout from the critic after the client's own retries: the gate counts a
-    failed critique with the reason critic_unavailable, re-renders nothing, keeps the clip and the reel ends."""
+    failed critique with the reason critic_unavailable, re-renders nothing, keeps the clip and the reel ends.
+    The keyframe gate before it (on by default with a real critic) keeps each keyframe unjudged alike."""
     from cinereel.nodes.pipeline.cli import main
     from cinereel_testkit import sample_plan_dict
 
@@ -356,8 +357,10 @@ def test_a_reel_whose_critic_cannot_answer_finishes_with_its_clips_flagged(serve
     assert sorted(p.name for p in (Path(summary["run_dir"]) / "clips").glob("*.mp4")) == [
         "shot_01.attempt1.mp4", "shot_02.attempt1.mp4"]
     assert Path(summary["reel"]).stat().st_size > 0
+    assert [(s["verdict"], len(s["attempts"])) for s in report["keyframe_gate"]["shots"]] == [("unjudged", 1)] * 2
     warnings = [line for line in captured.err.splitlines() if line.startswith("cinereel: warning: ")]
-    assert len(warnings) == 2 and all("critic_unavailable" in w and cause in w for w in warnings), captured.err
+    assert len(warnings) == 4 and all("critic_unavailable" in w and cause in w for w in warnings), captured.err
+    assert sum("at the keyframe gate" in w for w in warnings) == 2
     assert report["warnings"] == [w[len("cinereel: warning: "):] for w in warnings]
 
 

@@ -44,7 +44,8 @@ def test_the_command_line_makes_a_reel_with_every_real_backend(tmp_path, checkpo
     # fits once the voice stage compresses and spills it; Kokoro speaks English offline.
     argv = [SENTENCE, "--duration", "3", "--shots", "2", "--resolution", "480p", "--language", "en-US",
             "--out", str(tmp_path), "--run-id", "tiny-real", "--json",
-            # No retry round, so each model loads once per phase (retries are tested in test_gate.py).
+            # No retry round, so each model loads once per phase (retries are tested in test_gate.py and
+            # test_keyframe_gate.py); the keyframe gate is on by default with the real critic.
             "--gate", "--max-retries", "0",
             # Random tiny decoders draw nearly flat frames that the technical check rightly fails; off,
             # every clip goes to the language-model critic.
@@ -61,10 +62,10 @@ def test_the_command_line_makes_a_reel_with_every_real_backend(tmp_path, checkpo
     # The language model planned it (constrained decoding: a valid plan from random weights).
     assert (plan["width"], plan["height"], len(plan["shots"])) == (832, 480, 2) and plan["language"] == "en-US"
     check_full_real_reel(report, shots=2, width=832, height=480, frames=48)
-    # Both Qwen loads (the director's, the critic's) ran in a worker process (the Qwen default), gone after
-    # each eviction.
+    # Every Qwen load (the director's, the keyframe critic's, the clip critic's) ran in a worker process (the
+    # Qwen default), gone after each eviction.
     workers = [e["worker_pid"] for e in report["residency"] if e["event"] == "load" and e["family"] == "qwen3.5"]
-    assert all(workers) and len(set(workers)) == 2
+    assert all(workers) and len(set(workers)) == 3
     for pid in workers:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert Path(summary["reel"]).stat().st_size > 0 and (run / "reel.srt").exists()

@@ -49,6 +49,7 @@ def test_the_720p_workflow_runs_every_real_backend_on_tiny_checkpoints(comfy, tm
     # No retries (one load per model and phase); random tiny decoders draw nearly flat frames that the
     # technical check rightly fails, so it is off and the critic model judges every clip.
     by_type["CineReelCriticGate"][1].update(max_retries=0, technical_check=False)
+    by_type["CineReelKeyframeGate"][1].update(max_retries=0)  # judges each keyframe once (a real critic: on)
 
     executor = comfy.run(prompt)
     assert executor.success, [m for m in executor.status_messages if m[0] == "execution_error"]

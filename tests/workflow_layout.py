@@ -23,6 +23,7 @@ SIZE = {
     "CineReelNarrate": (340, 102, 180), "CineReelScoreMusic": (340, 78, 150), "CineReelMix": (340, 130, 200),
     "CineReelAssemble": (440, 106, 664), "CineReelToImage": (320, 82, 150), "PreviewImage": (320, 258, 300),
     "CineReelUnloadModels": (320, 58, 130), "CineReelBatch": (420, 456, 1000),
+    "CineReelKeyframeGate": (380, 146, 740),
 }
 COLOURS = {"Models": "#3f789e", "Story": "#a1309b", "Pictures": "#b58b2a", "Motion": "#8A8", "Sound": "#88A",
            "Output": "#b06634"}
@@ -31,7 +32,8 @@ LAYOUT = [
     [("Models", [["CineReelLLMLoader", "CineReelKeyframeLoader", "CineReelMotionLoader", "CineReelVoiceLoader",
                   "CineReelMusicLoader"]])],
     [("Story", [["CineReelDirector", "CineReelBatch"]])],
-    [("Pictures", [["CineReelKeyframes"]]), ("Motion", [["CineReelAnimate", "CineReelCriticGate"]])],
+    [("Pictures", [["CineReelKeyframes", "CineReelKeyframeGate"]]),
+     ("Motion", [["CineReelAnimate", "CineReelCriticGate"]])],
     [("Sound", [["CineReelNarrate", "CineReelScoreMusic", "CineReelMix"]])],
     [("Output", [["CineReelAssemble"], ["CineReelToImage", "PreviewImage", "CineReelUnloadModels"]])],
 ]

@@ -97,6 +97,10 @@ def parser(sentence: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--no-technical-check", dest="technical_check", action="store_false",
                    help="with --gate: let the critic judge black, blank, still or flickering clips too, instead of "
                         "failing them at once (for deliberately dark or still shots)")
+    p.add_argument("--keyframe-gate", action=argparse.BooleanOptionalAction, default=None,
+                   help="the critic judges every keyframe before any clip is animated and redraws the ones that "
+                        "fail on an image label, with --threshold and --max-retries (default: on with --gate and a "
+                        "real critic, off with the preview critic)")
     p.add_argument("--keep", choices=("all", "best", "final"), default="all",
                    help="what stays in the run folder once the reel is made: all (default: every attempt), best "
                         "(the reel, each shot's chosen attempt and what resuming needs; other attempts and "
@@ -214,7 +218,8 @@ def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str |
     if "voice" in handles:
         problems += plan_problems(plan_override, engine_of(handles["voice"]))
     options = PipelineOptions(handles=handles, target_lufs=args.target_lufs, gate=args.gate,
-                              technical_check=args.technical_check, threshold=args.threshold,
+                              technical_check=args.technical_check, keyframe_gate=args.keyframe_gate,
+                              threshold=args.threshold,
                               max_retries=args.max_retries, keep=args.keep,
                               settings=settings.report() if (settings := getattr(args, "settings", None)) else None)
     problems += settings_problems(request, options)

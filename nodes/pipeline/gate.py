@@ -212,16 +212,18 @@ def _timed(job: Job, timings: dict[str, float]) -> Job:
 
 def revise_failures(reel: Reel, failed: list[ShotState]) -> None:
     """Append the next attempt to each failed shot, its parameters changed by the failure label."""
+    from .keyframe_gate import approved_keyframes
     from .retry import revise
     from .user_media import user_items
 
-    given = user_items(reel)
+    # The user's own keyframe, and one the keyframe gate approved, is never redrawn: only its clip is re-animated
+    # with the revised parameters (an image label on the clip then came from the motion, not the keyframe).
+    kept = set(user_items(reel)) | approved_keyframes(reel)
     for state in failed:
         previous = state.latest
         label = (previous.critique or {}).get("label")
         revision = revise(previous.shot, reel.plan, label, previous.number + 1, state.original.seed)
-        # The user's own keyframe is never redrawn: only its clip is re-animated with the revised parameters.
-        redraw = revision.rerender_keyframe and f"keyframe:{revision.shot.id}" not in given
+        redraw = revision.rerender_keyframe and previous.keyframe not in kept
         keyframe = f"keyframe:{revision.shot.id}@{previous.number + 1}" if redraw else previous.keyframe
         state.attempts.append(Attempt(previous.number + 1, revision.shot, keyframe, label_fixed=label,
                                       changes={k: list(v) for k, v in revision.changes.items()}))

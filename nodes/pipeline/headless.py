@@ -42,6 +42,8 @@ class PipelineOptions:
     threshold: float = 7.0
     max_retries: int = 3
     technical_check: bool = True  # off: the critic also judges black, blank, still or flickering clips
+    # the critic judges keyframes before motion (keyframe_gate.py); None: on with the gate and a real critic
+    keyframe_gate: bool | None = None
     keep: str = "all"  # what stays on disk once the reel is made: all, best or final (retention.py)
     # The effective settings and where each came from (settings.Resolved.report()), recorded in report.json.
     settings: dict | None = None
@@ -55,11 +57,15 @@ def reel_stages(options: PipelineOptions) -> list[Stage]:
     """Every stage after the director, in order, as (name, REEL -> REEL); ``batch.py`` runs the same list."""
     from .assemble import assemble_stage
     from .gate import run_gate
+    from .keyframe_gate import keyframe_gate_on, run_keyframe_gate
     from .mix import mix_stage
 
     h = options.handles
     return [
         ("keyframes", lambda r: render_keyframes(r, h["keyframes"])),
+        *([("keyframe_gate", lambda r: run_keyframe_gate(r, h["llm"], h["keyframes"], options.threshold,
+                                                         options.max_retries))]
+          if keyframe_gate_on(options) else []),
         ("motion", lambda r: animate(r, h["motion"], options.clip_preset)),
         *([("gate", lambda r: run_gate(r, h["llm"], h["keyframes"], h["motion"], options.threshold,
                                        options.max_retries, clip_preset=options.clip_preset,

@@ -53,14 +53,16 @@ def portrait_job(plan: Plan, char_id: str, handle: ModelHandle) -> Job:
 
 
 def keyframe_job(plan: Plan, shot: Shot, portraits: dict[str, Job], run_root: Path, handle: ModelHandle,
-                 attempt: int = 1) -> Job:
+                 attempt: int = 1, tag: str = "attempt") -> Job:
+    """``keyframes/<shot>.png`` for attempt 1, else ``keyframes/<shot>.<tag><attempt>.png`` (the clip gate's
+    ``attempt``, the keyframe gate's ``kfgate``: their redraws never share a file)."""
     from ...model_loaders.vocabulary.plan import shot_render_fields
 
     refs = {c: portraits[c] for c in shot.characters}
     inputs = {"shot": shot_render_fields(shot),
               "plan_look": [plan.mood, plan.time_of_day, plan.locale, plan.width, plan.height],
               "references": {c: job.key for c, job in refs.items()}, "model": handle.key}
-    suffix = "" if attempt == 1 else f".attempt{attempt}"
+    suffix = "" if attempt == 1 else f".{tag}{attempt}"
 
     rel = f"keyframes/{shot.id}{suffix}.png"
 

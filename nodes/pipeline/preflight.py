@@ -31,13 +31,14 @@ class PreflightError(ValueError):
 def settings_problems(request: DirectorRequest, options: PipelineOptions) -> list[str]:
     """Everything wrong with a headless run's settings; an empty list when it can start."""
     from .gate import check_gate_settings
+    from .keyframe_gate import keyframe_gate_on
 
     problems = []
     try:
         request.validate()
     except ValueError as exc:
         problems.append(str(exc))
-    if options.gate:
+    if options.gate or keyframe_gate_on(options):
         try:
             check_gate_settings(options.threshold, options.max_retries)
         except ValueError as exc:

@@ -157,6 +157,9 @@ def _settings() -> list[Setting]:
                 "--max-retries"),
         Setting(g, "technical_check", True, "fail black, blank, still or flickering clips before the critic",
                 "bool", "technical_check", "--no-technical-check"),
+        Setting(g, "keyframe_gate", None, "the critic judges every keyframe before motion and redraws image "
+                "failures (same threshold and retries); \"\" = on with the gate and a real critic, off with the "
+                "preview critic", "bool", "keyframe_gate", "--keyframe-gate", optional=True),
         Setting("mix", "target_lufs", -18.0, "integrated loudness of the master (-14 social, -23 EBU R128)",
                 "float", "target_lufs", "--target-lufs"),
     ]

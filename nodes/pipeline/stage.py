@@ -151,7 +151,8 @@ def add_warning(reel: Reel, warning: str) -> list[str]:
 
 # One invocation: a ComfyUI server's life, or one headless command (the CLI starts a new one).
 _invocation = uuid.uuid4().hex[:12]
-HISTORY_FIELDS = ("timings", "residency", "model_loads", "stage_seconds_total", "gate", "warnings", "retention")
+HISTORY_FIELDS = ("timings", "residency", "model_loads", "stage_seconds_total", "gate", "keyframe_gate", "warnings",
+                  "retention")
 
 
 def new_invocation() -> str:
