@@ -56,6 +56,8 @@ def run_jobs(
         with run.locked():
             if handle is None:
                 _run_pending(run, None, pending, progress)
+            elif (remote := _job_runner.get()) is not None:  # a Ray batch: workers render (ray_batch.py)
+                remote(run, handle, pending, progress)
             else:
                 with RESIDENCY.use(handle) as model:
                     _run_pending(run, model, pending, progress)
@@ -63,6 +65,15 @@ def run_jobs(
 
 
 _current_progress: ContextVar[Progress | None] = ContextVar("cinereel_progress", default=None)
+# Who runs jobs that need a model, when not this process: runner(run, handle, pending, progress) makes every
+# pending artifact and records it in the run's manifest (ray_batch.py hands them to Ray workers).
+JobRunner = Callable[[RunDir, ModelHandle, Sequence[Job], Progress | None], None]
+_job_runner: ContextVar[JobRunner | None] = ContextVar("cinereel_job_runner", default=None)
+
+
+def set_job_runner(runner: JobRunner | None) -> Any:
+    """Route this context's model jobs to ``runner`` (None: back to this process); returns the reset token."""
+    return _job_runner.set(runner)
 
 
 def step_callback() -> Callable[[int, int], None]:
