@@ -1,0 +1,129 @@
+"""A batch on a local Ray instance with two CPU workers and the preview backends (issue #11, point 3).
+
+Skips, saying why, where Ray is not installed; fails instead where ``CINEREEL_RAY_REQUIRED=1`` (CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+from cinereel.model_loaders.residency import RESIDENCY
+from cinereel.model_loaders.rules import DirectorRequest
+from cinereel.nodes.pipeline.audio import integrated_lufs
+from cinereel.nodes.pipeline.backends import make_handle
+from cinereel.nodes.pipeline.headless import PipelineOptions
+from cinereel.nodes.pipeline.ray_batch import RayOptions, forwarded_env, run_ray_batch
+from cinereel.nodes.pipeline.video import probe, read_audio
+
+pytestmark = [pytest.mark.reel, pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one Ray instance
+
+SENTENCES = ("A lone astronaut walks through a neon-lit Tokyo alley at dusk",
+             "Two old friends share coffee at a Paris market in the morning rain",
+             "A fisherman pulls his boat onto a snowy beach at night")
+DURATION_S = 4.0
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    try:
+        import ray
+    except ImportError:
+        reason = 'Ray is not installed (pip install ".[ray]")'
+        if os.environ.get("CINEREEL_RAY_REQUIRED") == "1":
+            pytest.fail(f"CINEREEL_RAY_REQUIRED=1, but {reason}", pytrace=False)
+        pytest.skip(reason)
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def requests() -> list[DirectorRequest]:
+    return [DirectorRequest(sentence=s, duration_s=DURATION_S, shots=2, seed=7) for s in SENTENCES]
+
+
+def check_reel(path: Path) -> None:
+    info = probe(path)
+    assert (info["width"], info["height"]) == (1280, 720)
+    assert info["video_codec"] == "h264" and info["audio_codec"] == "aac"
+    assert abs(info["video_duration"] - DURATION_S) <= 1 / 16
+    audio, sr = read_audio(path)
+    assert integrated_lufs(audio, sr) == pytest.approx(-18.0, abs=0.5)
+
+
+def check_loads(batch: dict) -> None:
+    """Each worker loads each phase's model at most once (work stealing never costs a reload)."""
+    loads = batch["ray"]["loads"]
+    assert loads, "no worker loaded anything"
+    for worker, phases in loads.items():
+        for phase, families in phases.items():
+            assert all(count == 1 for count in families.values()), (worker, phase, families)
+            assert len(families) == 1, (worker, phase, families)
+
+
+def test_three_reels_on_two_workers_each_loading_each_model_once_per_phase(ray_instance, tmp_path):
+    mark = RESIDENCY.mark()
+    batch = run_ray_batch(requests(), tmp_path, PipelineOptions(), RayOptions(workers=2))
+
+    assert [row["status"] for row in batch["reels"]] == ["done"] * 3, batch["reels"]
+    for row in batch["reels"]:
+        check_reel(Path(row["reel"]))
+        run = Path(row["reel"]).parent
+        assert not [p for p in run.rglob(".*partial*")], "a worker's staged file was left behind"
+        report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+        assert report["ray"] == {"workers": 2, "reschedules": []}
+        manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+        assert {"keyframes/shot-01.png", "clips/shot-02.attempt1.mp4", "audio/music.wav"} <= set(manifest)
+    assert RESIDENCY.loads(mark) == 0, "the driver loaded a model: every model job belongs on a worker"
+    check_loads(batch)
+    jobs = batch["ray"]["jobs"]
+    assert set(jobs) == {"w1", "w2"}, "both workers rendered"
+    assert sum(per["motion"] for per in jobs.values() if "motion" in per) == 6  # 3 reels x 2 shots
+    assert json.loads((tmp_path / "cinereel" / "batch.json").read_text(encoding="utf-8")) == batch
+
+    again = run_ray_batch(requests(), tmp_path, PipelineOptions(), RayOptions(workers=2))
+    assert [row["status"] for row in again["reels"]] == ["done"] * 3
+    assert again["ray"]["jobs"] == {} and again["ray"]["loads"] == {}, "a finished batch resumes with nothing to do"
+
+
+def test_a_worker_killed_mid_batch_costs_one_clip_rendered_again_elsewhere(ray_instance, tmp_path):
+    killed: list[str] = []
+
+    def kill_on_first_clip(worker: str, actor, job: str, phase: str) -> None:
+        if job.startswith("clip:") and not killed:
+            killed.append(worker)
+            ray_instance.kill(actor)
+
+    batch = run_ray_batch(requests(), tmp_path, PipelineOptions(), RayOptions(workers=2),
+                          on_dispatch=kill_on_first_clip)
+
+    assert [row["status"] for row in batch["reels"]] == ["done"] * 3, batch["reels"]
+    for row in batch["reels"]:
+        check_reel(Path(row["reel"]))
+    [moved] = batch["ray"]["reschedules"]
+    assert moved["worker_died"] == killed[0] and moved["phase"] == "motion" and moved["job"].startswith("clip:")
+    assert moved["rerun_on"] not in (None, killed[0])
+    assert {"worker": "w3", "started": f"replacing {killed[0]}"} in batch["ray"]["workers"]
+    assert killed[0] not in batch["ray"]["jobs"] or "motion" not in batch["ray"]["jobs"][killed[0]]
+    check_loads(batch)
+    run = tmp_path / "cinereel" / moved["run_id"]
+    report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    assert report["ray"]["reschedules"] == [moved]
+    shot = moved["job"].split(":", 1)[1]
+    assert f"clips/{shot}.attempt1.mp4" in json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+
+
+def test_an_openai_compatible_director_travels_to_workers_with_its_key(monkeypatch):
+    """A vLLM server shared by every worker: the handle pickles whole, and its API key variable (only that one)
+    goes into the workers' environment."""
+    monkeypatch.setenv("VLLM_API_KEY", "sk-test")
+    monkeypatch.setenv("OTHER_API_KEY", "not-for-workers")
+    handle = make_handle("llm", "OpenAI-compatible server", base_url="https://vllm.cluster:8000/v1", model="qwen",
+                         api_key_env="VLLM_API_KEY")
+    assert pickle.loads(pickle.dumps(handle)) == handle
+    options = PipelineOptions(handles={**PipelineOptions().handles, "llm": handle})
+    env = forwarded_env(options)
+    assert env.get("VLLM_API_KEY") == "sk-test" and "OTHER_API_KEY" not in env
