@@ -90,6 +90,7 @@ def test_three_reels_on_two_workers_each_loading_each_model_once_per_phase(ray_i
 
 
 def test_a_worker_killed_mid_batch_costs_one_clip_rendered_again_elsewhere(ray_instance, tmp_path):
+    """With --ray-return-artifacts too: the artifacts travel back to the driver, which writes them."""
     killed: list[str] = []
 
     def kill_on_first_clip(worker: str, actor, job: str, phase: str) -> None:
@@ -97,12 +98,14 @@ def test_a_worker_killed_mid_batch_costs_one_clip_rendered_again_elsewhere(ray_i
             killed.append(worker)
             ray_instance.kill(actor)
 
-    batch = run_ray_batch(requests(), tmp_path, PipelineOptions(), RayOptions(workers=2),
+    batch = run_ray_batch(requests(), tmp_path, PipelineOptions(), RayOptions(workers=2, return_artifacts=True),
                           on_dispatch=kill_on_first_clip)
 
     assert [row["status"] for row in batch["reels"]] == ["done"] * 3, batch["reels"]
+    assert batch["ray"]["return_artifacts"] is True
     for row in batch["reels"]:
         check_reel(Path(row["reel"]))
+        assert not [p for p in Path(row["reel"]).parent.rglob(".*partial*")]
     [moved] = batch["ray"]["reschedules"]
     assert moved["worker_died"] == killed[0] and moved["phase"] == "motion" and moved["job"].startswith("clip:")
     assert moved["rerun_on"] not in (None, killed[0])

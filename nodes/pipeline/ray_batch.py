@@ -23,6 +23,7 @@ import contextvars
 import json
 import os
 import secrets
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -114,17 +115,20 @@ def render_here(job: Job, handle: ModelHandle, run_root: str, return_artifact: b
 
     mark = RESIDENCY.mark()
     started = time.perf_counter()
-    staged = staged_path(RunDir(run_root).path(job.rel))
-    with RESIDENCY.use(handle) as model:
-        atomic_write(staged, lambda tmp: job.make(model, tmp))
-    result: dict[str, Any] = {"seconds": round(time.perf_counter() - started, 3), "pid": os.getpid(),
-                              "events": [{"event": e["event"], "family": e["family"], "seconds": round(e["seconds"], 3)}
-                                         for e in RESIDENCY.log_since(mark)]}
-    if return_artifact:
-        result["data"] = staged.read_bytes()
-        staged.unlink()
-    else:
-        result["staged"] = str(staged)
+    target = RunDir(run_root).path(job.rel)
+    with ExitStack() as scratch:
+        if return_artifact:  # written on this machine, sent back to the driver, which writes it under --out
+            target = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="cinereel-ray-"))) / target.name
+        staged = staged_path(target)
+        with RESIDENCY.use(handle) as model:
+            atomic_write(staged, lambda tmp: job.make(model, tmp))
+        result: dict[str, Any] = {"seconds": round(time.perf_counter() - started, 3), "pid": os.getpid(),
+                                  "events": [{"event": e["event"], "family": e["family"],
+                                              "seconds": round(e["seconds"], 3)} for e in RESIDENCY.log_since(mark)]}
+        if return_artifact:
+            result["data"] = staged.read_bytes()
+        else:
+            result["staged"] = str(staged)
     return result
 
 
