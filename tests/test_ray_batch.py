@@ -11,6 +11,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+from cinereel.model_loaders.handles import ModelHandle
 from cinereel.model_loaders.residency import RESIDENCY
 from cinereel.model_loaders.rules import DirectorRequest
 from cinereel.nodes.pipeline.audio import integrated_lufs
@@ -130,3 +131,18 @@ def test_an_openai_compatible_director_travels_to_workers_with_its_key(monkeypat
     options = PipelineOptions(handles={**PipelineOptions().handles, "llm": handle})
     env = forwarded_env(options)
     assert env.get("VLLM_API_KEY") == "sk-test" and "OTHER_API_KEY" not in env
+
+
+def test_a_reel_whose_director_fails_on_a_worker_is_reported_and_the_others_finish(ray_instance, tmp_path,
+                                                                                   monkeypatch):
+    monkeypatch.setenv("CINEREEL_WORKER_PLUGINS", str(Path(__file__).with_name("ray_worker_plugin.py")))
+    refusing = ModelHandle(family="test-ray-refusing-llm", checkpoint="rules")
+    options = PipelineOptions(handles={**PipelineOptions().handles, "llm": refusing})
+    batch = run_ray_batch([DirectorRequest(sentence="REFUSE: a storm over a harbour", duration_s=DURATION_S,
+                                           shots=2), requests()[0]], tmp_path, options, RayOptions(workers=2))
+
+    failed, done = batch["reels"]
+    assert failed["status"] == "failed" and failed["failed_phase"] == "director"
+    assert failed["error"] == "ValueError: the director refused this sentence"  # the job's error, not Ray's
+    assert done["status"] == "done"
+    check_reel(Path(done["reel"]))

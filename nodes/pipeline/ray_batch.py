@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 LOCAL = "local"
 # Variables a worker on another machine needs from the driver's environment (besides the director's API key).
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_HUB_CACHE")
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "CINEREEL_WORKER_PLUGINS")
 
 
 @dataclass
@@ -102,6 +102,20 @@ def ray_problems(options: RayOptions) -> list[str]:
 
 
 # -- on a worker --------------------------------------------------------------------------
+
+def load_worker_plugins() -> None:
+    """Extra model families from files that define ``register(register_family)`` (``CINEREEL_WORKER_PLUGINS``,
+    as for a model's worker subprocess): a backend outside the pack, or a test's."""
+    import importlib.util
+
+    from ...model_loaders.residency import register_family
+
+    for plugin in filter(None, os.environ.get("CINEREEL_WORKER_PLUGINS", "").split(os.pathsep)):
+        spec = importlib.util.spec_from_file_location(f"_cinereel_plugin_{Path(plugin).stem}", plugin)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.register(register_family)
+
 
 def staged_path(target: Path) -> Path:
     """Where a worker writes ``target`` before the driver moves it into place: a temporary name the run folder's
@@ -163,7 +177,7 @@ class Pool:
     """The workers and one queue of jobs: idle workers pull the next ready job, their own model's first."""
 
     def __init__(self, package: str, root: str, workers: int, gpus_per_worker: float, restarts: int,
-                 return_artifacts: bool, on_dispatch: DispatchHook | None = None):
+                 return_artifacts: bool, env: dict[str, str], on_dispatch: DispatchHook | None = None):
         import ray
 
         from . import ray_worker
@@ -173,6 +187,7 @@ class Pool:
         self._actor_class = ray.remote(ray_worker.CineReelWorker)
         self._package, self._root = package, root
         self._gpus = gpus_per_worker
+        self._runtime_env = {"env_vars": env} if env else None
         self._restarts_left = restarts
         self._return = return_artifacts
         self._on_dispatch = on_dispatch
@@ -195,8 +210,8 @@ class Pool:
 
     def _start_worker(self) -> Slot:
         name = f"w{len(self._slots) + 1}"
-        actor = self._actor_class.options(num_cpus=1, num_gpus=self._gpus, max_restarts=0).remote(
-            self._package, self._root, name)
+        actor = self._actor_class.options(num_cpus=1, num_gpus=self._gpus, max_restarts=0,
+                                          runtime_env=self._runtime_env).remote(self._package, self._root, name)
         slot = Slot(name, actor)
         self._slots.append(slot)
         return slot
@@ -259,13 +274,15 @@ class Pool:
     def _finish(self, slot: Slot) -> None:
         task, ref = slot.task, slot.ref
         slot.task, slot.ref = None, None
+        if self._closed:  # stopped: the job already failed as cancelled
+            return
         try:
             result = self._ray.get(ref)
         except self._ray.exceptions.RayActorError as exc:
             self._lost(slot, task, exc)
             return
         except Exception as exc:  # noqa: BLE001 - the job itself failed: its reel reports it
-            self._fail(task, exc)
+            self._fail(task, getattr(exc, "cause", None) or exc)  # the job's own error, not Ray's wrapper
             return
         try:
             self._place(task, result)
@@ -319,8 +336,15 @@ class Pool:
                     "kept: run the same batch again to resume"))
 
     def close(self) -> None:
+        """Stop the workers; a job still queued or running fails as cancelled (its reel resumes next time)."""
+        from .comfy import Cancelled
+
         with self._cond:
             self._closed = True
+            for task in [*self._queue, *(s.task for s in self._slots if s.task is not None)]:
+                if not task.future.done():
+                    task.future.set_exception(Cancelled("the batch was stopped before this job finished"))
+            self._queue.clear()
             self._cond.notify_all()
         self._thread.join(timeout=10)
         for slot in self._slots:
@@ -353,18 +377,17 @@ def forwarded_env(options: PipelineOptions) -> dict[str, str]:
     return {name: os.environ[name] for name in sorted(names) if name in os.environ}
 
 
-def connect(ray_options: RayOptions, env: dict[str, str]) -> bool:
+def connect(ray_options: RayOptions) -> bool:
     """Start or join Ray; True when this call started it (and so must shut it down)."""
     import ray
 
     if ray.is_initialized():
         return False
-    runtime_env = {"env_vars": env} if env else None
     if ray_options.address == LOCAL:
-        ray.init(num_cpus=max(ray_options.workers or 2, 1), include_dashboard=False, runtime_env=runtime_env,
+        ray.init(num_cpus=max(ray_options.workers or 2, 1), include_dashboard=False,
                  object_store_memory=200 * 2**20, log_to_driver=False)
     else:
-        ray.init(address=ray_options.address, runtime_env=runtime_env, log_to_driver=False)
+        ray.init(address=ray_options.address, log_to_driver=False)
     return True
 
 
@@ -435,14 +458,15 @@ def run_ray_batch(
     if problems := ray_problems(ray_options):
         raise PreflightError(problems)
     states = [_state(i, item) for i, item in enumerate(requests)]
-    started_ray = connect(ray_options, forwarded_env(options))
+    started_ray = connect(ray_options)
     import ray
 
     started = time.perf_counter()
     try:
         workers, gpus = worker_plan(ray_options)
         restarts = ray_options.restarts if ray_options.restarts is not None else workers
-        pool = Pool(*pack_location(), workers, gpus, restarts, ray_options.return_artifacts, on_dispatch)
+        pool = Pool(*pack_location(), workers, gpus, restarts, ray_options.return_artifacts, forwarded_env(options),
+                    on_dispatch)
         try:
             with ExitStack() as locks:
                 _plan_all(states, out_root, options, pool, locks, on_phase)
@@ -470,6 +494,8 @@ def _state(index: int, item: Any) -> ReelState:
     if isinstance(item, tuple):
         request, run_id, plan_override = item
         return ReelState(index, request, run_id, plan_override)
+    if hasattr(item, "request"):  # a batch item: its request, run id and plan
+        return ReelState(index, item.request, getattr(item, "run_id", None), getattr(item, "plan_override", None))
     return ReelState(index, item)
 
 
@@ -518,9 +544,15 @@ def _run_phase(name: str, states: list[ReelState], pool: Pool, stage: Callable[[
             state.error, state.failed_phase = _one_line(exc), name
         state.timings[name] = round(time.perf_counter() - begun, 3)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(len(live), 32)), thread_name_prefix=f"cinereel-{name}") as ex:
-        for future in [ex.submit(contextvars.copy_context().run, one, state) for state in live]:
+    threads = ThreadPoolExecutor(max_workers=max(1, min(len(live), 32)), thread_name_prefix=f"cinereel-{name}")
+    try:
+        for future in [threads.submit(contextvars.copy_context().run, one, state) for state in live]:
             future.result()
+    except BaseException:  # Ctrl-C: stop the workers first, so the stage threads' waits end at once
+        pool.close()
+        raise
+    finally:
+        threads.shutdown(wait=True, cancel_futures=True)
     if on_phase is not None:
         on_phase(name, time.perf_counter() - started)
 
