@@ -203,7 +203,13 @@ class Pool:
         for _ in range(workers):
             self._start_worker()
         for slot in list(self._slots):
-            info = ray.get(slot.actor.ready.remote())
+            try:
+                info = ray.get(slot.actor.ready.remote())
+            except ray.exceptions.RayError as exc:
+                self._kill_all()
+                raise RuntimeError(
+                    f"Ray worker {slot.name} could not start: {_one_line(exc)}. Every worker needs this pack at "
+                    f"{root} (or installed with pip) and its requirements, in the same Python environment") from exc
             self.workers.append({**info, "started": "at batch start"})
         self._thread = threading.Thread(target=self._loop, name="cinereel-ray-scheduler", daemon=True)
         self._thread.start()
@@ -307,7 +313,10 @@ class Pool:
             task.run.produce(task.job.rel, task.job.inputs, lambda tmp: tmp.write_bytes(data))
         else:
             staged = Path(result["staged"])
-            task.run.produce(task.job.rel, task.job.inputs, lambda tmp: os.replace(staged, tmp))
+            try:
+                task.run.produce(task.job.rel, task.job.inputs, lambda tmp: os.replace(staged, tmp))
+            finally:
+                staged.unlink(missing_ok=True)  # not moved: the artifact was already current
 
     def _fail(self, task: Task, exc: BaseException) -> None:
         for dependent in task.dependents:
@@ -347,6 +356,9 @@ class Pool:
             self._queue.clear()
             self._cond.notify_all()
         self._thread.join(timeout=10)
+        self._kill_all()
+
+    def _kill_all(self) -> None:
         for slot in self._slots:
             try:
                 self._ray.kill(slot.actor)
