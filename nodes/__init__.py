@@ -1,9 +1,9 @@
 """CineReel's ComfyUI nodes, one module per pipeline stage, and the plain code under them."""
 
 from ..model_loaders.residency import RESIDENCY
-from . import adapters, assemble, director, gate, keyframes, loaders, mix, motion, music, unload, voice
+from . import adapters, assemble, batch, director, gate, keyframes, loaders, mix, motion, music, unload, voice
 
-_MODULES = (loaders, director, keyframes, motion, gate, voice, music, mix, assemble, unload, adapters)
+_MODULES = (loaders, director, keyframes, motion, gate, voice, music, mix, assemble, unload, adapters, batch)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

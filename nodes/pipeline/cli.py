@@ -256,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in RUN_COMMANDS:  # cinereel runs / cinereel clean: the run folders, no reel
         return runs_main(argv)
+    if argv and argv[0] == "batch":  # cinereel batch FILE: many reels, phase-major (batch_cli.py)
+        from .batch_cli import batch_main
+
+        return batch_main(argv[1:])
     if argv and argv[0] == "config":  # cinereel config init / show: the settings file
         from .settings import config_main
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,11 @@ def clear_cancel() -> None:
     _headless_cancel.clear()
 
 
+def is_cancel(exc: BaseException) -> bool:
+    """Whether ``exc`` is the user's cancel (ours, or ComfyUI's interrupt), not a failure to report and go on."""
+    return isinstance(exc, (Cancelled, KeyboardInterrupt)) or type(exc).__name__ == "InterruptProcessingException"
+
+
 def check_cancel() -> None:
     """Raise if the user cancelled. Call between steps and inside long loops.
 
@@ -46,6 +53,20 @@ def check_cancel() -> None:
         mm.throw_exception_if_processing_interrupted()
     if _headless_cancel.is_set():
         raise Cancelled("cancelled")
+
+
+# Where new progress bars report instead of a bar of their own: a batch phase's one bar (``progress_into``).
+_progress_sink: ContextVar[Callable[[float], None] | None] = ContextVar("cinereel_progress_sink", default=None)
+
+
+@contextmanager
+def progress_into(sink: Callable[[float], None]) -> Iterator[None]:
+    """Bars made inside this block report their fraction done (0 to 1) to ``sink`` and draw nothing."""
+    token = _progress_sink.set(sink)
+    try:
+        yield
+    finally:
+        _progress_sink.reset(token)
 
 
 class Progress:
@@ -62,8 +83,9 @@ class Progress:
         self.current = 0
         self._callback = callback
         self._bar = None
+        self._sink = _progress_sink.get()
         utils = sys.modules.get("comfy.utils")
-        if utils is not None and hasattr(utils, "ProgressBar"):
+        if self._sink is None and utils is not None and hasattr(utils, "ProgressBar"):
             self._bar = utils.ProgressBar(self.total * self.RESOLUTION)
 
     def update(self, steps: int = 1) -> None:
@@ -80,6 +102,8 @@ class Progress:
         check_cancel()
 
     def _show(self, value: int) -> None:
+        if self._sink is not None:
+            self._sink(min(value / (self.total * self.RESOLUTION), 1.0))
         if self._bar is not None:
             self._bar.update_absolute(min(value, self.total * self.RESOLUTION), self.total * self.RESOLUTION)
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...model_loaders.handles import ModelHandle
 from ...model_loaders.residency import RESIDENCY
-from .comfy import Progress, check_cancel, send_ui_event
+from .comfy import Progress, check_cancel, is_cancel, send_ui_event
 from .stage import Job, StageTimer, add_warning, artifact_key, call_record, run_jobs, write_report
 
 if TYPE_CHECKING:
@@ -222,10 +223,16 @@ def revise_failures(reel: Reel, failed: list[ShotState]) -> None:
 def render_round(reel: Reel, states: list[ShotState], keyframe_model: ModelHandle,
                  motion_model: ModelHandle, clip_preset: str) -> Reel:
     """Re-draw the keyframes that need it (one residency), then re-animate every clip (one residency)."""
-    from .keyframes import keyframe_job, portrait_jobs
-    from .motion import clip_job
-
     timings: dict[str, float] = {}
+    reel = redraw_keyframes(reel, states, keyframe_model, timings)
+    return reanimate(reel, states, motion_model, clip_preset, timings)
+
+
+def redraw_keyframes(reel: Reel, states: list[ShotState], keyframe_model: ModelHandle,
+                     timings: dict[str, float]) -> Reel:
+    """The first half of a render round: every new attempt's keyframe that is not drawn yet."""
+    from .keyframes import keyframe_job, portrait_jobs
+
     portraits = portrait_jobs(reel, keyframe_model)  # the user's portraits where given, as the keyframe stage
     keyframe_jobs = []
     for state in states:
@@ -235,7 +242,14 @@ def render_round(reel: Reel, states: list[ShotState], keyframe_model: ModelHandl
             job = keyframe_job(plan, attempt.shot, portraits, reel.run_dir.root, keyframe_model, attempt.number)
             keyframe_jobs.append(_timed(Job(attempt.keyframe, job.rel, job.inputs, job.make), timings))
     made, _ = run_jobs(reel.run_dir, keyframe_model.as_role("keyframes"), keyframe_jobs)
-    reel = reel.evolve(artifacts=made)
+    return reel.evolve(artifacts=made)
+
+
+def reanimate(reel: Reel, states: list[ShotState], motion_model: ModelHandle, clip_preset: str,
+              timings: dict[str, float]) -> Reel:
+    """The second half of a render round: every new attempt's clip, from its (new or kept) keyframe."""
+    from .motion import clip_job
+
     clip_jobs = []
     for state in states:
         attempt = state.latest
@@ -265,24 +279,88 @@ def run_gate(reel: Reel, critic: ModelHandle, keyframe_model: ModelHandle, motio
     threshold, max_retries = check_gate_settings(threshold, max_retries)
     timer = StageTimer("gate")
     mark = RESIDENCY.mark()
-    states = [ShotState(shot, [Attempt(1, shot, f"keyframe:{shot.id}", clip=f"clip:{shot.id}")])
-              for shot in reel.plan.shots]
-    for state in states:
-        reel.artifact_path(state.latest.clip)  # a clear error now if Animate has not run
-    progress = Progress(len(states) * (1 + max_retries))
-    pending = list(states)
-    rounds = 0
-    while pending:
-        rounds += 1
+    (gate,) = gate_reels([reel], critic, keyframe_model, motion_model, threshold, max_retries, frames, clip_preset,
+                         technical_gate)
+    return finish_gate(gate, threshold, max_retries, timer, mark, technical_gate, strict)
+
+
+@dataclass
+class ReelGate:
+    """One reel on its way through the gate's rounds; several reels share each round's residencies."""
+
+    index: int  # its place in the list given to ``gate_reels``
+    reel: Reel
+    states: list[ShotState] = field(default_factory=list)
+    pending: list[ShotState] = field(default_factory=list)
+    rounds: int = 0
+    seconds: float = 0.0  # time spent on this reel's scoring and re-renders
+    error: Exception | None = None  # what stopped this reel's gate (only with ``on_error``)
+
+    def begin(self) -> None:
+        self.states = [ShotState(shot, [Attempt(1, shot, f"keyframe:{shot.id}", clip=f"clip:{shot.id}")])
+                       for shot in self.reel.plan.shots]
+        for state in self.states:
+            self.reel.artifact_path(state.latest.clip)  # a clear error now if Animate has not run
+        self.pending = list(self.states)
+
+
+ErrorHandler = Callable[["ReelGate", Exception], None]
+
+
+def gate_reels(reels: list[Reel], critic: ModelHandle, keyframe_model: ModelHandle, motion_model: ModelHandle,
+               threshold: float, max_retries: int, frames: int = DEFAULT_CRITIC_FRAMES,
+               clip_preset: str = "ultrafast", technical_gate: bool = True,
+               on_error: ErrorHandler | None = None) -> list[ReelGate]:
+    """The gate's rounds over several reels at once: each round scores every reel's pending shots (critic
+    resident once), then re-draws every reel's image failures (keyframe model once) and re-animates every
+    failure (motion model once). With ``on_error``, a reel whose step raises leaves the rounds (the handler
+    hears it) and the others go on; without it the error propagates."""
+    gates = [ReelGate(index, reel) for index, reel in enumerate(reels)]
+    for g in gates:
+        _step(g, ReelGate.begin, on_error)
+    progress = Progress(sum(len(g.states) for g in gates) * (1 + max_retries))
+    timings: dict[str, float] = {}
+
+    def score(g: ReelGate) -> None:
+        g.rounds += 1
+        g.reel = score_round(g.reel, g.pending, critic, frames, technical_gate)
+        progress.update(len(g.pending))
+        failed = [s for s in g.pending if not passed(s.latest, threshold)]
+        g.pending = [s for s in failed if s.latest.number < 1 + max_retries and not critic_unavailable(s.latest)]
+        if g.pending:
+            revise_failures(g.reel, g.pending)
+
+    def redraw(g: ReelGate) -> None:
+        g.reel = redraw_keyframes(g.reel, g.pending, keyframe_model, timings)
+
+    def animate_again(g: ReelGate) -> None:
+        g.reel = reanimate(g.reel, g.pending, motion_model, clip_preset, timings)
+
+    while any(g.pending for g in gates if g.error is None):
         check_cancel()
-        reel = score_round(reel, pending, critic, frames, technical_gate)
-        progress.update(len(pending))
-        failed = [s for s in pending if not passed(s.latest, threshold)]
-        pending = [s for s in failed if s.latest.number < 1 + max_retries and not critic_unavailable(s.latest)]
-        if pending:
-            revise_failures(reel, pending)
-            reel = render_round(reel, pending, keyframe_model, motion_model, clip_preset)
-    return _finish(reel, states, threshold, max_retries, strict, rounds, timer, mark, technical_gate)
+        for step in (score, redraw, animate_again):
+            for g in [g for g in gates if g.pending and g.error is None]:
+                _step(g, step, on_error)
+    return gates
+
+
+def finish_gate(gate: ReelGate, threshold: float, max_retries: int, timer: StageTimer, mark: int,
+                technical_gate: bool = True, strict: bool = False) -> Reel:
+    """The reel with every shot's chosen attempt, its gate report written (``gate_reels`` made the rounds)."""
+    return _finish(gate.reel, gate.states, threshold, max_retries, strict, gate.rounds, timer, mark, technical_gate)
+
+
+def _step(gate: ReelGate, step: Callable[[ReelGate], None], on_error: ErrorHandler | None) -> None:
+    started = time.perf_counter()
+    try:
+        step(gate)
+    except Exception as exc:
+        if on_error is None or is_cancel(exc):
+            raise
+        gate.error = exc
+        on_error(gate, exc)
+    finally:
+        gate.seconds += time.perf_counter() - started
 
 
 def _finish(reel: Reel, states: list[ShotState], threshold: float, max_retries: int, strict: bool, rounds: int,

@@ -48,24 +48,17 @@ class PipelineOptions:
 
 
 StageCallback = Callable[[str, float], None]
+Stage = tuple[str, Callable[[Reel], Reel]]
 
 
-def make_reel(
-    request: DirectorRequest,
-    out_root: Path | str,
-    run_id: str | None = None,
-    plan_override: str | None = None,
-    options: PipelineOptions | None = None,
-    on_stage: StageCallback | None = None,
-) -> Reel:
-    """Sentence to reel.mp4, phase-major: each stage renders every shot under one residency."""
+def reel_stages(options: PipelineOptions) -> list[Stage]:
+    """Every stage after the director, in order, as (name, REEL -> REEL); ``batch.py`` runs the same list."""
     from .assemble import assemble_stage
     from .gate import run_gate
     from .mix import mix_stage
 
-    options = options or PipelineOptions()
     h = options.handles
-    stages: list[tuple[str, Callable[[Reel], Reel]]] = [
+    return [
         ("keyframes", lambda r: render_keyframes(r, h["keyframes"])),
         ("motion", lambda r: animate(r, h["motion"], options.clip_preset)),
         *([("gate", lambda r: run_gate(r, h["llm"], h["keyframes"], h["motion"], options.threshold,
@@ -77,11 +70,24 @@ def make_reel(
         ("mix", lambda r: mix_stage(r, options.target_lufs, options.true_peak_dbtp)),
         ("assemble", lambda r: assemble_stage(r, options.crf, options.preset, keep=options.keep)),
     ]
-    request = request_for_voice(request, h["voice"])
+
+
+def make_reel(
+    request: DirectorRequest,
+    out_root: Path | str,
+    run_id: str | None = None,
+    plan_override: str | None = None,
+    options: PipelineOptions | None = None,
+    on_stage: StageCallback | None = None,
+) -> Reel:
+    """Sentence to reel.mp4, phase-major: each stage renders every shot under one residency."""
+    options = options or PipelineOptions()
+    stages = reel_stages(options)
+    request = request_for_voice(request, options.handles["voice"])
     root = Path(out_root).resolve() / "cinereel" / run_id_for(request, run_id, plan_override)
     with RunDir(root).locked():  # the whole reel, so no other process interleaves with it
         started = time.perf_counter()
-        reel = direct(h["llm"], request, out_root, run_id, plan_override)
+        reel = direct(options.handles["llm"], request, out_root, run_id, plan_override)
         if options.settings is not None:  # report.json says what the run was configured with
             reel = reel.evolve(notes={"settings": options.settings})
         if on_stage:
