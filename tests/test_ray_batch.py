@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from cinereel.model_loaders.handles import ModelHandle
 from cinereel.model_loaders.residency import RESIDENCY
-from cinereel.model_loaders.rules import DirectorRequest
 from cinereel.nodes.pipeline.audio import integrated_lufs
 from cinereel.nodes.pipeline.backends import make_handle
+from cinereel.nodes.pipeline.batch import default_request, read_batch_text
+from cinereel.nodes.pipeline.cli import main
 from cinereel.nodes.pipeline.headless import PipelineOptions
-from cinereel.nodes.pipeline.ray_batch import RayOptions, forwarded_env, run_ray_batch
+from cinereel.nodes.pipeline.ray_batch import RayOptions, forwarded_env, run_batch_on_ray
 from cinereel.nodes.pipeline.video import probe, read_audio
 
 pytestmark = [pytest.mark.reel, pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one Ray instance
@@ -42,8 +43,8 @@ def ray_instance():
     ray.shutdown()
 
 
-def requests() -> list[DirectorRequest]:
-    return [DirectorRequest(sentence=s, duration_s=DURATION_S, shots=2, seed=7) for s in SENTENCES]
+def items() -> list:
+    return read_batch_text("\n".join(SENTENCES), default_request(duration_s=DURATION_S, shots=2, seed=7))
 
 
 def check_reel(path: Path) -> None:
@@ -56,23 +57,35 @@ def check_reel(path: Path) -> None:
 
 
 def check_loads(batch: dict) -> None:
-    """Each worker loads each phase's model at most once (work stealing never costs a reload)."""
+    """Each worker loads each phase's model at most once (work stealing never costs a reload), and batch.json's
+    phase loads are the workers' loads."""
     loads = batch["ray"]["loads"]
     assert loads, "no worker loaded anything"
     for worker, phases in loads.items():
         for phase, families in phases.items():
             assert all(count == 1 for count in families.values()), (worker, phase, families)
             assert len(families) == 1, (worker, phase, families)
+    per_phase = {p["phase"]: p["model_loads"] for p in batch["phases"]}
+    assert per_phase == {phase: sum(len(w.get(phase, {})) for w in loads.values()) for phase in per_phase}
 
 
-def test_three_reels_on_two_workers_each_loading_each_model_once_per_phase(ray_instance, tmp_path):
+def test_cinereel_batch_on_local_ray_renders_three_reels_each_worker_loading_each_model_once_per_phase(
+        ray_instance, tmp_path, capsys):
+    batch_file = tmp_path / "reels.txt"
+    batch_file.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    args = ["batch", str(batch_file), "--ray", "local", "--ray-workers", "2", "--duration", str(DURATION_S),
+            "--shots", "2", "--seed", "7", "--out", str(tmp_path / "out"), "--json"]
     mark = RESIDENCY.mark()
-    batch = run_ray_batch(requests(), tmp_path, PipelineOptions(), RayOptions(workers=2))
+    code = main(args)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
 
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    batch = json.loads(Path(summary["batch_json"]).read_text(encoding="utf-8"))
     assert [row["status"] for row in batch["reels"]] == ["done"] * 3, batch["reels"]
     for row in batch["reels"]:
-        check_reel(Path(row["reel"]))
-        run = Path(row["reel"]).parent
+        check_reel(Path(row["reel_mp4"]))
+        run = Path(row["run_dir"])
         assert not [p for p in run.rglob(".*partial*")], "a worker's staged file was left behind"
         report = json.loads((run / "report.json").read_text(encoding="utf-8"))
         assert report["ray"] == {"workers": 2, "reschedules": []}
@@ -82,12 +95,13 @@ def test_three_reels_on_two_workers_each_loading_each_model_once_per_phase(ray_i
     check_loads(batch)
     jobs = batch["ray"]["jobs"]
     assert set(jobs) == {"w1", "w2"}, "both workers rendered"
-    assert sum(per["motion"] for per in jobs.values() if "motion" in per) == 6  # 3 reels x 2 shots
-    assert json.loads((tmp_path / "cinereel" / "batch.json").read_text(encoding="utf-8")) == batch
+    assert sum(per.get("motion", 0) for per in jobs.values()) == 6  # 3 reels x 2 shots
 
-    again = run_ray_batch(requests(), tmp_path, PipelineOptions(), RayOptions(workers=2))
-    assert [row["status"] for row in again["reels"]] == ["done"] * 3
-    assert again["ray"]["jobs"] == {} and again["ray"]["loads"] == {}, "a finished batch resumes with nothing to do"
+    assert main(args) == 0, "the same batch again"
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    again = json.loads(Path(again["batch_json"]).read_text(encoding="utf-8"))
+    assert again["done"] == 3 and again["model_loads"] == 0
+    assert again["ray"]["jobs"] == {}, "a finished batch resumes with nothing to render"
 
 
 def test_a_worker_killed_mid_batch_costs_one_clip_rendered_again_elsewhere(ray_instance, tmp_path):
@@ -99,19 +113,20 @@ def test_a_worker_killed_mid_batch_costs_one_clip_rendered_again_elsewhere(ray_i
             killed.append(worker)
             ray_instance.kill(actor)
 
-    batch = run_ray_batch(requests(), tmp_path, PipelineOptions(), RayOptions(workers=2, return_artifacts=True),
-                          on_dispatch=kill_on_first_clip)
+    result = run_batch_on_ray(items(), tmp_path, PipelineOptions(), RayOptions(workers=2, return_artifacts=True),
+                              on_dispatch=kill_on_first_clip)
+    batch = json.loads((result.folder / "batch.json").read_text(encoding="utf-8"))
 
     assert [row["status"] for row in batch["reels"]] == ["done"] * 3, batch["reels"]
     assert batch["ray"]["return_artifacts"] is True
     for row in batch["reels"]:
-        check_reel(Path(row["reel"]))
-        assert not [p for p in Path(row["reel"]).parent.rglob(".*partial*")]
+        check_reel(Path(row["reel_mp4"]))
+        assert not [p for p in Path(row["run_dir"]).rglob(".*partial*")]
     [moved] = batch["ray"]["reschedules"]
     assert moved["worker_died"] == killed[0] and moved["phase"] == "motion" and moved["job"].startswith("clip:")
     assert moved["rerun_on"] not in (None, killed[0])
     assert {"worker": "w3", "started": f"replacing {killed[0]}"} in batch["ray"]["workers"]
-    assert killed[0] not in batch["ray"]["jobs"] or "motion" not in batch["ray"]["jobs"][killed[0]]
+    assert "motion" not in batch["ray"]["jobs"].get(killed[0], {})
     check_loads(batch)
     run = tmp_path / "cinereel" / moved["run_id"]
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))
@@ -138,11 +153,12 @@ def test_a_reel_whose_director_fails_on_a_worker_is_reported_and_the_others_fini
     monkeypatch.setenv("CINEREEL_WORKER_PLUGINS", str(Path(__file__).with_name("ray_worker_plugin.py")))
     refusing = ModelHandle(family="test-ray-refusing-llm", checkpoint="rules")
     options = PipelineOptions(handles={**PipelineOptions().handles, "llm": refusing})
-    batch = run_ray_batch([DirectorRequest(sentence="REFUSE: a storm over a harbour", duration_s=DURATION_S,
-                                           shots=2), requests()[0]], tmp_path, options, RayOptions(workers=2))
+    reels = read_batch_text(f"REFUSE: a storm over a harbour\n{SENTENCES[0]}\n",
+                            default_request(duration_s=DURATION_S, shots=2))
+    result = run_batch_on_ray(reels, tmp_path, options, RayOptions(workers=2))
 
-    failed, done = batch["reels"]
-    assert failed["status"] == "failed" and failed["failed_phase"] == "director"
-    assert failed["error"] == "ValueError: the director refused this sentence"  # the job's error, not Ray's
-    assert done["status"] == "done"
-    check_reel(Path(done["reel"]))
+    failed, done = result.reels
+    assert failed.status == "failed" and failed.failed_at == "director"
+    assert failed.error == "the director refused this sentence"  # the job's own error, not Ray's wrapper
+    assert done.status == "done"
+    check_reel(done.reel.artifact_path("reel"))

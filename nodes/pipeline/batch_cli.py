@@ -38,9 +38,9 @@ def batch_parser() -> argparse.ArgumentParser:
                 "of plan JSON files. Blank lines and lines starting with # are skipped. The summary goes to "
                 "<out>/cinereel/batch-<id>/batch.json.")
     p.add_argument("file", type=Path, help="the batch file (sentences or JSON lines) or a folder of plan files")
-    p.add_argument("--ray", default=None, metavar="ADDRESS",
-                   help="render on a Ray cluster (its address, or 'local' for a Ray instance on this machine); "
-                        "needs the Ray extra: pip install \".[ray]\"")
+    from .ray_batch import add_ray_arguments
+
+    add_ray_arguments(p)  # --ray ADDRESS and its --ray-* flags (imports nothing of Ray)
     return p
 
 
@@ -124,7 +124,9 @@ def run_batch_command(args: argparse.Namespace, runner: Any = None) -> int:
             print(f"  {phase:<10} {done:>4}/{total:<4} {seconds:8.2f} s", file=sys.stderr)
 
         if runner is not None:
-            result = runner(items, args.out, options, args.ray, on_phase=on_phase)
+            from .ray_batch import ray_options_from_args
+
+            result = runner(items, args.out, options, ray_options_from_args(args), on_phase=on_phase)
         else:
             result = run_batch(items, args.out, options, on_phase=on_phase)
     except (ValueError, FileNotFoundError, NotImplementedError, ModelUnavailable, RunInUse) as exc:

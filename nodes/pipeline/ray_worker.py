@@ -1,6 +1,6 @@
 """The Ray actor: one long-lived CineReel worker per GPU (or per CPU slot), with its own residency manager.
 
-This module imports only the standard library and is pickled by value (``ray_batch`` registers it), so a Ray
+This module imports only the standard library and is pickled by value (``ray_pool`` registers it), so a Ray
 worker process can build the actor before the pack is importable there. The actor's first act is to import
 the pack by its folder path under the driver's package name, as ComfyUI and the tests load it; then the jobs
 it receives (pickled closures of the pack's own stage functions) resolve to the same modules. Where the
@@ -42,7 +42,7 @@ class CineReelWorker:
     def __init__(self, package: str, root: str, name: str):
         import_pack(package, root)
         self.name = name
-        self.tasks = importlib.import_module(f"{package}.nodes.pipeline.ray_batch")
+        self.tasks = importlib.import_module(f"{package}.nodes.pipeline.ray_pool")
         self.tasks.load_worker_plugins()
 
     def ready(self) -> dict[str, Any]:

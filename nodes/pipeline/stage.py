@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -71,9 +72,14 @@ JobRunner = Callable[[RunDir, ModelHandle, Sequence[Job], Progress | None], None
 _job_runner: ContextVar[JobRunner | None] = ContextVar("cinereel_job_runner", default=None)
 
 
-def set_job_runner(runner: JobRunner | None) -> Any:
-    """Route this context's model jobs to ``runner`` (None: back to this process); returns the reset token."""
-    return _job_runner.set(runner)
+@contextmanager
+def jobs_run_by(runner: JobRunner) -> Iterator[None]:
+    """Inside this block (this thread's context), model jobs go to ``runner`` instead of this process's model."""
+    token = _job_runner.set(runner)
+    try:
+        yield
+    finally:
+        _job_runner.reset(token)
 
 
 def step_callback() -> Callable[[int, int], None]:
