@@ -180,6 +180,28 @@ def test_ray_is_reserved_and_flags_for_one_reel_are_refused(tmp_path, capsys, mo
     assert "target loudness 3 LUFS" in err  # and the run flags are checked as a run checks them
 
 
+def test_ray_hands_the_checked_batch_to_the_ray_module_when_installed(tmp_path, capsys, monkeypatch):
+    import importlib.machinery
+    import types
+
+    from cinereel.nodes.pipeline.batch import BatchResult
+
+    calls = []
+    name = f"{batch_cli.__package__}.ray_batch"
+    fake = types.ModuleType(name)
+    fake.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    fake.run_batch_on_ray = lambda items, out, options, address, on_phase=None: (
+        calls.append((items, out, options, address)) or BatchResult("batch-ray", Path(out), []))
+    monkeypatch.setitem(sys.modules, name, fake)
+    batch = tmp_path / "b.txt"
+    batch.write_text("A cat naps in Rome\nA dog runs in Oslo\n", encoding="utf-8")
+    assert main(["batch", str(batch), "--ray", "local", "--out", str(tmp_path), "--gate"]) == 0
+    ((items, out, options, address),) = calls
+    assert [i.sentence for i in items] == ["A cat naps in Rome", "A dog runs in Oslo"]
+    assert address == "local" and out == str(tmp_path) and options.gate is True
+    assert "batch-ray" in capsys.readouterr().out
+
+
 @pytest.mark.reel
 def test_five_full_size_preview_reels_in_one_batch(tmp_path, capsys):
     batch = tmp_path / "five.txt"
@@ -240,8 +262,8 @@ def test_the_batch_node_renders_every_reel_in_a_real_comfyui_executor(comfy):
                                       '{"sentence": "A fisherman mends his nets in Lisbon at dawn", "seed": 5}\n'))
     assert executor.success, executor.status_messages if hasattr(executor, "status_messages") else None
     ui = executor.outputs_ui["10"]
-    assert [row["id"] for row in ui["cinereel_shots"]] == ["reel 1 · shot_01", "reel 1 · shot_02",
-                                                           "reel 2 · shot_01", "reel 2 · shot_02"]
+    assert [row["id"] for row in ui["cinereel_shots"]] == ["reel 1 · shot-01", "reel 1 · shot-02",
+                                                           "reel 2 · shot-01", "reel 2 · shot-02"]
     assert ui["cinereel_plan"][0]["locale"] == "2 of 2 reels done"
     assert any("2 of 2 reel(s) done" in line for line in ui["text"])
     assert len(executor.outputs_ui["12"]["images"]) == 2  # the list of REELs: the adapter ran once per reel

@@ -359,17 +359,20 @@ def run_batch(items: list[BatchItem], out_root: Path | str, options: PipelineOpt
         outcomes.append(ReelOutcome(index, item, run_id_for(request, item.run_id, item.plan_override), request))
     result = BatchResult(batch_id(outcomes, options), out_root, outcomes, options=options_summary(options))
     started = time.perf_counter()
-    with ExitStack() as locks:
-        for outcome in outcomes:  # every reel's folder is this batch's until it ends
-            _guarded(outcome, "lock", lambda o: locks.enter_context(RunDir(out_root / "cinereel" / o.run_id).locked()))
-        _phase(result, "director", lambda o: _plan(o, out_root, options, result.batch_id), on_phase)
-        for name, stage in reel_stages(options):
-            if name == "gate":
-                _gate_phase(result, options, on_phase)
-            else:
-                _phase(result, name, lambda o, stage=stage: setattr(o, "reel", stage(o.reel)), on_phase)
-    result.wall_s = time.perf_counter() - started
-    write_batch_json(result)
+    try:
+        with ExitStack() as locks:
+            for outcome in outcomes:  # every reel's folder is this batch's until it ends
+                _guarded(outcome, "lock",
+                         lambda o: locks.enter_context(RunDir(out_root / "cinereel" / o.run_id).locked()))
+            _phase(result, "director", lambda o: _plan(o, out_root, options, result.batch_id), on_phase)
+            for name, stage in reel_stages(options):
+                if name == "gate":
+                    _gate_phase(result, options, on_phase)
+                else:
+                    _phase(result, name, lambda o, stage=stage: setattr(o, "reel", stage(o.reel)), on_phase)
+    finally:  # a cancelled batch records how far each reel got (its status "unfinished"): the same command resumes
+        result.wall_s = time.perf_counter() - started
+        write_batch_json(result)
     return result
 
 

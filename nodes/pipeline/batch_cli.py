@@ -37,6 +37,9 @@ def batch_parser() -> argparse.ArgumentParser:
                 "\"run_id\": \"...\", \"plan\": \"plan.json\"} (keys left out take the flags' values); or a folder "
                 "of plan JSON files. Blank lines and lines starting with # are skipped. The summary goes to "
                 "<out>/cinereel/batch-<id>/batch.json.")
+    for action in p._actions:  # still parsed (a settings file may set them) and refused, but not offered
+        if action.dest in {dest for dest, _, _ in NOT_FOR_A_BATCH}:
+            action.help = argparse.SUPPRESS
     p.add_argument("file", type=Path, help="the batch file (sentences or JSON lines) or a folder of plan files")
     from .ray_batch import add_ray_arguments
 
@@ -46,11 +49,10 @@ def batch_parser() -> argparse.ArgumentParser:
 
 def ray_runner() -> Any:
     """The Ray scheduler, or None when its module is not installed."""
-    if importlib.util.find_spec(f"{__package__}.ray_batch") is None:
+    name = f"{__package__}.ray_batch"  # by name: the module is optional, so no import statement names it
+    if importlib.util.find_spec(name) is None:
         return None
-    from . import ray_batch  # type: ignore[attr-defined]
-
-    return ray_batch.run_batch_on_ray
+    return importlib.import_module(name).run_batch_on_ray
 
 
 def batch_main(argv: list[str]) -> int:

@@ -36,7 +36,7 @@ def parser(sentence: bool = True) -> argparse.ArgumentParser:
                     "Uses the weights-free preview backends: runs on any CPU.",
         epilog="Run folders: 'cinereel runs [--out DIR]' lists them; 'cinereel clean --older-than 7d [--out DIR]' "
                "removes old ones. Settings file: 'cinereel config init' writes one, 'cinereel config show' prints "
-               "what is in effect.",
+               "what is in effect. Many reels: 'cinereel batch FILE' (see 'cinereel batch --help').",
     )
     if sentence:
         p.add_argument("sentence", help="one sentence describing the reel, e.g. 'A lone astronaut walks through a "
