@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import sys
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,16 @@ def test_a_reel_whose_director_fails_on_a_worker_is_reported_and_the_others_fini
     assert failed.error == "the director refused this sentence"  # the job's own error, not Ray's wrapper
     assert done.status == "done"
     check_reel(done.reel.artifact_path("reel"))
+
+
+def test_ray_settings_are_checked_before_ray_starts(tmp_path, capsys, monkeypatch):
+    batch_file = tmp_path / "reels.txt"
+    batch_file.write_text(SENTENCES[0] + "\n", encoding="utf-8")
+    args = ["batch", str(batch_file), "--ray", "local", "--out", str(tmp_path)]
+    assert main([*args, "--ray-workers", "0", "--ray-restarts", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--ray-workers must be at least 1, got 0" in err and "--ray-restarts must not be negative" in err
+    monkeypatch.setitem(sys.modules, "ray", None)  # as where the Ray extra is not installed
+    assert main(args) == 2
+    assert 'Ray support is not installed: --ray needs the Ray extra (pip install ".[ray]"' in capsys.readouterr().err
+    assert not (tmp_path / "cinereel").exists(), "nothing ran"

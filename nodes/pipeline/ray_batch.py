@@ -15,7 +15,7 @@ batch runs on Ray.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -47,39 +47,14 @@ class RayOptions:
     restarts: int | None = None  # replacement workers allowed for workers that die (default: one per worker)
 
 
-def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--ray*`` flags of ``cinereel batch``."""
-    group = parser.add_argument_group("Ray (several GPUs or machines; pip install \".[ray]\")")
-    group.add_argument("--ray", default=None, metavar="ADDRESS",
-                       help="render the batch on a Ray cluster: its address ('auto' on a machine of the cluster, "
-                            "or HEAD_IP:6379), or 'local' to start a Ray instance on this machine. --out must be "
-                            "a folder every worker sees at the same path (shared storage)")
-    group.add_argument("--ray-workers", type=int, default=None, metavar="N",
-                       help="workers to start (default: one per GPU in the cluster; 2 on a cluster without GPUs)")
-    group.add_argument("--ray-gpus-per-worker", type=float, default=None, metavar="G",
-                       help="GPUs each worker reserves (default 1 when the cluster has GPUs, else 0)")
-    group.add_argument("--ray-return-artifacts", action="store_true",
-                       help="workers send each artifact back to this process, which writes it under --out "
-                            "(the workers must still be able to read --out for a job's inputs)")
-    group.add_argument("--ray-restarts", type=int, default=None, metavar="N",
-                       help="replacement workers started for workers that die (default: one per worker)")
-
-
-def ray_options_from_args(args: argparse.Namespace) -> RayOptions | None:
-    if not getattr(args, "ray", None):
-        return None
-    return RayOptions(address=args.ray, workers=args.ray_workers, gpus_per_worker=args.ray_gpus_per_worker,
-                      return_artifacts=args.ray_return_artifacts, restarts=args.ray_restarts)
-
-
 def ray_problems(options: RayOptions) -> list[str]:
     """What is wrong with the Ray settings, checked before Ray starts or any model loads."""
     problems = []
     try:
         import ray  # noqa: F401
     except ImportError:
-        problems.append('--ray needs Ray, an optional extra: pip install "comfyui-cinereel[ray]" (or pip install '
-                        '"ray>=2.40")')
+        problems.append('Ray support is not installed: --ray needs the Ray extra (pip install ".[ray]", or pip '
+                        'install "ray>=2.40"); without --ray the batch runs on this machine')
     if options.workers is not None and options.workers < 1:
         problems.append(f"--ray-workers must be at least 1, got {options.workers}")
     if options.gpus_per_worker is not None and options.gpus_per_worker < 0:
@@ -145,9 +120,10 @@ class RayBatchResult(BatchResult):
 
 def run_batch_on_ray(items: list[BatchItem], out_root: Path | str, options: PipelineOptions | None = None,
                      ray: str | RayOptions = LOCAL, on_phase: PhaseCallback | None = None,
-                     on_dispatch: DispatchHook | None = None) -> RayBatchResult:
-    """``batch.run_batch`` on Ray workers (``ray``: an address, ``local``, or ``RayOptions``); writes batch.json.
-    ``on_dispatch(worker, actor, job name, phase)`` hears every hand-out (the tests kill a worker with it)."""
+                     on_dispatch: DispatchHook | None = None, **flags: Any) -> RayBatchResult:
+    """``batch.run_batch`` on Ray workers; writes batch.json. ``ray``: an address, ``local``, or ``RayOptions``;
+    ``flags``: the other ``RayOptions`` fields (``cinereel batch``'s --ray-* flags). ``on_dispatch(worker,
+    actor, job name, phase)`` hears every hand-out (the tests kill a worker with it)."""
     from .batch import batch_id, options_summary, write_batch_json
     from .gate import check_gate_settings
     from .headless import PipelineOptions
@@ -155,7 +131,7 @@ def run_batch_on_ray(items: list[BatchItem], out_root: Path | str, options: Pipe
     from .ray_pool import Pool
 
     options = options or PipelineOptions()
-    ray_options = ray if isinstance(ray, RayOptions) else RayOptions(address=ray)
+    ray_options = dataclasses.replace(ray if isinstance(ray, RayOptions) else RayOptions(address=ray), **flags)
     if problems := ray_problems(ray_options):
         raise PreflightError(problems)
     if options.gate:
