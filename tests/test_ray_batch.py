@@ -19,6 +19,7 @@ from cinereel.nodes.pipeline.backends import make_handle
 from cinereel.nodes.pipeline.batch import default_request, read_batch_text
 from cinereel.nodes.pipeline.cli import main
 from cinereel.nodes.pipeline.headless import PipelineOptions
+from cinereel.nodes.pipeline.preflight import PreflightError
 from cinereel.nodes.pipeline.ray_batch import RayOptions, forwarded_env, run_batch_on_ray
 from cinereel.nodes.pipeline.video import probe, read_audio
 
@@ -147,6 +148,16 @@ def test_an_openai_compatible_director_travels_to_workers_with_its_key(monkeypat
     options = PipelineOptions(handles={**PipelineOptions().handles, "llm": handle})
     env = forwarded_env(options)
     assert env.get("VLLM_API_KEY") == "sk-test" and "OTHER_API_KEY" not in env
+
+
+def test_more_workers_than_the_cluster_can_place_are_refused_before_any_starts(ray_instance, tmp_path):
+    with pytest.raises(PreflightError) as refused:
+        run_batch_on_ray(items(), tmp_path, PipelineOptions(), "local", workers=3)
+    assert "3 Ray worker(s) need a CPU each; the cluster has 2 (--ray-workers)" in str(refused.value)
+    with pytest.raises(PreflightError) as refused:
+        run_batch_on_ray(items(), tmp_path, PipelineOptions(), "local", gpus_per_worker=1)
+    assert "2 Ray worker(s) with 1 GPU each need 2 GPUs; the cluster has 0" in str(refused.value)
+    assert not (tmp_path / "cinereel").exists()
 
 
 def test_a_reel_whose_director_fails_on_a_worker_is_reported_and_the_others_finish(ray_instance, tmp_path,

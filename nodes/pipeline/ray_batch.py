@@ -96,13 +96,25 @@ def connect(ray_options: RayOptions) -> bool:
 
 
 def worker_plan(ray_options: RayOptions) -> tuple[int, float]:
-    """How many workers, and GPUs each: one per GPU of the cluster unless told otherwise."""
+    """How many workers, and GPUs each: one per GPU of the cluster unless told otherwise. Refuses a plan the
+    cluster cannot place (its workers would wait for resources forever)."""
     import ray
 
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+    from .preflight import PreflightError
+
+    resources = ray.cluster_resources()
+    gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
     per_worker = ray_options.gpus_per_worker if ray_options.gpus_per_worker is not None else (1.0 if gpus else 0.0)
-    workers = ray_options.workers or (int(gpus / per_worker) if gpus and per_worker else 2)
-    return max(workers, 1), per_worker
+    workers = max(ray_options.workers or (int(gpus / per_worker) if gpus and per_worker else 2), 1)
+    problems = []
+    if workers * per_worker > gpus:
+        problems.append(f"{workers} Ray worker(s) with {per_worker:g} GPU each need {workers * per_worker:g} GPUs; "
+                        f"the cluster has {gpus:g} (--ray-workers, --ray-gpus-per-worker)")
+    if workers > cpus:
+        problems.append(f"{workers} Ray worker(s) need a CPU each; the cluster has {cpus:g} (--ray-workers)")
+    if problems:
+        raise PreflightError(problems)
+    return workers, per_worker
 
 
 # -- the batch on the driver -------------------------------------------------------------------
@@ -148,17 +160,17 @@ def run_batch_on_ray(items: list[BatchItem], out_root: Path | str, options: Pipe
         started = time.perf_counter()
         try:
             _run_phases(result, options, pool, on_phase)
-        finally:
+        finally:  # a cancelled batch records how far each reel got, as batch.run_batch does
             pool.close()
-        result.wall_s = time.perf_counter() - started
-        result.ray = {"address": ray_options.address, "gpus_per_worker": gpus,
-                      "return_artifacts": ray_options.return_artifacts, **pool.summary()}
+            result.wall_s = time.perf_counter() - started
+            result.ray = {"address": ray_options.address, "gpus_per_worker": gpus,
+                          "return_artifacts": ray_options.return_artifacts, **pool.summary()}
+            write_batch_json(result)
     finally:
         if started_ray:
             import ray as ray_module
 
             ray_module.shutdown()
-    write_batch_json(result)
     return result
 
 

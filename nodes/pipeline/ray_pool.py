@@ -106,6 +106,7 @@ class Slot:
     alive: bool = True
 
 
+WORKER_START_TIMEOUT_S = 600  # importing the pack and its libraries on a cold machine; a worker never placed
 DispatchHook = Callable[[str, Any, str, str], None]  # (worker name, actor, job name, phase): tests kill workers
 
 
@@ -140,7 +141,7 @@ class Pool:
             self._start_worker()
         for slot in list(self._slots):
             try:
-                info = ray.get(slot.actor.ready.remote())
+                info = ray.get(slot.actor.ready.remote(), timeout=WORKER_START_TIMEOUT_S)
             except ray.exceptions.RayError as exc:
                 self._kill_all()
                 raise RuntimeError(
