@@ -76,7 +76,7 @@ def test_cinereel_batch_on_local_ray_renders_three_reels_each_worker_loading_eac
     batch_file = tmp_path / "reels.txt"
     batch_file.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
     args = ["batch", str(batch_file), "--ray", "local", "--ray-workers", "2", "--duration", str(DURATION_S),
-            "--shots", "2", "--seed", "7", "--out", str(tmp_path / "out"), "--json"]
+            "--shots", "2", "--seed", "7", "--out", str(tmp_path / "out"), "--gate", "--json"]
     mark = RESIDENCY.mark()
     code = main(args)
     captured = capsys.readouterr()
@@ -98,6 +98,8 @@ def test_cinereel_batch_on_local_ray_renders_three_reels_each_worker_loading_eac
     jobs = batch["ray"]["jobs"]
     assert set(jobs) == {"w1", "w2"}, "both workers rendered"
     assert sum(per.get("motion", 0) for per in jobs.values()) == 6  # 3 reels x 2 shots
+    assert sum(per.get("gate", 0) for per in jobs.values()) == 6  # the critic judged every clip on a worker
+    assert [row["gate"] for row in batch["reels"]] == ["2/2 passed"] * 3
 
     assert main(args) == 0, "the same batch again"
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
