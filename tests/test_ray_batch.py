@@ -162,11 +162,11 @@ def test_more_workers_than_the_cluster_can_place_are_refused_before_any_starts(r
     assert not (tmp_path / "cinereel").exists()
 
 
-def test_a_reel_whose_director_fails_on_a_worker_is_reported_and_the_others_finish(ray_instance, tmp_path,
-                                                                                   monkeypatch):
+def test_a_reel_whose_director_fails_on_a_worker_is_reported_and_the_other_passes_the_gate_after_a_rerender(
+        ray_instance, tmp_path, monkeypatch):
     monkeypatch.setenv("CINEREEL_WORKER_PLUGINS", str(Path(__file__).with_name("ray_worker_plugin.py")))
-    refusing = ModelHandle(family="test-ray-refusing-llm", checkpoint="rules")
-    options = PipelineOptions(handles={**PipelineOptions().handles, "llm": refusing})
+    scripted = ModelHandle(family="test-ray-scripted-llm", checkpoint="rules")
+    options = PipelineOptions(handles={**PipelineOptions().handles, "llm": scripted}, gate=True, max_retries=2)
     reels = read_batch_text(f"REFUSE: a storm over a harbour\n{SENTENCES[0]}\n",
                             default_request(duration_s=DURATION_S, shots=2))
     result = run_batch_on_ray(reels, tmp_path, options, RayOptions(workers=2))
@@ -174,8 +174,17 @@ def test_a_reel_whose_director_fails_on_a_worker_is_reported_and_the_others_fini
     failed, done = result.reels
     assert failed.status == "failed" and failed.failed_at == "director"
     assert failed.error == "the director refused this sentence"  # the job's own error, not Ray's wrapper
-    assert done.status == "done"
+    assert done.status == "done" and done.gate_result() == "2/2 passed"
     check_reel(done.reel.artifact_path("reel"))
+    gate = done.reel.notes["gate"]
+    assert gate["rounds"] == 2 and [s["chosen_attempt"] for s in gate["shots"]] == [2, 2]
+    assert all(done.reel.artifacts[f"clip:{s.id}"].endswith(".attempt2.mp4") for s in done.reel.plan.shots)
+    batch = result.to_json()
+    assert sum(per.get("gate", 0) for per in batch["ray"]["jobs"].values()) == 2 * 2 + 2 + 2  # critic x2, redraws
+    for worker, phases in batch["ray"]["loads"].items():  # the critic once per round, the renderers once
+        gate_loads = phases.get("gate", {})
+        assert gate_loads.get("test-ray-scripted-llm", 0) <= 2, (worker, gate_loads)
+        assert gate_loads.get("preview-keyframes", 0) <= 1 and gate_loads.get("preview-motion", 0) <= 1
 
 
 def test_ray_settings_are_checked_before_ray_starts(tmp_path, capsys, monkeypatch):

@@ -192,7 +192,6 @@ def _run_phases(result: RayBatchResult, options: PipelineOptions, pool: Pool,
     from .batch import _gate_phase, _guarded, _plan
     from .headless import reel_stages
     from .rundir import RunDir
-    from .stage import jobs_run_by
 
     out_root = result.out_root
     with ExitStack() as locks:
@@ -204,39 +203,50 @@ def _run_phases(result: RayBatchResult, options: PipelineOptions, pool: Pool,
                 _phase(result, pool, name, lambda o, stage=stage: setattr(o, "reel", stage(o.reel)), on_phase)
                 continue
             pool.phase, mark = "gate", pool.mark()
-            with jobs_run_by(pool.run_jobs):  # the gate's rounds walk the reels in this thread
-                _gate_phase(result, options, on_phase)
+            _gate_phase(result, options, on_phase, each=lambda gates, step: _at_once(pool, "gate", gates, step))
             result.phases[-1].loads = pool.loads_since(mark)
         _note_reels(result, pool)
 
 
 def _phase(result: RayBatchResult, pool: Pool, name: str, step: Callable[[ReelOutcome], Any],
            on_phase: PhaseCallback | None) -> None:
-    """``step`` on every reel still going, all at once (one thread each); their model jobs go to the workers."""
+    """``step`` on every reel still going, all at once; their model jobs go to the workers."""
     from .batch import _guarded
-    from .stage import jobs_run_by
 
     active = [o for o in result.reels if o.ok]
     pool.phase, mark, started = name, pool.mark(), time.perf_counter()
 
-    def one(outcome: ReelOutcome) -> None:
-        with jobs_run_by(pool.run_jobs):
-            _guarded(outcome, name, step)
+    def done(count: int) -> None:
+        if on_phase is not None:
+            on_phase(name, count, len(active), time.perf_counter() - started)
 
-    threads = ThreadPoolExecutor(max_workers=max(1, min(len(active), MAX_STAGE_THREADS)),
+    _at_once(pool, name, active, lambda outcome: _guarded(outcome, name, step), done)
+    result.phases.append(PhaseRecord(name, len(active), time.perf_counter() - started, pool.loads_since(mark)))
+
+
+def _at_once(pool: Pool, name: str, reels: list[Any], step: Callable[[Any], None],
+             done: Callable[[int], None] | None = None) -> None:
+    """``step`` on every reel, one thread each, their model jobs going to the pool's queue; ``done(count)``
+    after each. A step that raises (a cancel: a reel's own failure is recorded by the step) stops the batch."""
+    from .stage import jobs_run_by
+
+    def one(reel: Any) -> None:
+        with jobs_run_by(pool.run_jobs):
+            step(reel)
+
+    threads = ThreadPoolExecutor(max_workers=max(1, min(len(reels), MAX_STAGE_THREADS)),
                                  thread_name_prefix=f"cinereel-{name}")
     try:
-        futures = [threads.submit(one, outcome) for outcome in active]
-        for done, future in enumerate(as_completed(futures), 1):
-            future.result()  # a cancel (the batch's, not one reel's) stops everything
-            if on_phase is not None:
-                on_phase(name, done, len(active), time.perf_counter() - started)
+        futures = [threads.submit(one, reel) for reel in reels]
+        for count, future in enumerate(as_completed(futures), 1):
+            future.result()
+            if done is not None:
+                done(count)
     except BaseException:  # Ctrl-C or a cancel: stop the workers first, so the other threads' waits end at once
         pool.close()
         raise
     finally:
         threads.shutdown(wait=True, cancel_futures=True)
-    result.phases.append(PhaseRecord(name, len(active), time.perf_counter() - started, pool.loads_since(mark)))
 
 
 def _note_reels(result: RayBatchResult, pool: Pool) -> None:
