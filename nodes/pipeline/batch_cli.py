@@ -2,8 +2,8 @@
 ``--ray ADDRESS`` when the optional Ray module is installed.
 
 The Ray scheduler lives in ``ray_batch.py`` (absent unless installed) and offers
-``run_batch_on_ray(items, out_root, options, address, on_phase=None) -> BatchResult``, the same contract as
-``batch.run_batch``.
+``run_batch_on_ray(items, out_root, options, address, on_phase=None, **ray_flags) -> BatchResult``, the same
+contract as ``batch.run_batch`` (``ray_flags``: the ``--ray-*`` flags that were given, ``RAY_FLAGS``).
 """
 
 from __future__ import annotations
