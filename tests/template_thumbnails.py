@@ -24,9 +24,10 @@ PREVIEW_CAPTION = "preview-backend frame: real-model output not shown"
 
 
 def director_inputs(workflow: dict) -> tuple[str, str]:
-    (director,) = [n for n in workflow["nodes"] if n["type"] == "CineReelDirector"]
+    """The sentence and aspect of the Director (of the Batch node: its first sentence)."""
+    (director,) = [n for n in workflow["nodes"] if n["type"] in ("CineReelDirector", "CineReelBatch")]
     sentence, _duration, _shots, aspect = director["widgets_values"][:4]
-    return sentence, aspect
+    return sentence.splitlines()[0], aspect
 
 
 def uses_preview_backends(workflow: dict) -> bool:

@@ -269,3 +269,76 @@ def test_the_batch_node_renders_every_reel_in_a_real_comfyui_executor(comfy):
     assert len(executor.outputs_ui["12"]["images"]) == 2  # the list of REELs: the adapter ran once per reel
     loads = [e["family"] for e in residency.log_since(mark) if e["event"] == "load"]
     assert loads.count("preview-keyframes") == 1 and loads.count("preview-motion") == 1
+
+
+def test_a_reel_whose_run_folder_another_process_holds_is_reported_and_the_others_finish(tmp_path):
+    import subprocess
+    import textwrap
+
+    held = tmp_path / "cinereel" / "held"
+    held.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, sys, time
+        handle = open({str(held / '.lock')!r}, "a+")
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        handle.write("process 1 (another cinereel) since now\\n"); handle.flush()
+        print("locked", flush=True)
+        sys.stdin.read()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        items = read_batch_text('{"sentence": "A cat naps in Rome", "run_id": "held"}\n'
+                                "A dog runs along a beach in Oslo\n", default_request(**SHORT))
+        result = run_batch(items, tmp_path, PipelineOptions())
+    finally:
+        holder.communicate("")
+    first, second = result.reels
+    assert (first.status, first.failed_at) == ("failed", "lock") and "in use by process 1" in first.error
+    assert second.status == "done" and second.reel.artifact_path("reel").is_file()
+    assert not (held / "plan.json").exists()  # nothing written into the folder another process holds
+
+
+def test_inside_comfyui_each_phase_draws_one_bar_that_only_moves_forward(tmp_path, monkeypatch):
+    import types
+
+    bars = []
+
+    class ProgressBar:  # comfy.utils.ProgressBar's interface, recording what the node would draw
+        def __init__(self, total):
+            self.total, self.values = total, []
+            bars.append(self)
+
+        def update_absolute(self, value, total=None):
+            self.values.append(value)
+
+    monkeypatch.setitem(sys.modules, "comfy.utils", types.SimpleNamespace(ProgressBar=ProgressBar))
+    items = read_batch_text("A cat naps in Rome\nA dog runs along a beach in Oslo\n", default_request(**SHORT))
+    result = run_batch(items, tmp_path, PipelineOptions())
+    assert [o.status for o in result.reels] == ["done", "done"]
+    assert len(bars) == 7  # director, keyframes, motion, narration, music, mix, assemble: no bar per reel or stage
+    for bar in bars:
+        assert bar.total == 2 * 1000 and bar.values[-1] == bar.total
+        assert bar.values == sorted(bar.values) and len(bar.values) > 2, bar.values
+
+
+@pytest.mark.comfy
+@pytest.mark.slow
+@pytest.mark.xdist_group("comfyui-server")  # the session's one ComfyUI 0.3.64 server (tests/conftest.py)
+def test_the_batch_template_runs_in_comfyui_0_3_64(comfy_server):
+    from cinereel_testkit import PACK_ROOT, load_test_module
+
+    current = load_test_module("comfy_current")
+    workflow = PACK_ROOT / "workflows" / "CineReel batch of preview reels (CPU, no weights).json"
+    prompt = current.workflow_to_prompt(json.loads(workflow.read_text(encoding="utf-8")),
+                                        comfy_server.get("/object_info"))
+    (batch_id,) = [k for k, v in prompt.items() if v["class_type"] == "CineReelBatch"]
+    (preview_id,) = [k for k, v in prompt.items() if v["class_type"] == "PreviewImage"]
+    assert len(prompt[batch_id]["inputs"]["sentences"].splitlines()) == 3
+    # the template's batch, made quick: two of its sentences, two 1 s shots at 480p
+    prompt[batch_id]["inputs"].update(sentences="\n".join(prompt[batch_id]["inputs"]["sentences"].splitlines()[:2]),
+                                      duration_s=2.0, shots=2, resolution="480p")
+    entry = comfy_server.run(prompt)
+    assert entry["status"]["status_str"] == "success", current.failure_of(entry)
+    ui = entry["outputs"][batch_id]
+    assert ui["cinereel_plan"][0]["locale"] == "2 of 2 reels done" and len(ui["cinereel_shots"]) == 4
+    assert len(entry["outputs"][preview_id]["images"]) == 2  # one keyframe per reel of the list

@@ -25,18 +25,28 @@ def load(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def test_three_templates_ship_with_readable_names():
+def test_four_templates_ship_with_readable_names():
     """Frontend 1.27 titles a custom node's template with its file name: no ids, no underscores."""
-    assert IDS == ["CineReel 720p reel (real models, GPU)", "CineReel preview reel (CPU, no weights)",
-                   "CineReel vertical preview reel 9x16 (social media, CPU)"]
+    assert IDS == ["CineReel 720p reel (real models, GPU)", "CineReel batch of preview reels (CPU, no weights)",
+                   "CineReel preview reel (CPU, no weights)", "CineReel vertical preview reel 9x16 (social media, CPU)"]
+
+
+def story_node(workflow: dict) -> dict:
+    """The node that takes the sentence: the Director, or the Batch node of the batch template."""
+    (node,) = [n for n in workflow["nodes"] if n["type"] in ("CineReelDirector", "CineReelBatch")]
+    return node
+
+
+def groups_of(workflow: dict) -> set[str]:
+    """A batch renders every stage inside its one node: its template has no stage groups."""
+    return {"Models", "Story", "Output"} if story_node(workflow)["type"] == "CineReelBatch" else GROUPS
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=IDS)
 def test_a_thumbnail_beside_each_template_in_its_aspect(workflow):
     from PIL import Image
 
-    (director,) = [n for n in load(workflow)["nodes"] if n["type"] == "CineReelDirector"]
-    aspect = director["widgets_values"][3]
+    aspect = story_node(load(workflow))["widgets_values"][3]
     with Image.open(workflow.with_suffix(".jpg")) as thumbnail:
         assert thumbnail.format == "JPEG"
         width, height = thumbnail.size
@@ -65,7 +75,7 @@ def test_every_widget_value_is_saved_in_input_order(workflow):
 def test_nodes_sit_in_labelled_groups_without_overlapping(workflow):
     saved = load(workflow)
     groups = {g["title"]: g["bounding"] for g in saved["groups"]}
-    assert set(groups) == GROUPS and len(saved["groups"]) == len(GROUPS)
+    assert set(groups) == groups_of(saved) and len(saved["groups"]) == len(groups_of(saved))
     boxes = [(n["id"], [n["pos"][0], n["pos"][1] - NODE_TITLE, n["size"][0], n["size"][1] + NODE_TITLE])
              for n in saved["nodes"]]
     for i, (a, (ax, ay, aw, ah)) in enumerate(boxes):

@@ -22,7 +22,7 @@ SIZE = {
     "CineReelKeyframes": (340, 46, 120), "CineReelAnimate": (340, 78, 150), "CineReelCriticGate": (380, 214, 800),
     "CineReelNarrate": (340, 102, 180), "CineReelScoreMusic": (340, 78, 150), "CineReelMix": (340, 130, 200),
     "CineReelAssemble": (440, 106, 664), "CineReelToImage": (320, 82, 150), "PreviewImage": (320, 258, 300),
-    "CineReelUnloadModels": (320, 58, 130),
+    "CineReelUnloadModels": (320, 58, 130), "CineReelBatch": (420, 456, 1000),
 }
 COLOURS = {"Models": "#3f789e", "Story": "#a1309b", "Pictures": "#b58b2a", "Motion": "#8A8", "Sound": "#88A",
            "Output": "#b06634"}
@@ -30,7 +30,7 @@ COLOURS = {"Models": "#3f789e", "Story": "#a1309b", "Pictures": "#b58b2a", "Moti
 LAYOUT = [
     [("Models", [["CineReelLLMLoader", "CineReelKeyframeLoader", "CineReelMotionLoader", "CineReelVoiceLoader",
                   "CineReelMusicLoader"]])],
-    [("Story", [["CineReelDirector"]])],
+    [("Story", [["CineReelDirector", "CineReelBatch"]])],
     [("Pictures", [["CineReelKeyframes"]]), ("Motion", [["CineReelAnimate", "CineReelCriticGate"]])],
     [("Sound", [["CineReelNarrate", "CineReelScoreMusic", "CineReelMix"]])],
     [("Output", [["CineReelAssemble"], ["CineReelToImage", "PreviewImage", "CineReelUnloadModels"]])],

@@ -320,7 +320,7 @@ def gate_reels(reels: list[Reel], critic: ModelHandle, keyframe_model: ModelHand
     for g in gates:
         _step(g, ReelGate.begin, on_error)
     progress = Progress(sum(len(g.states) for g in gates) * (1 + max_retries))
-    timings: dict[str, float] = {}
+    timings: dict[int, dict[str, float]] = {g.index: {} for g in gates}  # per reel: shot ids repeat across reels
 
     def score(g: ReelGate) -> None:
         g.rounds += 1
@@ -332,10 +332,10 @@ def gate_reels(reels: list[Reel], critic: ModelHandle, keyframe_model: ModelHand
             revise_failures(g.reel, g.pending)
 
     def redraw(g: ReelGate) -> None:
-        g.reel = redraw_keyframes(g.reel, g.pending, keyframe_model, timings)
+        g.reel = redraw_keyframes(g.reel, g.pending, keyframe_model, timings[g.index])
 
     def animate_again(g: ReelGate) -> None:
-        g.reel = reanimate(g.reel, g.pending, motion_model, clip_preset, timings)
+        g.reel = reanimate(g.reel, g.pending, motion_model, clip_preset, timings[g.index])
 
     while any(g.pending for g in gates if g.error is None):
         check_cancel()
