@@ -187,6 +187,18 @@ def test_a_reel_whose_director_fails_on_a_worker_is_reported_and_the_other_passe
         assert gate_loads.get("preview-keyframes", 0) <= 1 and gate_loads.get("preview-motion", 0) <= 1
 
 
+def test_a_scheduler_failure_fails_the_waiting_reels_instead_of_hanging_them(ray_instance, tmp_path):
+    def broken_hook(worker: str, actor, job: str, phase: str) -> None:
+        raise KeyError("a bug in the scheduler")
+
+    result = run_batch_on_ray(items()[:1], tmp_path, PipelineOptions(), RayOptions(workers=2),
+                              on_dispatch=broken_hook)
+    [outcome] = result.reels
+    assert outcome.status == "failed" and outcome.failed_at == "director"
+    assert outcome.error == "the Ray scheduler stopped: KeyError: 'a bug in the scheduler'"
+    assert json.loads((result.folder / "batch.json").read_text(encoding="utf-8"))["failed"] == 1
+
+
 def test_ray_settings_are_checked_before_ray_starts(tmp_path, capsys, monkeypatch):
     batch_file = tmp_path / "reels.txt"
     batch_file.write_text(SENTENCES[0] + "\n", encoding="utf-8")

@@ -182,6 +182,12 @@ class Pool:
 
     # -- the scheduler thread ---------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._schedule()
+        except Exception as exc:  # noqa: BLE001 - a scheduler bug must fail the waiting reels, never hang them
+            self._stop(RuntimeError(f"the Ray scheduler stopped: {type(exc).__name__}: {exc}"))
+
+    def _schedule(self) -> None:
         while True:
             with self._cond:
                 if self._closed:
@@ -282,15 +288,19 @@ class Pool:
         """Stop the workers; a job still queued or running fails as cancelled (its reel resumes next time)."""
         from .comfy import Cancelled
 
+        self._stop(Cancelled("the batch was stopped before this job finished"))
+        self._thread.join(timeout=10)
+        self._kill_all()
+
+    def _stop(self, reason: BaseException) -> None:
+        """No more hand-outs; every job queued or running fails with ``reason``."""
         with self._cond:
             self._closed = True
             for task in [*self._queue, *(s.task for s in self._slots if s.task is not None)]:
                 if not task.future.done():
-                    task.future.set_exception(Cancelled("the batch was stopped before this job finished"))
+                    task.future.set_exception(reason)
             self._queue.clear()
             self._cond.notify_all()
-        self._thread.join(timeout=10)
-        self._kill_all()
 
     def _kill_all(self) -> None:
         for slot in self._slots:
