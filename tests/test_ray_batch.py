@@ -187,6 +187,22 @@ def test_a_reel_whose_director_fails_on_a_worker_is_reported_and_the_other_passe
         assert gate_loads.get("preview-keyframes", 0) <= 1 and gate_loads.get("preview-motion", 0) <= 1
 
 
+def test_with_every_worker_dead_and_no_replacement_allowed_the_reels_fail_and_keep_their_work(ray_instance,
+                                                                                              tmp_path):
+    def kill_at_motion(worker: str, actor, job: str, phase: str) -> None:
+        if phase == "motion":
+            ray_instance.kill(actor)
+
+    result = run_batch_on_ray(items()[:2], tmp_path, PipelineOptions(), RayOptions(workers=2, restarts=0),
+                              on_dispatch=kill_at_motion)
+    assert [(o.status, o.failed_at) for o in result.reels] == [("failed", "motion")] * 2
+    assert all(o.error.startswith("every Ray worker died and no replacement is allowed") for o in result.reels)
+    assert {r["worker_died"] for r in result.ray["reschedules"]} == {"w1", "w2"}
+    for outcome in result.reels:  # the keyframes made before stay, for the same batch to resume from
+        manifest = json.loads((tmp_path / "cinereel" / outcome.run_id / "manifest.json").read_text(encoding="utf-8"))
+        assert "keyframes/shot-01.png" in manifest
+
+
 def test_a_scheduler_failure_fails_the_waiting_reels_instead_of_hanging_them(ray_instance, tmp_path):
     def broken_hook(worker: str, actor, job: str, phase: str) -> None:
         raise KeyError("a bug in the scheduler")
