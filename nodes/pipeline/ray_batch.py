@@ -227,11 +227,13 @@ def _phase(result: RayBatchResult, pool: Pool, name: str, step: Callable[[ReelOu
 def _at_once(pool: Pool, name: str, reels: list[Any], step: Callable[[Any], None],
              done: Callable[[int], None] | None = None) -> None:
     """``step`` on every reel, one thread each, their model jobs going to the pool's queue; ``done(count)``
-    after each. A step that raises (a cancel: a reel's own failure is recorded by the step) stops the batch."""
+    after each. The threads take turns at their own work and overlap while they wait for workers
+    (``Pool.driver_turn``). A step that raises (a cancel: a reel's own failure is recorded by the step) stops
+    the batch."""
     from .stage import jobs_run_by
 
     def one(reel: Any) -> None:
-        with jobs_run_by(pool.run_jobs):
+        with pool.driver_turn(), jobs_run_by(pool.run_jobs):
             step(reel)
 
     threads = ThreadPoolExecutor(max_workers=max(1, min(len(reels), MAX_STAGE_THREADS)),

@@ -21,9 +21,9 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,6 +129,11 @@ class Pool:
         self._return = return_artifacts
         self._on_dispatch = on_dispatch
         self._cond = threading.Condition()
+        # The driver's own work (technical checks, mixing, reading files) runs one stage thread at a time: only
+        # waiting for workers overlaps. Concurrent numpy calls from several threads gave wrong answers here
+        # (OpenBLAS: a valid clip judged black now and then), and not every library the stages use is thread-safe.
+        self._driver_turn = threading.Lock()
+        self._holder = threading.local()
         self._queue: list[Task] = []
         self._slots: list[Slot] = []
         self._closed = False
@@ -176,9 +181,34 @@ class Pool:
             self._queue.extend(tasks)
             self._cond.notify_all()
         for task in tasks:
+            with self._turn_given_up():
+                task.future.exception()  # wait for the workers while another stage thread does its own work
             task.future.result()  # raises the job's error: this reel's stage fails, the others go on
             if progress is not None:
                 progress.update()
+
+    @contextmanager
+    def driver_turn(self) -> Iterator[None]:
+        """Hold the driver's turn for a stage thread's own work (released while it waits for workers)."""
+        with self._driver_turn:
+            self._holder.holds = True
+            try:
+                yield
+            finally:
+                self._holder.holds = False
+
+    @contextmanager
+    def _turn_given_up(self) -> Iterator[None]:
+        holds = getattr(self._holder, "holds", False)
+        if holds:
+            self._holder.holds = False
+            self._driver_turn.release()
+        try:
+            yield
+        finally:
+            if holds:
+                self._driver_turn.acquire()
+                self._holder.holds = True
 
     # -- the scheduler thread ---------------------------------------------------------------
     def _loop(self) -> None:
