@@ -88,8 +88,9 @@ def connect(ray_options: RayOptions) -> bool:
     if ray.is_initialized():
         return False
     if ray_options.address == LOCAL:
-        ray.init(num_cpus=max(ray_options.workers or 2, 1), include_dashboard=False,
-                 object_store_memory=200 * 2**20, log_to_driver=False)
+        # As many CPU slots as workers asked for (default: this machine's cores); its GPUs are found by Ray.
+        ray.init(num_cpus=ray_options.workers, include_dashboard=False, object_store_memory=200 * 2**20,
+                 log_to_driver=False)
     else:
         ray.init(address=ray_options.address, log_to_driver=False)
     return True
