@@ -27,12 +27,13 @@ print(json.dumps({"added": added, "nodes": len(module.NODE_CLASS_MAPPINGS), "web
 """
 # Imported when a model loads or a stage runs, never when ComfyUI starts.
 HEAVY = ("diffusers", "transformers", "kokoro", "misaki", "spacy", "accelerate", "pydantic", "soundfile", "scipy",
-         "pyloudnorm", "imageio_ffmpeg", "PIL.Image", "openai", "llguidance", "espeakng_loader")
+         "pyloudnorm", "imageio_ffmpeg", "PIL.Image", "openai", "llguidance", "espeakng_loader", "ray")
 LOADED_ON_USE = ("model_loaders.rules", "model_loaders.qwen", "model_loaders.openai_compat", "model_loaders.flux2",
                  "model_loaders.wan", "model_loaders.kokoro_tts", "model_loaders.acestep", "model_loaders.storyboard",
                  "model_loaders.kenburns", "model_loaders.synth", "model_loaders.espeak", "model_loaders.technical",
                  "model_loaders.vocabulary.plan", "nodes.pipeline.audio", "nodes.pipeline.video",
-                 "nodes.pipeline.reel", "nodes.pipeline.cli", "nodes.pipeline.headless")
+                 "nodes.pipeline.reel", "nodes.pipeline.cli", "nodes.pipeline.headless", "nodes.pipeline.ray_batch",
+                 "nodes.pipeline.ray_pool", "nodes.pipeline.ray_worker")
 MAX_OUTSIDE_MODULES = 6  # standard-library modules the pack may add on top of what torch imported
 MAX_PACK_MODULES = 46  # 42 today: the node modules and what their classes need to declare inputs
 

@@ -414,8 +414,10 @@ def _phase(result: BatchResult, name: str, step: Callable[[ReelOutcome], Any],
     result.phases.append(PhaseRecord(name, len(active), time.perf_counter() - started, _loads(mark)))
 
 
-def _gate_phase(result: BatchResult, options: PipelineOptions, on_phase: PhaseCallback | None) -> None:
-    """The critic gate's rounds over every reel at once (``gate.gate_reels``), then each reel's report."""
+def _gate_phase(result: BatchResult, options: PipelineOptions, on_phase: PhaseCallback | None,
+                each: Any = None) -> None:
+    """The critic gate's rounds over every reel at once (``gate.gate_reels``; ``each``: how a step reaches the
+    reels, as there), then each reel's report."""
     from .gate import finish_gate, gate_reels
     from .stage import StageTimer
 
@@ -424,7 +426,7 @@ def _gate_phase(result: BatchResult, options: PipelineOptions, on_phase: PhaseCa
     h = options.handles
     gates = gate_reels([o.reel for o in active], h["llm"], h["keyframes"], h["motion"], options.threshold,
                        options.max_retries, clip_preset=options.clip_preset, technical_gate=options.technical_check,
-                       on_error=lambda g, exc: active[g.index].fail("gate", exc))
+                       on_error=lambda g, exc: active[g.index].fail("gate", exc), each=each)
     for outcome, gate in zip(active, gates):
         outcome.seconds += gate.seconds
         if gate.error is None:

@@ -2,8 +2,8 @@
 ``--ray ADDRESS`` when the optional Ray module is installed.
 
 The Ray scheduler lives in ``ray_batch.py`` (absent unless installed) and offers
-``run_batch_on_ray(items, out_root, options, address, on_phase=None) -> BatchResult``, the same contract as
-``batch.run_batch``.
+``run_batch_on_ray(items, out_root, options, address, on_phase=None, **ray_flags) -> BatchResult``, the same
+contract as ``batch.run_batch`` (``ray_flags``: the ``--ray-*`` flags that were given, ``RAY_FLAGS``).
 """
 
 from __future__ import annotations
@@ -41,10 +41,34 @@ def batch_parser() -> argparse.ArgumentParser:
         if action.dest in {dest for dest, _, _ in NOT_FOR_A_BATCH}:
             action.help = argparse.SUPPRESS
     p.add_argument("file", type=Path, help="the batch file (sentences or JSON lines) or a folder of plan files")
-    p.add_argument("--ray", default=None, metavar="ADDRESS",
-                   help="render on a Ray cluster (its address, or 'local' for a Ray instance on this machine); "
-                        "needs the Ray extra: pip install \".[ray]\"")
+    add_ray_arguments(p)
     return p
+
+
+# --ray-* flag -> run_batch_on_ray keyword, passed only when given (ray_batch.py: RayOptions)
+RAY_FLAGS = {"ray_workers": "workers", "ray_gpus_per_worker": "gpus_per_worker",
+             "ray_return_artifacts": "return_artifacts", "ray_restarts": "restarts"}
+
+
+def add_ray_arguments(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("Ray (several GPUs or machines; the Ray extra: pip install \".[ray]\")")
+    group.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="render on a Ray cluster: its address ('auto' on a machine of the cluster, or "
+                            "HEAD_IP:6379), or 'local' for a Ray instance on this machine. --out must be a folder "
+                            "every worker sees at the same path (shared storage)")
+    group.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                       help="workers to start (default: one per GPU of the cluster; 2 where it has none)")
+    group.add_argument("--ray-gpus-per-worker", type=float, default=None, metavar="G",
+                       help="GPUs each worker reserves (default 1 where the cluster has GPUs, else 0)")
+    group.add_argument("--ray-return-artifacts", action="store_true",
+                       help="workers send each artifact back to this process, which writes it under --out")
+    group.add_argument("--ray-restarts", type=int, default=None, metavar="N",
+                       help="replacement workers started for workers that die (default: one per worker)")
+
+
+def ray_flags(args: argparse.Namespace) -> dict[str, Any]:
+    given = {key: getattr(args, flag, None) for flag, key in RAY_FLAGS.items()}
+    return {key: value for key, value in given.items() if value is not None and value is not False}  # 0 is given
 
 
 def ray_runner() -> Any:
@@ -126,7 +150,7 @@ def run_batch_command(args: argparse.Namespace, runner: Any = None) -> int:
             print(f"  {phase:<10} {done:>4}/{total:<4} {seconds:8.2f} s", file=sys.stderr)
 
         if runner is not None:
-            result = runner(items, args.out, options, args.ray, on_phase=on_phase)
+            result = runner(items, args.out, options, args.ray, on_phase=on_phase, **ray_flags(args))
         else:
             result = run_batch(items, args.out, options, on_phase=on_phase)
     except (ValueError, FileNotFoundError, NotImplementedError, ModelUnavailable, RunInUse) as exc:

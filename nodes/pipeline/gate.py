@@ -320,11 +320,12 @@ ErrorHandler = Callable[["ReelGate", Exception], None]
 def gate_reels(reels: list[Reel], critic: ModelHandle, keyframe_model: ModelHandle, motion_model: ModelHandle,
                threshold: float, max_retries: int, frames: int = DEFAULT_CRITIC_FRAMES,
                clip_preset: str = "ultrafast", technical_gate: bool = True,
-               on_error: ErrorHandler | None = None) -> list[ReelGate]:
+               on_error: ErrorHandler | None = None, each: EachReel | None = None) -> list[ReelGate]:
     """The gate's rounds over several reels at once: each round scores every reel's pending shots (critic
     resident once), then re-draws every reel's image failures (keyframe model once) and re-animates every
     failure (motion model once). With ``on_error``, a reel whose step raises leaves the rounds (the handler
-    hears it) and the others go on; without it the error propagates."""
+    hears it) and the others go on; without it the error propagates. ``each(gates, step)`` applies a step to
+    the reels (default: in turn; a Ray batch runs them at once)."""
     gates = [ReelGate(index, reel) for index, reel in enumerate(reels)]
     for g in gates:
         _step(g, ReelGate.begin, on_error)
@@ -352,9 +353,17 @@ def gate_reels(reels: list[Reel], critic: ModelHandle, keyframe_model: ModelHand
     while any(g.pending for g in gates if g.error is None):
         check_cancel()
         for step in (score, redraw, animate_again):
-            for g in [g for g in gates if g.pending and g.error is None]:
-                _step(g, step, on_error)
+            (each or _in_turn)([g for g in gates if g.pending and g.error is None],
+                               lambda g, step=step: _step(g, step, on_error))
     return gates
+
+
+EachReel = Callable[[list[ReelGate], Callable[[ReelGate], None]], None]
+
+
+def _in_turn(gates: list[ReelGate], step: Callable[[ReelGate], None]) -> None:
+    for g in gates:
+        step(g)
 
 
 def finish_gate(gate: ReelGate, threshold: float, max_retries: int, timer: StageTimer, mark: int,

@@ -105,6 +105,10 @@ class Reel:
             raise ValueError("not a CineReel REEL (missing 'cinereel_reel': 1)")
         return cls(validate_plan(data["plan"]), data["run_dir"], data.get("artifacts"), data.get("notes"))
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        """Pickled as its JSON (a Ray worker receives the jobs that capture it)."""
+        return Reel.from_json, (self.to_json(),)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Reel) and self.to_dict() == other.to_dict()
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -62,6 +63,11 @@ def run_jobs(
         with run.locked():
             if handle is None:
                 _run_pending(run, None, pending, progress, on_ready)
+            elif (remote := _job_runner.get()) is not None:  # a Ray batch: workers render (ray_batch.py)
+                remote(run, handle, pending, progress)
+                if on_ready is not None:
+                    for job in pending:
+                        on_ready(job)
             else:
                 with RESIDENCY.use(handle) as model:
                     _run_pending(run, model, pending, progress, on_ready)
@@ -69,6 +75,20 @@ def run_jobs(
 
 
 _current_progress: ContextVar[Progress | None] = ContextVar("cinereel_progress", default=None)
+# Who runs jobs that need a model, when not this process: runner(run, handle, pending, progress) makes every
+# pending artifact and records it in the run's manifest (ray_batch.py hands them to Ray workers).
+JobRunner = Callable[[RunDir, ModelHandle, Sequence[Job], Progress | None], None]
+_job_runner: ContextVar[JobRunner | None] = ContextVar("cinereel_job_runner", default=None)
+
+
+@contextmanager
+def jobs_run_by(runner: JobRunner) -> Iterator[None]:
+    """Inside this block (this thread's context), model jobs go to ``runner`` instead of this process's model."""
+    token = _job_runner.set(runner)
+    try:
+        yield
+    finally:
+        _job_runner.reset(token)
 
 
 def step_callback() -> Callable[[int, int], None]:
