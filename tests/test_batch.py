@@ -144,8 +144,9 @@ def test_each_model_loads_once_per_phase_and_the_gate_rounds_are_shared(tmp_path
     items = read_batch_text("A lone astronaut walks through a neon-lit Tokyo alley at dusk\n"
                             "A fisherman mends his nets in Lisbon at dawn\n"
                             "A chef plates dessert in a Paris kitchen at night\n", default_request(**SHORT))
+    # the clip gate's rounds (the keyframe gate, which would catch the hands before motion, is the next test's)
     options = PipelineOptions(handles={**preview_handles(), "llm": ModelHandle("test-batch-llm", "stub")},
-                              gate=True, max_retries=2)
+                              gate=True, max_retries=2, keyframe_gate=False)
     BatchTestLLM.critiqued = []
     RESIDENCY.evict()
     mark = RESIDENCY.mark()
@@ -166,6 +167,30 @@ def test_each_model_loads_once_per_phase_and_the_gate_rounds_are_shared(tmp_path
         assert [s["chosen_attempt"] for s in gate["shots"]] == [2, 2] and not gate["flagged"]
         assert outcome.gate_result() == "2/2 passed"
         assert all(outcome.reel.artifacts[f"clip:{s.id}"].endswith(".attempt2.mp4") for s in outcome.reel.plan.shots)
+
+
+def test_the_keyframe_gate_rounds_are_shared_across_the_batch(tmp_path):
+    items = read_batch_text("A lone astronaut walks through a neon-lit Tokyo alley at dusk\n"
+                            "A fisherman mends his nets in Lisbon at dawn\n", default_request(**SHORT))
+    options = PipelineOptions(handles={**preview_handles(), "llm": ModelHandle("test-batch-llm", "stub")},
+                              gate=True, max_retries=2)  # a real critic: the keyframe gate is on by default
+    RESIDENCY.evict()
+    mark = RESIDENCY.mark()
+    result = run_batch(items, tmp_path, options)
+    assert [o.status for o in result.reels] == ["done"] * 2
+    loads = [(e["family"], e["role"]) for e in RESIDENCY.log_since(mark) if e["event"] == "load"]
+    # the hands are caught on the keyframes: one critic load per round and one keyframe-model load for every
+    # reel's redraws; motion then animates each shot once and the clip gate passes every clip in one round
+    assert loads == [("test-batch-llm", "director"), ("preview-keyframes", "keyframes"),
+                     ("test-batch-llm", "critic"), ("preview-keyframes", "keyframes"), ("test-batch-llm", "critic"),
+                     ("preview-motion", "motion"), ("test-batch-llm", "critic"), ("preview-voice", "voice"),
+                     ("preview-music", "music")]
+    recorded = json.loads((result.folder / "batch.json").read_text(encoding="utf-8"))
+    assert {p["phase"]: p["model_loads"] for p in recorded["phases"]}["keyframe_gate"] == 3
+    for outcome in result.reels:
+        section = outcome.reel.notes["keyframe_gate"]
+        assert section["rounds"] == 2 and section["keyframe_redraws"] == len(outcome.reel.plan.shots)
+        assert all(s["chosen_attempt"] == 1 for s in outcome.reel.notes["gate"]["shots"])
 
 
 def test_ray_is_reserved_and_flags_for_one_reel_are_refused(tmp_path, capsys, monkeypatch):

@@ -166,7 +166,8 @@ def test_a_reel_whose_director_fails_on_a_worker_is_reported_and_the_other_passe
         ray_instance, tmp_path, monkeypatch):
     monkeypatch.setenv("CINEREEL_WORKER_PLUGINS", str(Path(__file__).with_name("ray_worker_plugin.py")))
     scripted = ModelHandle(family="test-ray-scripted-llm", checkpoint="rules")
-    options = PipelineOptions(handles={**PipelineOptions().handles, "llm": scripted}, gate=True, max_retries=2)
+    options = PipelineOptions(handles={**PipelineOptions().handles, "llm": scripted}, gate=True, max_retries=2,
+                              keyframe_gate=False)  # the clip gate's re-render on the workers
     reels = read_batch_text(f"REFUSE: a storm over a harbour\n{SENTENCES[0]}\n",
                             default_request(duration_s=DURATION_S, shots=2))
     result = run_batch_on_ray(reels, tmp_path, options, RayOptions(workers=2))

@@ -130,7 +130,8 @@ def scripted_critic():
 def test_keep_best_keeps_the_chosen_attempts_and_a_resume_re_renders_exactly_what_it_removed(
         tmp_path, plan_file, scripted_critic, capsys):
     out, run = tmp_path / "out", tmp_path / "out" / "cinereel" / "run"
-    gate = ["--gate", "--max-retries", "1", "--threshold", "7", "--llm", "openai",
+    # the clip gate's attempts are what --keep best chooses among (the keyframe gate keeps no attempts of clips)
+    gate = ["--gate", "--no-keyframe-gate", "--max-retries", "1", "--threshold", "7", "--llm", "openai",
             "--set", f"llm.base_url={scripted_critic.base_url}", "--set", "llm.model=critic"]
     assert reel_cli(plan_file, out, *gate) == 0, capsys.readouterr().err
     assert len(scripted_critic.requests) == 4

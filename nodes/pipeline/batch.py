@@ -60,7 +60,7 @@ REQUEST_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
     "ref_weight": ("ref_weight", (int, float)),
 }
 OTHER_KEYS = ("run_id", "plan")
-PHASES = ("director", "keyframes", "motion", "gate", "narration", "music", "mix", "assemble")
+PHASES = ("director", "keyframes", "keyframe_gate", "motion", "gate", "narration", "music", "mix", "assemble")
 
 
 class BatchError(PreflightError):
@@ -368,6 +368,8 @@ def run_batch(items: list[BatchItem], out_root: Path | str, options: PipelineOpt
             for name, stage in reel_stages(options):
                 if name == "gate":
                     _gate_phase(result, options, on_phase)
+                elif name == "keyframe_gate":
+                    _keyframe_gate_phase(result, options, on_phase)
                 else:
                     _phase(result, name, lambda o, stage=stage: setattr(o, "reel", stage(o.reel)), on_phase)
     finally:  # a cancelled batch records how far each reel got (its status "unfinished"): the same command resumes
@@ -412,6 +414,33 @@ def _phase(result: BatchResult, name: str, step: Callable[[ReelOutcome], Any],
         if on_phase is not None:
             on_phase(name, done + 1, len(active), time.perf_counter() - started)
     result.phases.append(PhaseRecord(name, len(active), time.perf_counter() - started, _loads(mark)))
+
+
+def _keyframe_gate_phase(result: BatchResult, options: PipelineOptions, on_phase: PhaseCallback | None) -> None:
+    """The keyframe gate's rounds over every reel at once (one critic load, then one keyframe-model load, per
+    round); a reel that fails there is recorded and the others go on without it."""
+    from .keyframe_gate import keyframe_gate_reels
+
+    h = options.handles
+    active = [o for o in result.reels if o.ok]
+    mark, started = RESIDENCY.mark(), time.perf_counter()
+    try:
+        reels = keyframe_gate_reels([o.reel for o in active], h["llm"], h["keyframes"], options.threshold,
+                                    options.max_retries)
+    except Exception as exc:
+        if is_cancel(exc):
+            raise
+        # which reel broke the shared rounds is not known: each goes again alone, so only that one fails
+        for outcome in active:
+            _guarded(outcome, "keyframe_gate", lambda o: setattr(o, "reel", keyframe_gate_reels(
+                [o.reel], h["llm"], h["keyframes"], options.threshold, options.max_retries)[0]))
+    else:
+        for outcome, reel in zip(active, reels):
+            outcome.reel = reel
+    seconds = time.perf_counter() - started
+    if on_phase is not None:
+        on_phase("keyframe_gate", len(active), len(active), seconds)
+    result.phases.append(PhaseRecord("keyframe_gate", len(active), seconds, _loads(mark)))
 
 
 def _gate_phase(result: BatchResult, options: PipelineOptions, on_phase: PhaseCallback | None,

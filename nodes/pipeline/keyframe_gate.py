@@ -157,29 +157,43 @@ def run_keyframe_gate(reel: Reel, critic: ModelHandle, keyframe_model: ModelHand
                       threshold: float = DEFAULT_THRESHOLD, max_retries: int = 3) -> Reel:
     """Judge every keyframe the model drew (a user's own keyframe is taken as it is) and redraw image failures,
     in rounds, before any clip is animated. Returns the REEL with each shot's chosen keyframe and shot."""
+    (out,) = keyframe_gate_reels([reel], critic, keyframe_model, threshold, max_retries)
+    return out
+
+
+def keyframe_gate_reels(reels: list[Reel], critic: ModelHandle, keyframe_model: ModelHandle,
+                        threshold: float = DEFAULT_THRESHOLD, max_retries: int = 3) -> list[Reel]:
+    """The keyframe gate's rounds over several reels at once (a batch): each round judges every reel's pending
+    keyframes with the critic resident once, then redraws every reel's failures with the keyframe model
+    resident once."""
     from .user_media import user_items
 
     threshold, max_retries = check_gate_settings(threshold, max_retries)
     timer = StageTimer(STAGE)
     mark = RESIDENCY.mark()
-    given = user_items(reel)
-    states = [ShotState(shot, [Attempt(1, shot, f"keyframe:{shot.id}")])
-              for shot in reel.plan.shots if f"keyframe:{shot.id}" not in given]
-    for state in states:
-        reel.artifact_path(state.latest.keyframe)  # a clear error now if Keyframes has not run
-    progress = Progress(len(states) * (1 + max_retries))
-    pending, rounds = list(states), 0
-    while pending:
-        rounds += 1
+    states: list[list[ShotState]] = []
+    for reel in reels:
+        given = user_items(reel)
+        states.append([ShotState(shot, [Attempt(1, shot, f"keyframe:{shot.id}")])
+                       for shot in reel.plan.shots if f"keyframe:{shot.id}" not in given])
+        for state in states[-1]:
+            reel.artifact_path(state.latest.keyframe)  # a clear error now if Keyframes has not run
+    progress = Progress(sum(len(s) for s in states) * (1 + max_retries))
+    reels, pending, rounds = list(reels), [list(s) for s in states], [0] * len(reels)
+    while any(pending):
         check_cancel()
-        reel = score_keyframes(reel, pending, critic)
-        progress.update(len(pending))
-        pending = [s for s in pending if image_failure(s.latest, threshold) and s.latest.number < 1 + max_retries
-                   and gate_may_retry(s.original)]  # a locked shot keeps its keyframe
-        if pending:
-            revise_keyframes(reel, pending)
-            reel = redraw_keyframes(reel, pending, keyframe_model)
-    return _finish(reel, states, threshold, max_retries, rounds, timer, mark)
+        for i in [i for i, p in enumerate(pending) if p]:
+            rounds[i] += 1
+            reels[i] = score_keyframes(reels[i], pending[i], critic)
+            progress.update(len(pending[i]))
+            pending[i] = [s for s in pending[i] if image_failure(s.latest, threshold)
+                          and s.latest.number < 1 + max_retries
+                          and gate_may_retry(s.original)]  # a locked shot keeps its keyframe
+            if pending[i]:
+                revise_keyframes(reels[i], pending[i])
+        for i in [i for i, p in enumerate(pending) if p]:
+            reels[i] = redraw_keyframes(reels[i], pending[i], keyframe_model)
+    return [_finish(reel, s, threshold, max_retries, n, timer, mark) for reel, s, n in zip(reels, states, rounds)]
 
 
 def best_keyframe(state: ShotState, threshold: float) -> Attempt:
