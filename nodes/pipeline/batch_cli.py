@@ -137,7 +137,7 @@ def checked_batch(args: argparse.Namespace) -> tuple[list, Any]:
 
 def run_batch_command(args: argparse.Namespace, runner: Any = None) -> int:
     from .batch import run_batch, summary_lines
-    from .cli import EXIT_BAD_INPUT, EXIT_BUG, EXIT_CANCELLED, EXIT_TERMINATED, Terminated, one_line, os_problem
+    from .cli import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_TERMINATED, Terminated, internal_error, one_line, os_problem
     from .rundir import RunInUse, set_lock_policy
     from .stage import new_invocation
 
@@ -164,12 +164,7 @@ def run_batch_command(args: argparse.Namespace, runner: Any = None) -> int:
               file=sys.stderr)
         return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_CANCELLED
     except Exception:
-        import traceback
-
-        traceback.print_exc()
-        print("cinereel: internal error: this is a bug in CineReel, please report it with the traceback above; "
-              "everything already made is kept, and the same command resumes", file=sys.stderr)
-        return EXIT_BUG
+        return internal_error()
     for outcome in result.reels:
         for warning in (outcome.reel.notes.get("warnings", []) if outcome.reel is not None else []):
             print(f"cinereel: warning: reel {outcome.index}: {warning}", file=sys.stderr)

@@ -112,6 +112,14 @@ def parser(sentence: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+def internal_error() -> int:
+    """An exception no check foresaw: its traceback, what to do, and exit status 1 (work on disk is kept)."""
+    traceback.print_exc()
+    print("cinereel: internal error: this is a bug in CineReel, please report it with the traceback above; "
+          "everything already made is kept, and the same command resumes", file=sys.stderr)
+    return EXIT_BUG
+
+
 def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
@@ -356,10 +364,7 @@ def run(args: argparse.Namespace) -> int:
         print("cinereel: cancelled; run the same command again to resume where it stopped", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_CANCELLED
     except Exception:
-        traceback.print_exc()
-        print("cinereel: internal error: this is a bug in CineReel, please report it with the traceback above; "
-              "everything already made is kept, and the same command resumes", file=sys.stderr)
-        return EXIT_BUG
+        return internal_error()
     print_warnings(reel)
     path = reel.artifact_path("reel")
     sheet = reel.run_dir.path("contact_sheet.png")
