@@ -176,6 +176,12 @@ def frontend(browser, comfy_server, tmp_path_factory) -> Frontend:
 def preview_run(frontend) -> dict:
     """The preview workflow, its sentence set to text with HTML in it, queued from the page; the page once the
     reel is in the Assemble node."""
+    # an earlier test on this shared server may have run the same loaders: ComfyUI would take them from its cache
+    # and send no output for them (no handle, no badge). Free Memory resets the executor's cache; the queue's
+    # worker wakes on the flag at once, long before the workflow below is loaded and queued.
+    status, _ = frontend.server.post("/free", {"free_memory": True})
+    assert status == 200
+    time.sleep(1.0)
     frontend.load(PREVIEW)
     typed = frontend.page.evaluate("""text => {
       const director = app.graph._nodes.find(n => n.type === 'CineReelDirector');
