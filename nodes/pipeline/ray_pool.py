@@ -222,6 +222,7 @@ class Pool:
             with self._cond:
                 if self._closed:
                     return
+                self._fail_queued_without_workers()  # jobs a stage thread queued after the last worker died
                 self._dispatch()
                 refs = [slot.ref for slot in self._slots if slot.task is not None]
                 if not refs:
@@ -307,12 +308,17 @@ class Pool:
             self._restarts_left -= 1
             new = self._start_worker()
             self.workers.append({"worker": new.name, "started": f"replacing {slot.name}"})
-        if not any(s.alive for s in self._slots):
-            for queued in list(self._queue):
-                self._queue.remove(queued)
-                queued.future.set_exception(RuntimeError(
-                    "every Ray worker died and no replacement is allowed (--ray-restarts); the finished work is "
-                    "kept: run the same batch again to resume"))
+        self._fail_queued_without_workers()
+
+    def _fail_queued_without_workers(self) -> None:
+        """With every worker dead, whatever is queued (now, or by a stage thread later) fails at once."""
+        if any(s.alive for s in self._slots):
+            return
+        for queued in list(self._queue):
+            self._queue.remove(queued)
+            queued.future.set_exception(RuntimeError(
+                "every Ray worker died and no replacement is allowed (--ray-restarts); the finished work is "
+                "kept: run the same batch again to resume"))
 
     def close(self) -> None:
         """Stop the workers; a job still queued or running fails as cancelled (its reel resumes next time)."""
