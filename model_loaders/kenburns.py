@@ -16,6 +16,13 @@ travel = 2 % of the frame per unit, so 5.0 (hero) moves 10 % and 8.0 (b-roll,
 establishing) moves 16 %. ``static`` breathes: a slow zoom in and back out by
 a sixth of that, so the clip is never frozen. The seed picks where a push
 lands and where a pan runs within the frame's slack, so a retry differs.
+
+The motion stage does not draw these frames in Python: ``camera_filter`` says
+the same move in ffmpeg's filter language (``scale`` and ``crop`` with
+per-frame expressions), so the pixels are resampled where they are encoded,
+in one ffmpeg process per clip, and never cross a pipe. ``render_clip`` and
+``iter_clip`` draw the frames themselves: the reference the filter is tested
+against, and frames for whoever wants them as arrays.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ BREATHING_SHARE = 1 / 6
 FOCUS_SPREAD = 0.5  # how far off centre the seed may place a push or a breath, as a share of the slack
 
 Box = tuple[float, float, float, float]
+ZOOMS = ("static", "push_in", "pull_out")  # the moves whose box changes size
 
 
 def frames_for_duration(duration_s: float, fps: int) -> int:
@@ -82,6 +90,54 @@ def camera_boxes(size: tuple[int, int], camera: str, flow_shift: float, num_fram
                 fy = along
         boxes.append(_box(size, zoom, fx, fy))
     return boxes
+
+
+def _path_exprs(camera: str, flow_shift: float, num_frames: int, seed: int,
+                frame: str) -> tuple[str, str, str]:
+    """``camera_boxes``'s zoom and box placement (fx, fy in [0, 1]) as ffmpeg expressions of the frame number
+    (the filter's variable ``frame``); a zoom that does not change is a plain number."""
+    if camera not in CAMERA_MOVES:
+        raise ValueError(f"camera must be one of {', '.join(CAMERA_MOVES)}, got {camera!r}")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    amount = travel(flow_shift)
+    u, v = np.random.default_rng(seed % 2**64).uniform(-FOCUS_SPREAD, FOCUS_SPREAD, 2)
+    t = f"({frame}/{num_frames - 1})" if num_frames > 1 else "0"
+    p = f"({t}*{t}*(3-2*{t}))"
+    fx, fy = repr(0.5 + float(u)), repr(0.5 + float(v))
+    if camera == "static":
+        zoom = f"(1+{amount * BREATHING_SHARE!r}*(1-cos(2*PI*{t}))/2)"
+    elif camera == "push_in":
+        zoom = f"(1+{amount!r}*{p})"
+    elif camera == "pull_out":
+        zoom = f"(1+{amount!r}*(1-{p}))"
+    else:
+        zoom = repr(1.0 + amount)
+        along = p if camera in ("pan_right", "tilt_down") else f"(1-{p})"
+        if camera.startswith("pan"):
+            fx = along
+        else:
+            fy = along
+    return zoom, fx, fy
+
+
+def camera_filter(size: tuple[int, int], camera: str, flow_shift: float, num_frames: int, seed: int) -> str:
+    """An ffmpeg filter chain that turns the still keyframe (one frame of ``size``) into the clip's
+    ``num_frames`` frames along ``camera_boxes``'s path, to the nearest whole pixel.
+
+    A pan or tilt keeps the box's size: the keyframe is magnified once and a frame-sized window slides
+    over it (``crop`` with ``exact``), which costs nothing per frame. A push, pull or breath changes the
+    box's size every frame: ``zoompan`` cuts it and resizes it to the frame.
+    """
+    width, height = size
+    repeat = f"loop=loop={num_frames - 1}:size=1:start=0"
+    if camera in ZOOMS:  # zoompan cuts a box a frame and resizes it (in 4:4:4, where it may cut odd pixels)
+        zoom, fx, fy = _path_exprs(camera, flow_shift, num_frames, seed, "on")
+        return (f"format=yuv444p,{repeat},zoompan=z='{zoom}':x='(iw-iw/zoom)*{fx}':y='(ih-ih/zoom)*{fy}':d=1:"
+                f"s={width}x{height},format=yuv420p")
+    zoom, fx, fy = _path_exprs(camera, flow_shift, num_frames, seed, "n")
+    return (f"scale=w='{width}*{zoom}':h='{height}*{zoom}':flags=bicubic,{repeat},"
+            f"crop=w={width}:h={height}:x='(iw-{width})*{fx}':y='(ih-{height})*{fy}':exact=1")
 
 
 def _box(size: tuple[int, int], zoom: float, fx: float, fy: float) -> Box:

@@ -60,6 +60,20 @@ class StoryboardKeyframes:
 class KenBurnsMotion:
     engine = "kenburns"
 
+    @property
+    def parallel_jobs(self) -> int:
+        """Clips rendered by ``camera_filter`` are ffmpeg processes whose filters run on one core each: two at
+        a time keep two cores busy. Frames drawn in Python (a subclass without the filter) go one at a time."""
+        return 2 if getattr(self, "camera_filter", None) is not None else 1
+
+    def camera_filter(self, size: tuple[int, int], shot: dict[str, Any], plan: dict[str, Any], num_frames: int,
+                      seed: int) -> str:
+        """The clip as an ffmpeg filter over the keyframe: the motion stage encodes it in one ffmpeg process
+        (``render_clip`` draws the same frames in Python)."""
+        from .kenburns import camera_filter
+
+        return camera_filter(size, shot["camera"], float(shot["flow_shift"]), num_frames, seed)
+
     def render_clip(self, keyframe: Any, shot: dict[str, Any], plan: dict[str, Any], num_frames: int,
                     seed: int, callback: Any = None) -> Any:
         """Frames as a generator: the encoder compresses frame k while frame k+1 is drawn."""
@@ -106,8 +120,8 @@ def _factory(cls: type) -> Any:
     return load
 
 
-register_family("preview-llm", _factory(PreviewLLM))
-register_family("preview-keyframes", _factory(StoryboardKeyframes))
-register_family("preview-motion", _factory(KenBurnsMotion))
-register_family("preview-voice", _factory(EspeakVoiceBackend))
-register_family("preview-music", _factory(SynthMusic))
+register_family("preview-llm", _factory(PreviewLLM), weightless=True)
+register_family("preview-keyframes", _factory(StoryboardKeyframes), weightless=True)
+register_family("preview-motion", _factory(KenBurnsMotion), weightless=True)
+register_family("preview-voice", _factory(EspeakVoiceBackend), weightless=True)
+register_family("preview-music", _factory(SynthMusic), weightless=True)

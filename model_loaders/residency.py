@@ -43,14 +43,21 @@ class Family(NamedTuple):
     name: str
     load: Loader
     unload: Unloader | None = None
+    weightless: bool = False  # holds no weights (the preview backends): nothing to free around its load
 
 
 _FAMILIES: dict[str, Family] = {}
 
 
-def register_family(name: str, load: Loader, unload: Unloader | None = None) -> None:
-    """Declare how to load a model family. ``load`` imports its heavy libraries itself, lazily."""
-    _FAMILIES[name] = Family(name, load, unload)
+def register_family(name: str, load: Loader, unload: Unloader | None = None, weightless: bool = False) -> None:
+    """Declare how to load a model family. ``load`` imports its heavy libraries itself, lazily. A
+    ``weightless`` family (a preview backend) holds no weights, so switching to or from it frees nothing."""
+    _FAMILIES[name] = Family(name, load, unload, weightless)
+
+
+def _weightless(handle: ModelHandle) -> bool:
+    registered = _FAMILIES.get(handle.family)
+    return registered is not None and registered.weightless and handle.residency != "subprocess"
 
 
 def family(name: str) -> Family:
@@ -177,7 +184,8 @@ class ResidencyManager:
             self._evict(f"making room for {handle.label}")
         if handle.option("unload_comfy_models", False) and free_comfy_models():
             log.info("asked ComfyUI to unload its models before loading %s", handle.label)
-        release_freed_memory()
+        if not _weightless(handle):  # a full collection costs tens of milliseconds and frees nothing here
+            release_freed_memory()
         rss_before = process_rss()
         started = time.perf_counter()
         if handle.residency == "subprocess":
@@ -217,7 +225,8 @@ class ResidencyManager:
                 _FAMILIES[handle.family].unload(model)
         finally:
             del model, resident
-            release_freed_memory()
+            if not _weightless(handle):
+                release_freed_memory()
         leaked = ref is not None and ref() is not None
         if leaked:
             log.warning("%s is still referenced after eviction; its memory cannot be freed", handle.label)

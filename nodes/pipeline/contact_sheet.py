@@ -101,19 +101,20 @@ class ShotRow:
     kept_clip: Path | None
     other_clips: list[Path]
     lines: list[tuple[str, tuple[int, int, int]]]
+    clip_frames: int  # every attempt of the shot has as many
 
 
-def middle_frame(clip: Path) -> Any:
+def middle_frame(clip: Path, frames: int | None = None) -> Any:
     """The frame the sheet shows for a clip: its middle one (an RGB uint8 array)."""
-    from .video import sample_frames
+    from .video import middle_frame as decode_middle
 
-    frames = sample_frames(clip, 3)
-    return frames[len(frames) // 2]
+    return decode_middle(clip, frames)
 
 
 def shot_rows(reel: Reel) -> list[ShotRow]:
     from .board import remedy_text
     from .gate import chosen_of
+    from .motion import clip_frames
 
     gate = {s["shot"]: s for s in reel.notes.get("gate", {}).get("shots", [])}
     rows = []
@@ -137,7 +138,7 @@ def shot_rows(reel: Reel) -> list[ShotRow]:
         elif kept_clip is not None:
             lines.append(("not gated: the clip as rendered", DIM))
         lines.append((shot.prompt, DIM))
-        rows.append(ShotRow(shot.id, heading, keyframe, kept_clip, others, lines))
+        rows.append(ShotRow(shot.id, heading, keyframe, kept_clip, others, lines, clip_frames(reel.plan, shot)))
     return rows
 
 
@@ -164,17 +165,29 @@ def footer_lines(reel: Reel) -> list[str]:
 
 # -- drawing ----------------------------------------------------------------------------
 
-def _picture(path: Path | None, size: tuple[int, int]) -> Image.Image | None:
+# Pictures already drawn at a size, by (file, its mtime and size, thumbnail size): the sheet is redrawn after
+# each stage and most pictures have not changed since (a clip would be decoded again each time).
+_thumbnails: dict[tuple[str, int, int, tuple[int, int]], Image.Image] = {}
+MAX_THUMBNAILS = 512
+
+
+def _picture(path: Path | None, size: tuple[int, int], frames: int | None = None) -> Image.Image | None:
     from PIL import Image
 
     if path is None:
         return None
-    if path.suffix == ".mp4":
-        image = Image.fromarray(middle_frame(path))
-    else:
-        with Image.open(path) as img:
-            image = img.convert("RGB")
-    return image.resize(size, Image.Resampling.BILINEAR)
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size, size)
+    if key not in _thumbnails:
+        if path.suffix == ".mp4":
+            image = Image.fromarray(middle_frame(path, frames))
+        else:
+            with Image.open(path) as img:
+                image = img.convert("RGB")
+        if len(_thumbnails) >= MAX_THUMBNAILS:
+            _thumbnails.clear()
+        _thumbnails[key] = image.resize(size, Image.Resampling.BILINEAR)
+    return _thumbnails[key]
 
 
 def _text(draw: Any, xy: tuple[int, int], text: str, size: int, fill: tuple[int, int, int], width: int) -> None:
@@ -207,10 +220,10 @@ def draw_sheet(reel: Reel) -> Image.Image:
         _text(draw, (MARGIN, top + GAP - 4), row.heading, 16, INK, layout.width - 2 * MARGIN)
         _paste(sheet, draw, _picture(row.keyframe, (layout.thumb_w, THUMB_H)), layout.keyframe_box(index),
                "no keyframe yet")
-        _paste(sheet, draw, _picture(row.kept_clip, (layout.thumb_w, THUMB_H)), layout.kept_box(index),
-               "no clip yet")
+        _paste(sheet, draw, _picture(row.kept_clip, (layout.thumb_w, THUMB_H), row.clip_frames),
+               layout.kept_box(index), "no clip yet")
         for k, clip in enumerate(row.other_clips[:MAX_SMALL]):
-            _paste(sheet, draw, _picture(clip, layout.small), layout.small_box(index, k), "")
+            _paste(sheet, draw, _picture(clip, layout.small, row.clip_frames), layout.small_box(index, k), "")
         y = layout.keyframe_box(index)[1]
         for text, colour in row.lines[: THUMB_H // 18]:
             _text(draw, (layout.text_left, y), text, 14, colour, TEXT_W)

@@ -69,14 +69,19 @@ def clip_job(reel: Reel, shot: Shot, handle: ModelHandle, attempt: int = 1, pres
     def make(model: Any, tmp: Path) -> None:
         from PIL import Image
 
-        from .video import write_clip
+        from .video import encode_still, write_clip
 
-        with Image.open(keyframe_path) as img:
-            keyframe = img.convert("RGB")
-        frames = model.render_clip(keyframe, shot.model_dump(mode="json"), plan.model_dump(mode="json"),
-                                   num_frames, shot.seed, callback=step_callback())
+        shot_data, plan_data = shot.model_dump(mode="json"), plan.model_dump(mode="json")
         watch = NonFiniteWatch()
-        write_clip(watch.frames(frames), plan.fps, tmp, preset=preset)
+        with Image.open(keyframe_path) as img:
+            camera_filter = getattr(model, "camera_filter", None)
+            if camera_filter is not None:  # the backend moves the camera inside ffmpeg (preview.py)
+                encode_still(keyframe_path, camera_filter(img.size, shot_data, plan_data, num_frames, shot.seed),
+                             num_frames, plan.fps, tmp, preset=preset, on_frame=step_callback())
+            else:
+                frames = model.render_clip(img.convert("RGB"), shot_data, plan_data, num_frames, shot.seed,
+                                           callback=step_callback())
+                write_clip(watch.frames(frames), plan.fps, tmp, preset=preset)
         record_call(reel.run_dir, rel, model, handle)
         check_cancel()
         atomic_write_text(qc_path, json.dumps({"technical": watch.problems(), "nonfinite_frames": watch.count}))

@@ -99,6 +99,10 @@ def step_callback() -> Callable[[int, int], None]:
 
 def _run_pending(run: RunDir, model: Any, pending: Sequence[Job], progress: Progress | None,
                  on_ready: Callable[[Job], None] | None = None) -> None:
+    workers = min(len(pending), max(1, int(getattr(model, "parallel_jobs", 1))))
+    if workers > 1:
+        _run_side_by_side(run, model, pending, progress, on_ready, workers)
+        return
     token = _current_progress.set(progress)
     try:
         for job in pending:
@@ -110,6 +114,33 @@ def _run_pending(run: RunDir, model: Any, pending: Sequence[Job], progress: Prog
                 progress.update()
     finally:
         _current_progress.reset(token)
+
+
+def _run_side_by_side(run: RunDir, model: Any, pending: Sequence[Job], progress: Progress | None,
+                      on_ready: Callable[[Job], None] | None, workers: int) -> None:
+    """Jobs ``workers`` at a time, for a model whose renders run outside Python (``parallel_jobs``: the Ken
+    Burns backend's ffmpeg encodes). The bar moves per finished job; cancel stops what has not started and
+    reaches the running renders through their own cancel checks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def make(job: Job) -> Job:
+        check_cancel()
+        run.produce(job.rel, job.inputs, lambda tmp: job.make(model, tmp))
+        return job
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="cinereel-job") as pool:
+        futures = [pool.submit(make, job) for job in pending]
+        try:
+            for future in futures:  # in job order, so on_ready sees them as a serial run would
+                job = future.result()
+                if on_ready is not None:
+                    on_ready(job)
+                if progress is not None:
+                    progress.update()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def call_rel(artifact_rel: str) -> str:
