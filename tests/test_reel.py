@@ -162,6 +162,59 @@ def test_run_jobs_counts_made_and_reused(tmp_path):
     assert (run.root / "a2.txt").read_text() == "2"
 
 
+class SideBySide:
+    """A model whose jobs may run two at a time (``parallel_jobs``), as the Ken Burns encodes do."""
+
+    parallel_jobs = 2
+
+    def __init__(self) -> None:
+        import threading
+
+        self.both_running = threading.Barrier(2, timeout=30)
+        self.lock = threading.Lock()
+        self.running = self.most_running = 0
+
+    def make(self, tmp: Path, text: str, fail: bool = False) -> None:
+        with self.lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        try:
+            if text in ("a0", "a1"):
+                self.both_running.wait()  # only returns once the first two jobs run at the same time
+            if fail:
+                raise RuntimeError(f"{text} failed")
+            tmp.write_text(text)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_a_model_with_parallel_jobs_runs_two_at_a_time_and_reports_them_in_order(tmp_path):
+    run, model = RunDir.create(tmp_path, "side-by-side"), SideBySide()
+    jobs = [Job(f"a{i}", f"a{i}.txt", {"i": i}, lambda m, tmp, i=i: m.make(tmp, f"a{i}")) for i in range(5)]
+    ready = []
+    from cinereel.nodes.pipeline.stage import _run_pending
+
+    _run_pending(run, model, jobs, None, on_ready=lambda job: ready.append(job.name))
+    assert model.most_running == 2
+    assert ready == [f"a{i}" for i in range(5)]
+    assert [(run.root / f"a{i}.txt").read_text() for i in range(5)] == [f"a{i}" for i in range(5)]
+    assert all(run.is_current(job.rel, job.key) for job in jobs)
+
+
+def test_a_failing_side_by_side_job_stops_the_stage_and_keeps_what_finished(tmp_path):
+    run, model = RunDir.create(tmp_path, "side-by-side-fails"), SideBySide()
+    jobs = [Job(f"a{i}", f"a{i}.txt", {"i": i}, lambda m, tmp, i=i: m.make(tmp, f"a{i}", fail=i == 1))
+            for i in range(6)]
+    from cinereel.nodes.pipeline.stage import _run_pending
+
+    with pytest.raises(RuntimeError, match="a1 failed"):
+        _run_pending(run, model, jobs, None)
+    assert (run.root / "a0.txt").read_text() == "a0" and run.is_current(jobs[0].rel, jobs[0].key)
+    assert not (run.root / "a1.txt").exists()
+    assert not (run.root / "a5.txt").exists()  # queued behind the failure: cancelled, never started
+
+
 def test_a_resumed_run_keeps_the_report_of_every_earlier_invocation(tmp_path, capsys):
     from cinereel.nodes.pipeline.cli import main
 

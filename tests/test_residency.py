@@ -161,3 +161,23 @@ def test_comfy_memory_manager_is_asked_only_when_the_option_is_on(monkeypatch):
 
 def test_global_manager_is_shared():
     assert RESIDENCY is sys.modules["cinereel.model_loaders.residency"].RESIDENCY
+
+
+def test_switching_between_weightless_preview_backends_frees_nothing_but_a_real_model_does(monkeypatch):
+    """A full garbage collection costs tens of milliseconds; around a preview backend (no weights) it frees
+    nothing, so the manager skips it there and still runs it around every model that holds weights."""
+    import cinereel.model_loaders.preview  # noqa: F401 - registers the preview families
+    from cinereel.model_loaders import residency
+
+    releases = []
+    monkeypatch.setattr(residency, "release_freed_memory", lambda: releases.append(1))
+    manager = ResidencyManager()
+    for stage in ("voice", "music"):
+        with manager.use(ModelHandle(f"preview-{stage}", "preview", residency="in_process")):
+            pass
+    manager.evict("end of the preview part")
+    assert [e["event"] for e in manager.log] == ["load", "evict", "load", "evict"] and releases == []
+    with manager.use(handle("A", seed=1)):
+        pass
+    manager.evict("end of test")
+    assert len(releases) == 2  # before the real model's load and after its eviction

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from cinereel.model_loaders.kenburns import (
     camera_boxes,
+    camera_filter,
     frames_for_duration,
     iter_clip,
     render_clip,
@@ -40,6 +41,10 @@ from cinereel.model_loaders.vocabulary.plan import CAMERA_MOVES, Plan, validate_
 from cinereel.nodes.pipeline.video import (
     FFmpegError,
     assemble_reel,
+    can_copy,
+    encode_still,
+    frame_at,
+    middle_frame,
     probe,
     read_audio,
     read_clip,
@@ -279,6 +284,88 @@ def test_static_breathes_below_a_pixel_per_frame(texture: Image.Image) -> None:
     consecutive = np.abs(np.diff(clip[::10].astype(np.int16), axis=0)).mean(axis=(1, 2, 3))
     assert consecutive.min() > 0.1, "sub-pixel steps must still change the picture"
     assert technical_check(clip)["technical"] == []
+
+
+def luma_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs((a.astype(np.float64) - b.astype(np.float64)) @ np.array([0.2126, 0.7152, 0.0722])).mean())
+
+
+@pytest.mark.parametrize("camera", CAMERA_MOVES)
+def test_the_ffmpeg_camera_move_follows_the_boxes_python_draws(tmp_path: Path, texture: Image.Image,
+                                                               camera: str) -> None:
+    """The motion stage's clip (``camera_filter`` run by ffmpeg) against ``render_clip``'s frames, both encoded the
+    same way: each frame is nearest the reference frame of the same index, to the whole pixel the filter keeps."""
+    texture.save(tmp_path / "keyframe.png")
+    frames, seed, flow_shift = 25, 5, 8.0
+    encode_still(tmp_path / "keyframe.png", camera_filter(texture.size, camera, flow_shift, frames, seed), frames, 16,
+                 tmp_path / "ffmpeg.mp4")
+    write_clip(render_clip(texture, camera, flow_shift, frames, seed), 16, tmp_path / "python.mp4")
+    made, reference = read_clip(tmp_path / "ffmpeg.mp4"), read_clip(tmp_path / "python.mp4")
+    assert made.shape == reference.shape == (frames, texture.height, texture.width, 3)
+    # pans and tilts cut whole pixels from a once-magnified keyframe; zoompan also rounds the box's size
+    tolerance = 5.0 if camera in ("static", "push_in", "pull_out") else 3.0
+    for index in (0, 6, 12, 18, 24):
+        assert luma_error(made[index], reference[index]) < tolerance, index
+    if camera == "static":  # a slow breath: the widest frame against the frames at rest
+        same = luma_error(made[12], reference[12])
+        assert same < 0.75 * min(luma_error(made[12], reference[0]), luma_error(made[12], reference[24]))
+        return
+    for index in (6, 12, 18):
+        same = luma_error(made[index], reference[index])
+        assert same < 0.75 * min(luma_error(made[index], reference[index - 3]),
+                                 luma_error(made[index], reference[index + 3])), index
+
+
+def test_a_still_encoded_clip_is_a_clip_the_reel_can_join(tmp_path: Path, texture: Image.Image) -> None:
+    texture.save(tmp_path / "keyframe.png")
+    encode_still(tmp_path / "keyframe.png", camera_filter(texture.size, "push_in", 5.0, 21, 1), 21, 16,
+                 tmp_path / "still.mp4")
+    write_clip(render_clip(texture, "pan_left", 5.0, 21, 1), 16, tmp_path / "frames.mp4")
+    still, frames = probe(tmp_path / "still.mp4"), probe(tmp_path / "frames.mp4")
+    assert (still["width"], still["height"], still["fps"], still["frames"]) == (320, 192, 16.0, 21)
+    assert {k: still[k] for k in ("video_codec", "pix_fmt", "audio_codec")} == \
+        {k: frames[k] for k in ("video_codec", "pix_fmt", "audio_codec")}
+    assert can_copy([tmp_path / "still.mp4", tmp_path / "frames.mp4"], [20, 20], 16)
+    assert assemble_reel([tmp_path / "still.mp4", tmp_path / "frames.mp4"], [20, 20], 16, None,
+                         tmp_path / "reel.mp4") == "veryfast"  # no preset given: REEL_PRESET re-encodes
+    assert probe(tmp_path / "reel.mp4")["frames"] == 40
+
+
+def test_a_still_encode_reports_each_frame_and_stops_when_cancelled(tmp_path: Path, texture: Image.Image) -> None:
+    texture.save(tmp_path / "keyframe.png")
+    seen: list[tuple[int, int]] = []
+    encode_still(tmp_path / "keyframe.png", camera_filter(texture.size, "tilt_up", 5.0, 33, 1), 33, 16,
+                 tmp_path / "clip.mp4", on_frame=lambda done, of: seen.append((done, of)))
+    assert seen[-1] == (33, 33) and all(of == 33 for _, of in seen)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done: int, of: int) -> None:
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        encode_still(tmp_path / "keyframe.png", camera_filter(texture.size, "tilt_up", 5.0, 400, 1), 400, 16,
+                     tmp_path / "cancelled.mp4", on_frame=cancel)
+
+
+def test_a_still_encode_that_ffmpeg_refuses_says_why(tmp_path: Path, texture: Image.Image) -> None:
+    texture.save(tmp_path / "keyframe.png")
+    with pytest.raises(FFmpegError, match="nosuchfilter"):
+        encode_still(tmp_path / "keyframe.png", "nosuchfilter=1", 5, 16, tmp_path / "clip.mp4")
+    with pytest.raises(ValueError, match="num_frames"):
+        encode_still(tmp_path / "keyframe.png", "null", 0, 16, tmp_path / "clip.mp4")
+
+
+def test_the_middle_frame_decodes_no_more_than_it_needs_and_agrees_with_sample_frames(tmp_path: Path) -> None:
+    write_clip(level_clip(list(range(10, 230, 10)), (1.0, 1.0, 1.0)), 16, tmp_path / "levels.mp4")  # 22 frames
+    middle = sample_frames(tmp_path / "levels.mp4", 3)[1]
+    assert np.array_equal(middle_frame(tmp_path / "levels.mp4"), middle)
+    assert np.array_equal(middle_frame(tmp_path / "levels.mp4", 22), middle)
+    assert np.array_equal(middle_frame(tmp_path / "levels.mp4", 60), middle)  # the caller overstated the length
+    assert frame_at(tmp_path / "levels.mp4", 22) is None
+    assert abs(int(frame_at(tmp_path / "levels.mp4", 5)[10, 10, 0]) - 60) <= 3
 
 
 @pytest.mark.parametrize("camera", ["pan_left", "tilt_down"])

@@ -121,23 +121,35 @@ def _run_side_by_side(run: RunDir, model: Any, pending: Sequence[Job], progress:
     """Jobs ``workers`` at a time, for a model whose renders run outside Python (``parallel_jobs``: the Ken
     Burns backend's ffmpeg encodes). The bar moves per finished job; cancel stops what has not started and
     reaches the running renders through their own cancel checks."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    def make(job: Job) -> Job:
-        check_cancel()
-        run.produce(job.rel, job.inputs, lambda tmp: job.make(model, tmp))
+    failed = threading.Event()
+
+    def make(job: Job) -> Job | None:
+        if failed.is_set():  # a job failed or was cancelled: start no other
+            return None
+        try:
+            check_cancel()
+            run.produce(job.rel, job.inputs, lambda tmp: job.make(model, tmp))
+        except BaseException:
+            failed.set()
+            raise
         return job
 
     with ThreadPoolExecutor(workers, thread_name_prefix="cinereel-job") as pool:
         futures = [pool.submit(make, job) for job in pending]
         try:
             for future in futures:  # in job order, so on_ready sees them as a serial run would
-                job = future.result()
+                job = future.result()  # raises the failure, which comes before any job skipped for it
+                if job is None:
+                    continue
                 if on_ready is not None:
                     on_ready(job)
                 if progress is not None:
                     progress.update()
         except BaseException:
+            failed.set()
             for future in futures:
                 future.cancel()
             raise
