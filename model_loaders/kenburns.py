@@ -18,9 +18,10 @@ a sixth of that, so the clip is never frozen. The seed picks where a push
 lands and where a pan runs within the frame's slack, so a retry differs.
 
 The motion stage does not draw these frames in Python: ``camera_filter`` says
-the same move in ffmpeg's filter language (``scale`` and ``crop`` with
-per-frame expressions), so the pixels are resampled where they are encoded,
-in one ffmpeg process per clip, and never cross a pipe. ``render_clip`` and
+the same move in ffmpeg's filter language (a window sliding over the
+magnified keyframe for pans and tilts, ``zoompan`` for pushes, pulls and
+breaths, with per-frame expressions), so the pixels are resampled where they
+are encoded, in one ffmpeg process per clip, and never cross a pipe. ``render_clip`` and
 ``iter_clip`` draw the frames themselves: the reference the filter is tested
 against, and frames for whoever wants them as arrays.
 """

@@ -149,8 +149,9 @@ def encode_still(image: Path, camera_filter: str, num_frames: int, fps: int, pat
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     chain = f"{TO_BT709},{camera_filter},settb=1/{fps},setpts=N,{TAG_BT709}"
     args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1",
-            "-y", "-i", str(image), "-an", "-vf", chain, "-r", str(fps), "-frames:v", str(num_frames), "-c:v", "libx264",
-            "-preset", preset, "-crf", str(crf), "-bf", "0", "-movflags", "+faststart", "-f", "mp4", str(path)]
+            "-y", "-i", str(image), "-an", "-vf", chain, "-r", str(fps), "-frames:v", str(num_frames),
+            "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-bf", "0", "-movflags", "+faststart",
+            "-f", "mp4", str(path)]
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                                 **die_with_parent())
