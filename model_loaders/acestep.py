@@ -107,11 +107,11 @@ class AceStepMusic:
         if not (math.isfinite(tempo) and 30.0 <= tempo <= 300.0):
             raise ValueError(f"tempo must be between 30 and 300 BPM, got {tempo_bpm}")
         audio = self._generate(music_prompt(plan, tempo), max(float(duration_s), MIN_MODEL_S), tempo, seed, callback)
-        if self.native_sample_rate != sample_rate:
-            from .sampling import resample
+        from .sampling import fit_length, resample
 
+        if self.native_sample_rate != sample_rate:
             audio = resample(audio, self.native_sample_rate, sample_rate)
-        return fit_length(audio, n, sample_rate)
+        return fit_length(audio, n, sample_rate, FADE_S, fade_end=True)
 
     def _generate(self, prompt: str, seconds: float, tempo: float, seed: int,
                   callback: StepCallback | None) -> "np.ndarray":
@@ -144,17 +144,6 @@ def _length(duration_s: float, sample_rate: int) -> int:
     if int(sample_rate) <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     return round(duration_s * int(sample_rate))
-
-
-def fit_length(audio: "np.ndarray", n: int, sample_rate: int, fade_s: float = FADE_S) -> "np.ndarray":
-    """``audio`` cut or padded with silence to ``n`` samples; the sound fades out over ``fade_s`` at its end."""
-    import numpy as np
-
-    kept = np.array(audio[:n], dtype=np.float32)
-    fade = min(len(kept), round(fade_s * sample_rate))
-    if fade:
-        kept[len(kept) - fade:] *= (np.cos(np.linspace(0.0, np.pi / 2, fade)) ** 2)[:, None]
-    return np.pad(kept, [(0, n - len(kept)), (0, 0)])
 
 
 def load_acestep(handle: ModelHandle) -> AceStepMusic:

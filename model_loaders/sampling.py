@@ -1,4 +1,4 @@
-"""Sample-rate conversion shared by the audio backends and the mix (exact ratios, polyphase filter)."""
+"""Sample-rate conversion and length fitting shared by the audio backends and the mix."""
 
 from __future__ import annotations
 
@@ -23,3 +23,15 @@ def checked_sample_rate(rate: int) -> int:
     if isinstance(rate, bool) or int(rate) != rate or rate <= 0:
         raise ValueError(f"sample rate must be a positive whole number of Hz, got {rate!r}")
     return int(rate)
+
+
+def fit_length(audio: np.ndarray, n: int, sample_rate: int, fade_s: float = 0.05, fade_end: bool = False) -> np.ndarray:
+    """``audio`` (samples first) cut or padded with silence to ``n`` samples, float32. A cut fades out over
+    ``fade_s`` so it never clicks; ``fade_end`` fades the sound's own end even when nothing is cut (a model's
+    render that may stop mid-note)."""
+    kept = np.array(audio[:n], dtype=np.float32)
+    if fade_end or audio.shape[0] > n:
+        fade = min(len(kept), round(fade_s * sample_rate))
+        ramp = np.cos(np.linspace(0.0, np.pi / 2, fade)) ** 2
+        kept[len(kept) - fade:] *= ramp if kept.ndim == 1 else ramp[:, None]
+    return np.pad(kept, [(0, n - len(kept))] + [(0, 0)] * (kept.ndim - 1))

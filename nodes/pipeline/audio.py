@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ...model_loaders.sampling import checked_sample_rate, resample
+from ...model_loaders.sampling import checked_sample_rate, fit_length, resample
 from .rundir import atomic_write
 
 # scipy.signal, scipy.ndimage, pyloudnorm and soundfile are imported where used:
@@ -598,7 +598,7 @@ def mix_reel(
     speech = _checked_audio(speech, "speech")
     if speech.ndim != 1:
         raise ValueError(f"speech must be mono (samples,), got shape {speech.shape}")
-    bed = _stereo(_fit_length(_checked_audio(music, "music"), len(speech), sample_rate))
+    bed = _stereo(fit_length(_checked_audio(music, "music"), len(speech), sample_rate))
     voice = np.repeat(speech.astype(np.float32)[:, None], 2, axis=1)
 
     speech_lufs = integrated_lufs(voice, sample_rate)
@@ -624,18 +624,6 @@ def _stereo(audio: np.ndarray) -> np.ndarray:
     if audio.shape[1] != 2:
         raise ValueError(f"music must be mono or stereo, got {audio.shape[1]} channels")
     return audio.astype(np.float32)
-
-
-def _fit_length(audio: np.ndarray, n: int, sample_rate: int, fade_s: float = 0.05) -> np.ndarray:
-    if audio.shape[0] >= n:
-        fitted = audio[:n].astype(np.float32)
-        if audio.shape[0] > n:
-            fade = min(n, round(fade_s * sample_rate))
-            ramp = np.cos(np.linspace(0.0, np.pi / 2, fade)) ** 2
-            fitted[n - fade :] *= ramp if fitted.ndim == 1 else ramp[:, None]
-        return fitted
-    padding = [(0, n - audio.shape[0])] + [(0, 0)] * (audio.ndim - 1)
-    return np.pad(audio.astype(np.float32), padding)
 
 
 def _finite_or_none(value: float) -> float | None:

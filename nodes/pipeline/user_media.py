@@ -10,7 +10,7 @@ supersedes the old (kept under ``superseded/``). The fit:
 - keyframe: scaled to cover the plan's frame and cropped centred (``cover_fit``: Pillow's ``ImageOps.fit``,
   Lanczos), so nothing is stretched and the frame is filled;
 - music: resampled to the mix rate (48 kHz, ``sampling.resample``), looped with a short equal-power crossfade
-  when shorter than the reel, then cut to the reel's length with a 50 ms fade (``audio._fit_length``);
+  when shorter than the reel, then cut to the reel's length with a 50 ms fade (``sampling.fit_length``);
 - voice-over: mixed down to mono and resampled to the narration rate (48 kHz).
 
 The REEL records the item under ``notes["user_media"][target]`` (``target`` is ``portrait:<character>``,
@@ -155,8 +155,7 @@ def cover_fit(image: Any, size: tuple[int, int]) -> Any:
 def fit_music(audio: np.ndarray, sample_rate: int, duration_s: float, out_rate: int = MIX_RATE) -> np.ndarray:
     """A mono or stereo sound (samples, channels) at any rate made the reel's bed: resampled to ``out_rate``,
     looped with a short equal-power crossfade while shorter than ``duration_s``, cut with a 50 ms fade."""
-    from ...model_loaders.sampling import resample
-    from .audio import _fit_length
+    from ...model_loaders.sampling import fit_length, resample
 
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 1:
@@ -170,7 +169,7 @@ def fit_music(audio: np.ndarray, sample_rate: int, duration_s: float, out_rate: 
     n = round(duration_s * out_rate)
     if len(bed) < n:
         bed = _loop(bed, n + round(0.05 * out_rate), round(LOOP_CROSSFADE_S * out_rate))
-    return _fit_length(bed, n, out_rate)
+    return fit_length(bed, n, out_rate)
 
 
 def _loop(audio: np.ndarray, n: int, crossfade: int) -> np.ndarray:
