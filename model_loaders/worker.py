@@ -37,13 +37,19 @@ class WorkerError(RuntimeError):
 
 
 class WorkerModel:
-    """Proxy to a model in a worker process: ``proxy.method(*args)`` runs ``model.method`` there."""
+    """Proxy to a model in a worker process: ``proxy.method(*args)`` runs ``model.method`` there.
+
+    It has the attributes the model has, as the worker listed them when it loaded: its public methods
+    (run there) and its plain public values (copied here); ``getattr(proxy, name, default)`` answers for
+    the model, so a stage can ask whether its model offers something (``encode_prompts``)."""
 
     def __init__(self, handle: ModelHandle, process: subprocess.Popen, conn: Connection):
         self._handle = handle
         self._process = process
         self._conn = conn
         self._lock = threading.Lock()
+        self._methods: frozenset[str] = frozenset()
+        self._values: dict[str, Any] = {}
 
     @property
     def pid(self) -> int:
@@ -71,7 +77,8 @@ class WorkerModel:
         conn = _accept(listener, process)
         worker = cls(handle, process, conn)
         try:
-            worker._request(("load", handle.to_dict()))
+            listed = worker._request(("load", handle.to_dict()))
+            worker._methods, worker._values = frozenset(listed["methods"]), dict(listed["values"])
         except BaseException:
             worker.stop()
             raise
@@ -81,8 +88,12 @@ class WorkerModel:
         return self._request(("call", method, args, kwargs))
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
+        if name.startswith("_"):  # never looked up remotely (nor before __init__ has set the lists)
             raise AttributeError(name)
+        if name in self._values:
+            return self._values[name]
+        if name not in self._methods:
+            raise AttributeError(f"the {self._handle.label} model has no {name!r}")
         return lambda *args, **kwargs: self.call(name, *args, **kwargs)
 
     def _request(self, message: tuple) -> Any:

@@ -29,6 +29,20 @@ def import_pack(root: Path):
     return module
 
 
+def public_attributes(model) -> dict:
+    """What the parent's proxy offers: the model's public methods, and its plain public values."""
+    methods, values = [], {}
+    for name in dir(model):
+        if name.startswith("_"):
+            continue
+        value = getattr(model, name, None)
+        if callable(value):
+            methods.append(name)
+        elif value is None or isinstance(value, (str, int, float, bool)):
+            values[name] = value
+    return {"methods": methods, "values": values}
+
+
 def serve(conn, residency, handles) -> None:
     model = None
     while True:
@@ -42,7 +56,7 @@ def serve(conn, residency, handles) -> None:
         try:
             if kind == "load":
                 model = residency.load_model(handles.ModelHandle.from_dict(message[1]))
-                result = None
+                result = public_attributes(model)
             elif kind == "call":
                 _, method, args, kwargs = message
                 result = getattr(model, method)(*args, **kwargs)

@@ -106,7 +106,21 @@ def test_worker_errors_come_back_with_the_cause(monkeypatch):
     from cinereel.model_loaders.worker import WorkerError
 
     with manager.use(handle("E", residency="subprocess", width=64)) as worker:
-        with pytest.raises(WorkerError, match="AttributeError"):
+        with pytest.raises(WorkerError, match="TypeError"):
+            worker.forward_sum("two")  # raised in the worker, sent back with its traceback
+    manager.evict()
+
+
+def test_a_worker_proxy_has_the_attributes_its_model_has_and_no_others(monkeypatch):
+    """A stage asks its model what it offers (``getattr(model, "encode_prompts", None)``): a proxy must not
+    answer yes for a method the model in the worker does not have."""
+    monkeypatch.setenv("CINEREEL_WORKER_PLUGINS", str(HERE / "tiny_torch_family.py"))
+    manager = ResidencyManager()
+    with manager.use(handle("P", residency="subprocess", width=64)) as worker:
+        assert worker.forward_sum(1) == pytest.approx(tiny.TinyTorchModel(64, 3, 0).forward_sum(1), rel=1e-5)
+        assert worker.width == 64  # a plain value, copied when the worker loaded
+        assert getattr(worker, "encode_prompts", None) is None and getattr(worker, "parallel_jobs", 1) == 1
+        with pytest.raises(AttributeError, match="no 'no_such_method'"):
             worker.no_such_method()
     manager.evict()
 

@@ -226,6 +226,29 @@ def test_the_call_record_is_what_the_pipeline_received(motion, keyframe, monkeyp
     assert record["negative_prompt"] == "blurry" and "Camera:" in record["prompt"]
 
 
+def test_the_phases_prompts_are_encoded_once_and_its_clips_render_without_the_text_encoder(motion, keyframe):
+    """encode_prompts (the motion stage calls it before the clips) runs diffusers' encode_prompt as the pipeline
+    would; the renders then get the embeddings, run no text encoder, and make exactly the same clips."""
+    shots = [{**HERO, "negative_prompt": "blurry"}, {**HERO, "prompt": "a lighthouse in the rain", "negative_prompt": ""}]
+    plain = [render(motion, keyframe, **shot) for shot in shots]
+    assert motion.last_call()["prompt_encoded"] == "in this render"
+    calls: Counter = Counter()
+    hook = motion.pipe.text_encoder.register_forward_pre_hook(lambda *_: calls.update(["text_encoder"]))
+    try:
+        assert motion.encode_prompts([*shots, shots[0]]) == 2
+        assert calls["text_encoder"] == 4  # each distinct shot's prompt and negative prompt (guidance 3.5)
+        encoded = [render(motion, keyframe, **shot) for shot in shots]
+        assert calls["text_encoder"] == 4
+        assert motion.last_call()["prompt_encoded"] == "once for the phase"
+        assert all(np.array_equal(a, b) for a, b in zip(plain, encoded))
+        assert motion.encode_prompts(shots) == 0  # already encoded: nothing to do
+        render(motion, keyframe, prompt="a shot nobody encoded")  # a prompt not encoded: the pipeline encodes it
+        assert calls["text_encoder"] == 6
+    finally:
+        hook.remove()
+        motion._embeddings.clear()  # the module's other tests watch the pipeline encode
+
+
 def test_both_experts_run_on_their_side_of_the_boundary(motion, keyframe):
     with forward_calls(motion) as calls:
         render(motion, keyframe)

@@ -12,6 +12,7 @@ class TinyTorchModel:
         import torch
 
         torch.manual_seed(seed)
+        self.width = width
         self.net = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(layers)]).eval()
 
     def forward_sum(self, n: int = 2) -> float:

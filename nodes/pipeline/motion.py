@@ -8,6 +8,7 @@ shots butt together. Every attempt's clip is kept: ``clips/<shot>.attempt<k>.mp4
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +90,16 @@ def clip_job(reel: Reel, shot: Shot, handle: ModelHandle, attempt: int = 1, pres
     return Job(f"clip:{shot.id}", rel, inputs, make)
 
 
+def encode_prompts(model: Any, plan: Plan, pending: Sequence[Job]) -> None:
+    """Let a model that can (``encode_prompts``: Wan2.2) encode the prompts of the shots about to render
+    once, before their clips, instead of once per clip with its text encoder resident."""
+    encode = getattr(model, "encode_prompts", None)
+    if encode is None:
+        return
+    ids = {job.name.split(":", 1)[1] for job in pending}
+    encode([shot.model_dump(mode="json") for shot in plan.shots if shot.id in ids])
+
+
 def qc_rel(clip_rel: str) -> str:
     """Where a clip's render-time findings go: what the MP4 cannot show (NaN frames become black)."""
     return clip_rel[: -len(".mp4")] + ".qc.json"
@@ -124,7 +135,8 @@ def animate(reel: Reel, handle: ModelHandle, preset: str = "ultrafast", progress
     to_make, locked = locked_reuse(reel, jobs)  # a locked shot keeps the clip the run last kept for it
     if locked:
         progress.update(len(locked))
-    made, count = run_jobs(reel.run_dir, handle.as_role("motion"), to_make, progress)
+    made, count = run_jobs(reel.run_dir, handle.as_role("motion"), to_make, progress,
+                           prepare=lambda model, pending: encode_prompts(model, reel.plan, pending))
     made = {**made, **locked}
     out = reel.evolve(artifacts=made)
     renders = {shot.id: call_record(reel.run_dir, made[f"clip:{shot.id}"]) for shot in reel.plan.shots}

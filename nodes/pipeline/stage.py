@@ -46,11 +46,14 @@ def run_jobs(
     jobs: Sequence[Job],
     progress: Progress | None = None,
     on_ready: Callable[[Job], None] | None = None,
+    prepare: Callable[[Any, Sequence[Job]], None] | None = None,
 ) -> tuple[dict[str, str], int]:
     """Make every job's artifact not already current, under one residency of ``handle``.
 
     Returns ``({name: rel}, number made)``. ``handle=None`` runs jobs with no model. ``on_ready(job)`` is
     called for each artifact once it is on disk (reused ones first), e.g. to show it in the browser.
+    ``prepare(model, pending)`` runs once the model is resident, before the first job (the motion stage
+    encodes the phase's prompts there).
     """
     pending = [job for job in jobs if not run.is_current(job.rel, job.key)]
     if progress is not None and len(jobs) > len(pending):
@@ -70,6 +73,8 @@ def run_jobs(
                         on_ready(job)
             else:
                 with RESIDENCY.use(handle) as model:
+                    if prepare is not None:
+                        prepare(model, pending)
                     _run_pending(run, model, pending, progress, on_ready)
     return {job.name: job.rel for job in jobs}, len(pending)
 
