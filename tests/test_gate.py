@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 from cinereel.model_loaders.handles import ModelHandle
-from cinereel.model_loaders.preview import KenBurnsMotion, StoryboardKeyframes
 from cinereel.model_loaders.residency import RESIDENCY, register_family
 from cinereel.model_loaders.vocabulary.critique import FAILURE_LABELS, IMAGE_LABELS, MOTION_LABELS
 from cinereel.nodes.pipeline.director import direct
@@ -16,43 +15,27 @@ from cinereel.nodes.pipeline.headless import preview_handles
 from cinereel.nodes.pipeline.keyframes import render_keyframes
 from cinereel.nodes.pipeline.motion import animate
 from cinereel.nodes.pipeline.retry import attempt_seed
-from cinereel_testkit import sample_plan_dict
+from cinereel_testkit import load_test_module, sample_plan_dict
 
-PASS = {"scores": dict.fromkeys(("composition", "motion_coherence", "character_consistency",
-                                 "lighting_fidelity"), 9), "label": None}
-
-
-def fail(label):
-    return {"scores": dict.fromkeys(PASS["scores"], 3), "label": label}
+backends = load_test_module("scripted_backends")
+PASS, fail = backends.PASS, backends.fail
 
 
-class ScriptedCritic:
-    """Answers from a script: script(shot prompt, how many times this shot was seen) -> critique."""
-
+class ScriptedCritic(backends.ScriptedCritic):
     script = staticmethod(lambda prompt, seen: PASS)
     calls: list[str] = []
 
-    def critique(self, frames, portraits, prompt):
-        ScriptedCritic.calls.append(prompt)
-        shot = prompt.split(":")[0]  # prompts start "shot N:"; fixes append to them
-        return ScriptedCritic.script(prompt, sum(p.split(":")[0] == shot for p in ScriptedCritic.calls))
+
+class RecordingKeyframes(backends.RecordingKeyframes):
+    calls: list[dict] = []
 
 
-class RecordingKeyframes(StoryboardKeyframes):
-    shots: list[dict] = []
-
-    def render_keyframe(self, shot, plan, portraits, seed, callback=None):
-        RecordingKeyframes.shots.append(dict(shot))
-        return super().render_keyframe(shot, plan, portraits, seed, callback)
-
-
-class RecordingMotion(KenBurnsMotion):
+class RecordingMotion(backends.RecordingMotion):
     camera_filter = None  # the stage draws the frames with render_clip, which this test alters or counts
-    shots: list[dict] = []
+    calls: list[dict] = []
     faults: dict[str, str] = {}  # shot id -> "black" | "frozen" | "nan", first attempt only
 
     def render_clip(self, keyframe, shot, plan, num_frames, seed, callback=None):
-        RecordingMotion.shots.append({**shot, "seed_arg": seed})
         first_attempt = seed < 1000  # small_plan's seeds are 100 + i; retries get hashed 63-bit seeds
         fault = RecordingMotion.faults.get(shot["id"]) if first_attempt else None
         frames = np.stack(list(super().render_clip(keyframe, shot, plan, num_frames, seed, callback)))
@@ -67,13 +50,9 @@ class RecordingMotion(KenBurnsMotion):
         return frames
 
 
-register_family("test-scripted-critic", lambda h: ScriptedCritic())
-register_family("test-recording-keyframes", lambda h: RecordingKeyframes())
-register_family("test-recording-motion", lambda h: RecordingMotion())
-
-CRITIC = ModelHandle("test-scripted-critic", "script")
-KEYFRAMES = ModelHandle("test-recording-keyframes", "rec")
-MOTION = ModelHandle("test-recording-motion", "rec")
+CRITIC = backends.register("test-scripted-critic", ScriptedCritic, "script")
+KEYFRAMES = backends.register("test-recording-keyframes", RecordingKeyframes, "rec")
+MOTION = backends.register("test-recording-motion", RecordingMotion, "rec")
 
 
 def small_plan(shots: int) -> str:
@@ -92,12 +71,12 @@ def make_reel(tmp_path):
     def make(shots: int):
         from cinereel.model_loaders.rules import DirectorRequest
 
-        ScriptedCritic.calls, RecordingKeyframes.shots, RecordingMotion.shots = [], [], []
+        ScriptedCritic.calls, RecordingKeyframes.calls, RecordingMotion.calls = [], [], []
         RecordingMotion.faults = {}
         reel = direct(preview_handles()["llm"], DirectorRequest("test", duration_s=float(shots), shots=shots),
                       tmp_path, run_id=f"gate-{shots}", plan_override=small_plan(shots))
         reel = animate(render_keyframes(reel, KEYFRAMES), MOTION)
-        RecordingKeyframes.shots, RecordingMotion.shots = [], []
+        RecordingKeyframes.calls, RecordingMotion.calls = [], []
         return reel
 
     return make
@@ -122,14 +101,14 @@ def test_each_label_changes_what_the_next_render_receives(make_reel, label):
     reel = make_reel(1)
     ScriptedCritic.script = staticmethod(lambda prompt, seen: fail(label) if seen == 1 else PASS)
     out = run_gate(reel, CRITIC, KEYFRAMES, MOTION, max_retries=1)
-    (motion_call,) = RecordingMotion.shots
+    (motion_call,) = RecordingMotion.calls
     assert EXPECTED[label](motion_call), motion_call
     assert motion_call["seed_arg"] == attempt_seed(100, 2) == motion_call["seed"]
     if label in IMAGE_LABELS:
-        (keyframe_call,) = RecordingKeyframes.shots
+        (keyframe_call,) = RecordingKeyframes.calls
         assert EXPECTED[label](keyframe_call) and keyframe_call["seed"] == attempt_seed(100, 2)
     else:
-        assert label in MOTION_LABELS and RecordingKeyframes.shots == []
+        assert label in MOTION_LABELS and RecordingKeyframes.calls == []
     shot = out.notes["gate"]["shots"][0]
     assert shot["passed"] and shot["chosen_attempt"] == 2
     assert shot["attempts"][1]["fixes_label"] == label and "seed" in shot["attempts"][1]["changes"]
@@ -147,8 +126,8 @@ def test_failures_are_re_rendered_in_batched_rounds(make_reel):
     out = run_gate(reel, CRITIC, KEYFRAMES, MOTION, max_retries=3)
     gate = out.notes["gate"]
     assert gate["rounds"] == 2
-    assert sorted({s["id"] for s in RecordingMotion.shots}) == ["shot_02", "shot_05"]
-    assert sorted({s["id"] for s in RecordingKeyframes.shots}) == ["shot_02", "shot_05"]
+    assert sorted({s["id"] for s in RecordingMotion.calls}) == ["shot_02", "shot_05"]
+    assert sorted({s["id"] for s in RecordingKeyframes.calls}) == ["shot_02", "shot_05"]
     loads = [e["family"] for e in RESIDENCY.log_since(mark) if e["event"] == "load"]
     assert loads == ["test-scripted-critic", "test-recording-keyframes", "test-recording-motion",
                      "test-scripted-critic"]
@@ -252,11 +231,11 @@ class Recorder:
         return self._inner.render_portrait(*args, **kwargs)
 
     def render_keyframe(self, shot, plan, portraits, seed, callback=None):
-        RecordingKeyframes.shots.append(dict(shot))
+        RecordingKeyframes.calls.append(dict(shot))
         return self._inner.render_keyframe(shot, plan, portraits, seed, callback=callback)
 
     def render_clip(self, keyframe, shot, plan, num_frames, seed, callback=None):
-        RecordingMotion.shots.append({**shot, "seed_arg": seed})
+        RecordingMotion.calls.append({**shot, "seed_arg": seed})
         return self._inner.render_clip(keyframe, shot, plan, num_frames, seed, callback=callback)
 
 
@@ -276,8 +255,6 @@ register_family("test-recording-wan", _recording_real("wan2.2-i2v"))
 
 @pytest.fixture(scope="module")
 def tiny_real(tmp_path_factory):
-    from cinereel_testkit import load_test_module
-
     options = {"steps": 2, "first_block_cache": 0.0}
     keyframes = ModelHandle("test-recording-flux2", str(load_test_module("tiny_flux2").tiny_flux2_checkpoint()),
                             "float32", "cpu", options)
@@ -299,19 +276,19 @@ def test_each_label_reaches_the_tiny_real_renderers(tiny_real, label):
     reel = direct(preview_handles()["llm"], DirectorRequest("test", duration_s=1.0, shots=1), out,
                   run_id="tiny-real-labels", plan_override=json.dumps(plan))
     reel = animate(render_keyframes(reel, keyframes), motion)  # made once, reused by every label
-    RecordingKeyframes.shots, RecordingMotion.shots = [], []
+    RecordingKeyframes.calls, RecordingMotion.calls = [], []
     shot = reel.plan.shots[0]
     state = ShotState(shot, [Attempt(1, shot, f"keyframe:{shot.id}", clip=f"clip:{shot.id}", critique=fail(label))])
     revise_failures(reel, [state])
     render_round(reel, [state], keyframes, motion, "ultrafast")
-    (motion_call,) = RecordingMotion.shots
+    (motion_call,) = RecordingMotion.calls
     assert EXPECTED[label](motion_call), motion_call
     assert motion_call["seed_arg"] == attempt_seed(100, 2)
     if label in IMAGE_LABELS:
-        (keyframe_call,) = RecordingKeyframes.shots
+        (keyframe_call,) = RecordingKeyframes.calls
         assert EXPECTED[label](keyframe_call)
     else:
-        assert RecordingKeyframes.shots == []
+        assert RecordingKeyframes.calls == []
 
 
 def test_the_gate_node_shows_scores_once_and_the_critic_s_failure_as_a_warning(make_reel):

@@ -5,23 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from cinereel.model_loaders.handles import ModelHandle
-from cinereel.model_loaders.preview import KenBurnsMotion, StoryboardKeyframes
-from cinereel.model_loaders.residency import RESIDENCY, register_family
+from cinereel.model_loaders.residency import RESIDENCY
 from cinereel.model_loaders.vocabulary.critique import IMAGE_LABELS
 from cinereel.nodes.pipeline.director import direct
 from cinereel.nodes.pipeline.headless import PipelineOptions, make_reel, preview_handles
 from cinereel.nodes.pipeline.keyframe_gate import keyframe_gate_on, run_keyframe_gate
 from cinereel.nodes.pipeline.keyframes import render_keyframes
 from cinereel.nodes.pipeline.retry import attempt_seed
-from cinereel_testkit import sample_plan_dict
+from cinereel_testkit import load_test_module, sample_plan_dict
 
-AXES = ("composition", "motion_coherence", "character_consistency", "lighting_fidelity")
-PASS = {"scores": dict.fromkeys(AXES, 9), "label": None}
-
-
-def fail(label):
-    return {"scores": dict.fromkeys(AXES, 3), "label": label}
+backends = load_test_module("scripted_backends")
+AXES, PASS, fail = backends.AXES, backends.PASS, backends.fail
 
 
 class Critic:
@@ -31,34 +25,23 @@ class Critic:
     calls: list[tuple[int, int]] = []  # (shot number, frames seen): 1 frame is a keyframe, more a clip
 
     def critique(self, frames, portraits, prompt):
-        shot = int(prompt.split(":")[0].split()[-1])  # prompts start "shot N:"; fixes append to them
+        shot = int(backends.shot_of(prompt).split()[-1])
         Critic.calls.append((shot, len(frames)))
         return Critic.script(shot, sum(s == shot for s, _ in Critic.calls), len(frames))
 
 
-class Keyframes(StoryboardKeyframes):
+class Keyframes(backends.RecordingKeyframes):
     calls: list[dict] = []
 
-    def render_keyframe(self, shot, plan, portraits, seed, callback=None):
-        Keyframes.calls.append(dict(shot))
-        return super().render_keyframe(shot, plan, portraits, seed, callback)
 
-
-class Motion(KenBurnsMotion):
+class Motion(backends.RecordingMotion):
     camera_filter = None  # the stage draws the frames with render_clip, which this test alters or counts
     calls: list[dict] = []
 
-    def render_clip(self, keyframe, shot, plan, num_frames, seed, callback=None):
-        Motion.calls.append(dict(shot))
-        return super().render_clip(keyframe, shot, plan, num_frames, seed, callback)
 
-
-register_family("test-kfgate-critic", lambda h: Critic())
-register_family("test-kfgate-keyframes", lambda h: Keyframes())
-register_family("test-kfgate-motion", lambda h: Motion())
-CRITIC = ModelHandle("test-kfgate-critic", "script")
-KEYFRAMES = ModelHandle("test-kfgate-keyframes", "rec")
-MOTION = ModelHandle("test-kfgate-motion", "rec")
+CRITIC = backends.register("test-kfgate-critic", Critic, "script")
+KEYFRAMES = backends.register("test-kfgate-keyframes", Keyframes, "rec")
+MOTION = backends.register("test-kfgate-motion", Motion, "rec")
 
 
 def small_plan(shots: int) -> str:

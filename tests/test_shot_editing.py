@@ -9,9 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cinereel.model_loaders.handles import ModelHandle
-from cinereel.model_loaders.preview import KenBurnsMotion, StoryboardKeyframes
-from cinereel.model_loaders.residency import register_family
 from cinereel.model_loaders.rules import DirectorRequest
 from cinereel.nodes.pipeline.cli import main
 from cinereel.nodes.pipeline.contact_sheet import SheetLayout, middle_frame
@@ -22,46 +19,41 @@ from cinereel.nodes.pipeline.keyframes import render_keyframes
 from cinereel.nodes.pipeline.motion import animate
 from cinereel.nodes.pipeline.plan_edits import plan_edit_problems
 from cinereel.nodes.pipeline.retry import attempt_seed
-from cinereel_testkit import sample_plan_dict
+from cinereel_testkit import load_test_module, sample_plan_dict
 
-AXES = ("composition", "motion_coherence", "character_consistency", "lighting_fidelity")
-
-
-class Critic:
-    """A critic model that fails every clip until told otherwise: verdict(prompt, seen) -> critique."""
-
-    verdict = staticmethod(lambda prompt, seen: {"scores": dict.fromkeys(AXES, 3), "label": "OBJECT_MORPHING"})
-    seen: dict[str, int] = {}
-
-    def critique(self, frames, portraits, prompt):
-        shot = prompt.split(":")[0]
-        Critic.seen[shot] = Critic.seen.get(shot, 0) + 1
-        return Critic.verdict(prompt, Critic.seen[shot])
+backends = load_test_module("scripted_backends")
+AXES, shot_ids = backends.AXES, backends.shot_ids
 
 
-class CountingKeyframes(StoryboardKeyframes):
-    drawn: list[str] = []
-
-    def render_keyframe(self, shot, plan, portraits, seed, callback=None):
-        CountingKeyframes.drawn.append(shot["id"])
-        return super().render_keyframe(shot, plan, portraits, seed, callback)
+def morphing_everywhere(prompt, seen):
+    return {"scores": dict.fromkeys(AXES, 3), "label": "OBJECT_MORPHING"}
 
 
-class CountingMotion(KenBurnsMotion):
+class Critic(backends.ScriptedCritic):
+    """A critic model that fails every clip until a test scripts it otherwise (``fresh_records`` resets it)."""
+
+    script = staticmethod(morphing_everywhere)
+    calls: list[str] = []
+
+
+class CountingKeyframes(backends.RecordingKeyframes):
+    calls: list[dict] = []
+
+
+class CountingMotion(backends.RecordingMotion):
     camera_filter = None  # the stage draws the frames with render_clip, which this test alters or counts
-    animated: list[str] = []
-
-    def render_clip(self, keyframe, shot, plan, num_frames, seed, callback=None):
-        CountingMotion.animated.append(shot["id"])
-        return super().render_clip(keyframe, shot, plan, num_frames, seed, callback)
+    calls: list[dict] = []
 
 
-register_family("test-shots15-critic", lambda h: Critic())
-register_family("test-shots15-keyframes", lambda h: CountingKeyframes())
-register_family("test-shots15-motion", lambda h: CountingMotion())
-CRITIC = ModelHandle("test-shots15-critic", "script")
-KEYFRAMES = ModelHandle("test-shots15-keyframes", "count")
-MOTION = ModelHandle("test-shots15-motion", "count")
+CRITIC = backends.register("test-shots15-critic", Critic, "script")
+KEYFRAMES = backends.register("test-shots15-keyframes", CountingKeyframes, "count")
+MOTION = backends.register("test-shots15-motion", CountingMotion, "count")
+
+
+@pytest.fixture(autouse=True)
+def fresh_records():
+    Critic.calls, CountingKeyframes.calls, CountingMotion.calls = [], [], []
+    Critic.script = staticmethod(morphing_everywhere)
 
 
 def small_plan(shot_changes: dict | None = None) -> dict:
@@ -91,11 +83,11 @@ def test_a_locked_shot_survives_a_prompt_change_and_a_failing_gate(tmp_path):
     first = manifest_times(run)
     keyframe_bytes = (run / "keyframes/shot_01.png").read_bytes()
 
-    CountingKeyframes.drawn, CountingMotion.animated, Critic.seen = [], [], {}
+    CountingKeyframes.calls, CountingMotion.calls = [], []
     edited = small_plan({0: {"locked": True, "prompt": "shot 1: the astronaut runs, now in the rain"},
                            1: {"prompt": "shot 2: the astronaut stops under a sign"}})
     reel = animate(render_keyframes(reel_of(tmp_path, edited), KEYFRAMES), MOTION)
-    assert CountingKeyframes.drawn == ["shot_02"] and CountingMotion.animated == ["shot_02"]
+    assert shot_ids(CountingKeyframes.calls) == ["shot_02"] and shot_ids(CountingMotion.calls) == ["shot_02"]
     out = run_gate(reel, CRITIC, KEYFRAMES, MOTION, max_retries=2)
 
     after = manifest_times(run)
@@ -105,7 +97,8 @@ def test_a_locked_shot_survives_a_prompt_change_and_a_failing_gate(tmp_path):
     shots = {s["shot"]: s for s in out.notes["gate"]["shots"]}
     assert len(shots["shot_01"]["attempts"]) == 1 and shots["shot_01"]["locked"] and shots["shot_01"]["flagged"]
     assert len(shots["shot_02"]["attempts"]) == 3  # the unlocked shot was sent back twice
-    assert "shot_01" not in CountingMotion.animated[1:] and CountingMotion.animated.count("shot_02") == 3
+    animated = shot_ids(CountingMotion.calls)
+    assert "shot_01" not in animated[1:] and animated.count("shot_02") == 3
     assert out.notes["gate"]["locked"] == ["shot_01"] and "locked (never sent back): shot_01" in summary_text(
         out.notes["gate"])
     assert out.artifacts["clip:shot_01"] == "clips/shot_01.attempt1.mp4"
@@ -114,21 +107,16 @@ def test_a_locked_shot_survives_a_prompt_change_and_a_failing_gate(tmp_path):
 
 def test_a_locked_shot_keeps_the_attempt_the_gate_chose_not_attempt_one(tmp_path):
     """After a gated run keeps attempt 2, locking the shot and editing its prompt reuses attempt 2 as it is."""
-    Critic.seen = {}
-    Critic.verdict = staticmethod(lambda prompt, seen: {"scores": dict.fromkeys(AXES, 3 if seen == 1 else 9),
-                                                        "label": "OBJECT_MORPHING" if seen == 1 else None})
-    try:
-        reel = animate(render_keyframes(reel_of(tmp_path, small_plan()), KEYFRAMES), MOTION)
-        gated = run_gate(reel, CRITIC, KEYFRAMES, MOTION, max_retries=1)
-        assert gated.artifacts["clip:shot_01"] == "clips/shot_01.attempt2.mp4"
-        CountingKeyframes.drawn, CountingMotion.animated = [], []
-        reel = reel_of(tmp_path, small_plan({0: {"locked": True, "prompt": "shot 1: edited"}}))
-        reel = animate(render_keyframes(reel, KEYFRAMES), MOTION)
-    finally:
-        Critic.verdict = staticmethod(lambda prompt, seen: {"scores": dict.fromkeys(AXES, 3),
-                                                            "label": "OBJECT_MORPHING"})
+    Critic.script = staticmethod(lambda prompt, seen: {"scores": dict.fromkeys(AXES, 3 if seen == 1 else 9),
+                                                       "label": "OBJECT_MORPHING" if seen == 1 else None})
+    reel = animate(render_keyframes(reel_of(tmp_path, small_plan()), KEYFRAMES), MOTION)
+    gated = run_gate(reel, CRITIC, KEYFRAMES, MOTION, max_retries=1)
+    assert gated.artifacts["clip:shot_01"] == "clips/shot_01.attempt2.mp4"
+    CountingKeyframes.calls, CountingMotion.calls = [], []
+    reel = reel_of(tmp_path, small_plan({0: {"locked": True, "prompt": "shot 1: edited"}}))
+    reel = animate(render_keyframes(reel, KEYFRAMES), MOTION)
     assert reel.artifacts["clip:shot_01"] == "clips/shot_01.attempt2.mp4"
-    assert "shot_01" not in CountingKeyframes.drawn and "shot_01" not in CountingMotion.animated
+    assert "shot_01" not in shot_ids(CountingKeyframes.calls) and "shot_01" not in shot_ids(CountingMotion.calls)
 
 
 # -- the technical check shown as what it is ------------------------------------------------------
@@ -146,13 +134,9 @@ def test_a_technical_pass_shows_its_measured_figures_and_no_scores(tmp_path):
 
 
 def test_a_critic_s_scores_are_shown_with_their_axes(tmp_path):
-    Critic.verdict = staticmethod(lambda prompt, seen: {"scores": dict.fromkeys(AXES, 9), "label": None})
-    try:
-        reel = animate(render_keyframes(reel_of(tmp_path, small_plan()), KEYFRAMES), MOTION)
-        out = run_gate(reel, CRITIC, KEYFRAMES, MOTION, max_retries=0)
-    finally:
-        Critic.verdict = staticmethod(lambda prompt, seen: {"scores": dict.fromkeys(AXES, 3),
-                                                            "label": "OBJECT_MORPHING"})
+    Critic.script = staticmethod(lambda prompt, seen: {"scores": dict.fromkeys(AXES, 9), "label": None})
+    reel = animate(render_keyframes(reel_of(tmp_path, small_plan()), KEYFRAMES), MOTION)
+    out = run_gate(reel, CRITIC, KEYFRAMES, MOTION, max_retries=0)
     attempt = out.notes["gate"]["shots"][0]["attempts"][0]
     assert attempt["source"] == "critic" and attempt["scores"] == dict.fromkeys(AXES, 9) and attempt["mean"] == 9
     assert attempt["verdict"] == "composition 9, motion 9, character 9, lighting 9"
@@ -337,15 +321,10 @@ def test_a_preview_run_has_a_contact_sheet_with_one_row_per_shot(preview_run):
 def test_a_gated_run_s_sheet_shows_the_kept_attempt_not_the_first(tmp_path):
     from PIL import Image
 
-    Critic.seen = {}
-    Critic.verdict = staticmethod(lambda prompt, seen: {"scores": dict.fromkeys(AXES, 3 if seen == 1 else 9),
-                                                        "label": "CHARACTER_DRIFT" if seen == 1 else None})
-    try:
-        reel = animate(render_keyframes(reel_of(tmp_path, small_plan()), KEYFRAMES), MOTION)
-        out = run_gate(reel, CRITIC, KEYFRAMES, MOTION, max_retries=1)
-    finally:
-        Critic.verdict = staticmethod(lambda prompt, seen: {"scores": dict.fromkeys(AXES, 3),
-                                                            "label": "OBJECT_MORPHING"})
+    Critic.script = staticmethod(lambda prompt, seen: {"scores": dict.fromkeys(AXES, 3 if seen == 1 else 9),
+                                                       "label": "CHARACTER_DRIFT" if seen == 1 else None})
+    reel = animate(render_keyframes(reel_of(tmp_path, small_plan()), KEYFRAMES), MOTION)
+    out = run_gate(reel, CRITIC, KEYFRAMES, MOTION, max_retries=1)
     run, layout = out.run_dir.root, SheetLayout.of(out.plan)
     with Image.open(run / "contact_sheet.png") as sheet:
         assert sheet.size == (layout.width, layout.height) and layout.height == SheetLayout(layout.thumb_w, 2).height

@@ -362,12 +362,12 @@ def run_batch(items: list[BatchItem], out_root: Path | str, options: PipelineOpt
     try:
         with ExitStack() as locks:
             for outcome in outcomes:  # every reel's folder is this batch's until it ends
-                _guarded(outcome, "lock",
-                         lambda o: locks.enter_context(RunDir(out_root / "cinereel" / o.run_id).locked()))
-            _phase(result, "director", lambda o: _plan(o, out_root, options, result.batch_id), on_phase)
+                run_guarded(outcome, "lock",
+                            lambda o: locks.enter_context(RunDir(out_root / "cinereel" / o.run_id).locked()))
+            _phase(result, "director", lambda o: plan_reel(o, out_root, options, result.batch_id), on_phase)
             for name, stage in reel_stages(options):
                 if name == "gate":
-                    _gate_phase(result, options, on_phase)
+                    gate_phase(result, options, on_phase)
                 elif name == "keyframe_gate":
                     _keyframe_gate_phase(result, options, on_phase)
                 else:
@@ -378,7 +378,7 @@ def run_batch(items: list[BatchItem], out_root: Path | str, options: PipelineOpt
     return result
 
 
-def _plan(outcome: ReelOutcome, out_root: Path, options: PipelineOptions, batch: str) -> None:
+def plan_reel(outcome: ReelOutcome, out_root: Path, options: PipelineOptions, batch: str) -> None:
     from .director import direct
 
     item = outcome.item
@@ -387,7 +387,7 @@ def _plan(outcome: ReelOutcome, out_root: Path, options: PipelineOptions, batch:
     outcome.reel = reel.evolve(notes=notes)
 
 
-def _guarded(outcome: ReelOutcome, phase: str, step: Callable[[ReelOutcome], Any]) -> None:
+def run_guarded(outcome: ReelOutcome, phase: str, step: Callable[[ReelOutcome], Any]) -> None:
     """Run one reel's step; a failure is that reel's (recorded), a cancel is the batch's (raised)."""
     started = time.perf_counter()
     try:
@@ -409,7 +409,7 @@ def _phase(result: BatchResult, name: str, step: Callable[[ReelOutcome], Any],
     for done, outcome in enumerate(active):
         check_cancel()
         with progress_into(lambda fraction: bar.step(fraction, 1)):  # this reel's part of the phase's bar
-            _guarded(outcome, name, step)
+            run_guarded(outcome, name, step)
         bar.update()
         if on_phase is not None:
             on_phase(name, done + 1, len(active), time.perf_counter() - started)
@@ -432,7 +432,7 @@ def _keyframe_gate_phase(result: BatchResult, options: PipelineOptions, on_phase
             raise
         # which reel broke the shared rounds is not known: each goes again alone, so only that one fails
         for outcome in active:
-            _guarded(outcome, "keyframe_gate", lambda o: setattr(o, "reel", keyframe_gate_reels(
+            run_guarded(outcome, "keyframe_gate", lambda o: setattr(o, "reel", keyframe_gate_reels(
                 [o.reel], h["llm"], h["keyframes"], options.threshold, options.max_retries)[0]))
     else:
         for outcome, reel in zip(active, reels):
@@ -443,8 +443,8 @@ def _keyframe_gate_phase(result: BatchResult, options: PipelineOptions, on_phase
     result.phases.append(PhaseRecord("keyframe_gate", len(active), seconds, _loads(mark)))
 
 
-def _gate_phase(result: BatchResult, options: PipelineOptions, on_phase: PhaseCallback | None,
-                each: Any = None) -> None:
+def gate_phase(result: BatchResult, options: PipelineOptions, on_phase: PhaseCallback | None,
+               each: Any = None) -> None:
     """The critic gate's rounds over every reel at once (``gate.gate_reels``; ``each``: how a step reaches the
     reels, as there), then each reel's report."""
     from .gate import finish_gate, gate_reels
@@ -459,7 +459,7 @@ def _gate_phase(result: BatchResult, options: PipelineOptions, on_phase: PhaseCa
     for outcome, gate in zip(active, gates):
         outcome.seconds += gate.seconds
         if gate.error is None:
-            _guarded(outcome, "gate", lambda o, gate=gate: setattr(o, "reel", finish_gate(
+            run_guarded(outcome, "gate", lambda o, gate=gate: setattr(o, "reel", finish_gate(
                 gate, options.threshold, options.max_retries, timer, mark, options.technical_check)))
         if on_phase is not None:
             on_phase("gate", active.index(outcome) + 1, len(active), time.perf_counter() - started)

@@ -108,7 +108,7 @@ def _frames(reel: Reel, clip: str, count: int) -> Any:
     return sample_frames(reel.artifact_path(clip), count)
 
 
-def _portraits(reel: Reel, shot: Shot) -> list[Any]:
+def portrait_pixels(reel: Reel, shot: Shot) -> list[Any]:
     import numpy as np
     from PIL import Image
 
@@ -121,7 +121,7 @@ def _portraits(reel: Reel, shot: Shot) -> list[Any]:
     return images
 
 
-def _ask_critic(model: Any, frames: Any, portraits: list[Any], prompt: str) -> dict[str, Any]:
+def ask_critic(model: Any, frames: Any, portraits: list[Any], prompt: str) -> dict[str, Any]:
     """The critic's answer, validated. A malformed answer is asked again once; a second one, or a critic that
     cannot answer at all (server down, HTTP error, timeout, a worker or memory failure, each after the backend's
     own bounded retries), is a failed critique with the reason ``critic_unavailable``: the reel goes on."""
@@ -163,8 +163,8 @@ def critique_job(reel: Reel, state: ShotState, critic: ModelHandle | None, frame
         if technical is not None:
             critique = technical
         else:
-            critique = _ask_critic(model, _frames(reel, attempt.clip, frames), _portraits(reel, attempt.shot),
-                                   attempt.shot.prompt)
+            critique = ask_critic(model, _frames(reel, attempt.clip, frames), portrait_pixels(reel, attempt.shot),
+                                  attempt.shot.prompt)
         critique["seconds"] = round(time.perf_counter() - started, 3)
         tmp.write_text(json.dumps(critique, indent=2), encoding="utf-8")
 
@@ -238,18 +238,22 @@ def render_round(reel: Reel, states: list[ShotState], keyframe_model: ModelHandl
 
 
 def redraw_keyframes(reel: Reel, states: list[ShotState], keyframe_model: ModelHandle,
-                     timings: dict[str, float]) -> Reel:
-    """The first half of a render round: every new attempt's keyframe that is not drawn yet."""
+                     timings: dict[str, float], tag: str = "attempt", skip_drawn: bool = True) -> Reel:
+    """Draw every state's latest keyframe under one residency of the keyframe model, each draw timed into
+    ``timings`` by its artifact name; a redrawn keyframe is ``keyframes/<shot>.<tag><attempt>.png``. With
+    ``skip_drawn`` a keyframe the reel already has is kept (the clip gate's first half of a render round: a
+    motion-label retry re-animates its kept keyframe); the keyframe gate redraws every state it is given."""
     from .keyframes import keyframe_job, portrait_jobs
 
     portraits = portrait_jobs(reel, keyframe_model)  # the user's portraits where given, as the keyframe stage
     keyframe_jobs = []
     for state in states:
         attempt = state.latest
-        if attempt.keyframe not in reel.artifacts:
-            plan = reel.plan.with_shot(attempt.shot)
-            job = keyframe_job(plan, attempt.shot, portraits, reel.run_dir.root, keyframe_model, attempt.number)
-            keyframe_jobs.append(_timed(Job(attempt.keyframe, job.rel, job.inputs, job.make), timings))
+        if skip_drawn and attempt.keyframe in reel.artifacts:
+            continue
+        plan = reel.plan.with_shot(attempt.shot)
+        job = keyframe_job(plan, attempt.shot, portraits, reel.run_dir.root, keyframe_model, attempt.number, tag=tag)
+        keyframe_jobs.append(_timed(Job(attempt.keyframe, job.rel, job.inputs, job.make), timings))
     made, _ = run_jobs(reel.run_dir, keyframe_model.as_role("keyframes"), keyframe_jobs)
     return reel.evolve(artifacts=made)
 

@@ -34,12 +34,12 @@ from .gate import (
     DEFAULT_THRESHOLD,
     Attempt,
     ShotState,
-    _ask_critic,
-    _portraits,
-    _timed,
+    ask_critic,
     check_gate_settings,
     critic_unavailable,
     gate_may_retry,
+    portrait_pixels,
+    redraw_keyframes,
 )
 from .stage import Job, StageTimer, add_warning, artifact_key, call_record, run_jobs, write_report
 
@@ -97,8 +97,8 @@ def keyframe_critique_job(reel: Reel, state: ShotState, critic: ModelHandle) -> 
         import json
 
         started = time.perf_counter()
-        critique = _ask_critic(model, _keyframe_pixels(reel, attempt.keyframe), _portraits(reel, attempt.shot),
-                               attempt.shot.prompt)
+        critique = ask_critic(model, _keyframe_pixels(reel, attempt.keyframe), portrait_pixels(reel, attempt.shot),
+                              attempt.shot.prompt)
         critique["seconds"] = round(time.perf_counter() - started, 3)
         tmp.write_text(json.dumps(critique, indent=2), encoding="utf-8")
 
@@ -133,22 +133,13 @@ def revise_keyframes(reel: Reel, failed: list[ShotState]) -> None:
                                       label_fixed=label, changes={k: list(v) for k, v in revision.changes.items()}))
 
 
-def redraw_keyframes(reel: Reel, states: list[ShotState], keyframe_model: ModelHandle) -> Reel:
-    """Draw every state's latest keyframe under one residency of the keyframe model."""
-    from .keyframes import keyframe_job, portrait_jobs
-
+def redraw_failures(reel: Reel, failed: list[ShotState], keyframe_model: ModelHandle) -> Reel:
+    """Draw each failed shot's next keyframe under one residency of the keyframe model; the draw is its render."""
     timings: dict[str, float] = {}
-    portraits = portrait_jobs(reel, keyframe_model)
-    jobs = []
-    for state in states:
-        attempt = state.latest
-        job = keyframe_job(reel.plan.with_shot(attempt.shot), attempt.shot, portraits, reel.run_dir.root,
-                           keyframe_model, attempt.number, tag=REDRAW_TAG)
-        jobs.append(_timed(Job(attempt.keyframe, job.rel, job.inputs, job.make), timings))
-    made, _ = run_jobs(reel.run_dir, keyframe_model.as_role("keyframes"), jobs)
-    for state in states:
+    reel = redraw_keyframes(reel, failed, keyframe_model, timings, tag=REDRAW_TAG, skip_drawn=False)
+    for state in failed:
         state.latest.render_s = timings.get(state.latest.keyframe, 0.0)
-    return reel.evolve(artifacts=made)
+    return reel
 
 
 # -- the gate -------------------------------------------------------------------
@@ -192,7 +183,7 @@ def keyframe_gate_reels(reels: list[Reel], critic: ModelHandle, keyframe_model: 
             if pending[i]:
                 revise_keyframes(reels[i], pending[i])
         for i in [i for i, p in enumerate(pending) if p]:
-            reels[i] = redraw_keyframes(reels[i], pending[i], keyframe_model)
+            reels[i] = redraw_failures(reels[i], pending[i], keyframe_model)
     return [_finish(reel, s, threshold, max_retries, n, timer, mark) for reel, s, n in zip(reels, states, rounds)]
 
 

@@ -190,21 +190,22 @@ def _outcomes(items: list[BatchItem], options: PipelineOptions) -> list[ReelOutc
 def _run_phases(result: RayBatchResult, options: PipelineOptions, pool: Pool,
                 on_phase: PhaseCallback | None) -> None:
     """``batch.run_batch``'s phases in its order, every reel's run folder locked to the end."""
-    from .batch import _gate_phase, _guarded, _plan
+    from .batch import gate_phase, plan_reel, run_guarded
     from .headless import reel_stages
     from .rundir import RunDir
 
     out_root = result.out_root
     with ExitStack() as locks:
         for outcome in result.reels:
-            _guarded(outcome, "lock", lambda o: locks.enter_context(RunDir(out_root / "cinereel" / o.run_id).locked()))
-        _phase(result, pool, "director", lambda o: _plan(o, out_root, options, result.batch_id), on_phase)
+            run_guarded(outcome, "lock",
+                        lambda o: locks.enter_context(RunDir(out_root / "cinereel" / o.run_id).locked()))
+        _phase(result, pool, "director", lambda o: plan_reel(o, out_root, options, result.batch_id), on_phase)
         for name, stage in reel_stages(options):
             if name != "gate":
                 _phase(result, pool, name, lambda o, stage=stage: setattr(o, "reel", stage(o.reel)), on_phase)
                 continue
             pool.phase, mark = "gate", pool.mark()
-            _gate_phase(result, options, on_phase, each=lambda gates, step: _at_once(pool, "gate", gates, step))
+            gate_phase(result, options, on_phase, each=lambda gates, step: _at_once(pool, "gate", gates, step))
             result.phases[-1].loads = pool.loads_since(mark)
         _note_reels(result, pool)
 
@@ -212,7 +213,7 @@ def _run_phases(result: RayBatchResult, options: PipelineOptions, pool: Pool,
 def _phase(result: RayBatchResult, pool: Pool, name: str, step: Callable[[ReelOutcome], Any],
            on_phase: PhaseCallback | None) -> None:
     """``step`` on every reel still going, all at once; their model jobs go to the workers."""
-    from .batch import _guarded
+    from .batch import run_guarded
 
     active = [o for o in result.reels if o.ok]
     pool.phase, mark, started = name, pool.mark(), time.perf_counter()
@@ -221,7 +222,7 @@ def _phase(result: RayBatchResult, pool: Pool, name: str, step: Callable[[ReelOu
         if on_phase is not None:
             on_phase(name, count, len(active), time.perf_counter() - started)
 
-    _at_once(pool, name, active, lambda outcome: _guarded(outcome, name, step), done)
+    _at_once(pool, name, active, lambda outcome: run_guarded(outcome, name, step), done)
     result.phases.append(PhaseRecord(name, len(active), time.perf_counter() - started, pool.loads_since(mark)))
 
 
