@@ -116,6 +116,30 @@ def test_each_label_changes_what_the_next_render_receives(make_reel, label):
     assert EXPECTED[label](out.plan.shots[0].model_dump())  # the plan now holds the shot that passed
 
 
+class EncodingMotion(RecordingMotion):
+    """A motion model that encodes the phase's prompts up front, as Wan2.2 does (``encode_prompts``)."""
+
+    encoded: list[list[dict]] = []
+
+    def encode_prompts(self, shots):
+        EncodingMotion.encoded.append([dict(shot) for shot in shots])
+
+
+ENCODING_MOTION = backends.register("test-encoding-motion", EncodingMotion, "rec")
+
+
+def test_a_retry_round_encodes_the_revised_prompts_of_the_clips_it_re_renders(make_reel):
+    reel = make_reel(2)
+    ScriptedCritic.script = staticmethod(
+        lambda prompt, seen: fail("WALKING_BACKWARDS") if seen == 1 and prompt.startswith("shot 2:") else PASS)
+    EncodingMotion.encoded = []
+    run_gate(reel, CRITIC, KEYFRAMES, ENCODING_MOTION, max_retries=1)
+    (retry,) = EncodingMotion.encoded  # one re-render round, for shot_02 alone
+    assert [shot["id"] for shot in retry] == ["shot_02"]
+    assert EXPECTED["WALKING_BACKWARDS"](retry[0])  # the prompt the retry renders, not the plan's first one
+    assert retry[0]["prompt"] == RecordingMotion.calls[-1]["prompt"]
+
+
 def test_failures_are_re_rendered_in_batched_rounds(make_reel):
     reel = make_reel(6)
     failing = {"shot 2:", "shot 5:"}

@@ -261,7 +261,7 @@ def redraw_keyframes(reel: Reel, states: list[ShotState], keyframe_model: ModelH
 def reanimate(reel: Reel, states: list[ShotState], motion_model: ModelHandle, clip_preset: str,
               timings: dict[str, float]) -> Reel:
     """The second half of a render round: every new attempt's clip, from its (new or kept) keyframe."""
-    from .motion import clip_job
+    from .motion import clip_job, encode_prompts, pending_shots
 
     clip_jobs = []
     for state in states:
@@ -269,7 +269,9 @@ def reanimate(reel: Reel, states: list[ShotState], motion_model: ModelHandle, cl
         job = clip_job(reel, attempt.shot, motion_model, attempt.number, clip_preset, attempt.keyframe)
         attempt.clip = f"clip:{attempt.shot.id}@{attempt.number}"
         clip_jobs.append(_timed(Job(attempt.clip, job.rel, job.inputs, job.make), timings))
-    made, _ = run_jobs(reel.run_dir, motion_model.as_role("motion"), clip_jobs)
+    by_job = {state.latest.clip: state.latest.shot for state in states}  # revised shots: the retries' prompts
+    made, _ = run_jobs(reel.run_dir, motion_model.as_role("motion"), clip_jobs,
+                       prepare=lambda model, pending: encode_prompts(model, pending_shots(by_job, pending)))
     for state in states:
         attempt = state.latest
         attempt.render_s = timings.get(attempt.clip, 0.0) + timings.get(attempt.keyframe, 0.0)

@@ -90,14 +90,17 @@ def clip_job(reel: Reel, shot: Shot, handle: ModelHandle, attempt: int = 1, pres
     return Job(f"clip:{shot.id}", rel, inputs, make)
 
 
-def encode_prompts(model: Any, plan: Plan, pending: Sequence[Job]) -> None:
+def encode_prompts(model: Any, shots: Sequence[Shot]) -> None:
     """Let a model that can (``encode_prompts``: Wan2.2) encode the prompts of the shots about to render
     once, before their clips, instead of once per clip with its text encoder resident."""
     encode = getattr(model, "encode_prompts", None)
-    if encode is None:
-        return
-    ids = {job.name.split(":", 1)[1] for job in pending}
-    encode([shot.model_dump(mode="json") for shot in plan.shots if shot.id in ids])
+    if encode is not None and shots:
+        encode([shot.model_dump(mode="json") for shot in shots])
+
+
+def pending_shots(shots: dict[str, Shot], pending: Sequence[Job]) -> list[Shot]:
+    """The shots of the jobs still to render, by job name."""
+    return [shots[job.name] for job in pending if job.name in shots]
 
 
 def qc_rel(clip_rel: str) -> str:
@@ -135,8 +138,9 @@ def animate(reel: Reel, handle: ModelHandle, preset: str = "ultrafast", progress
     to_make, locked = locked_reuse(reel, jobs)  # a locked shot keeps the clip the run last kept for it
     if locked:
         progress.update(len(locked))
+    by_job = {f"clip:{shot.id}": shot for shot in reel.plan.shots}
     made, count = run_jobs(reel.run_dir, handle.as_role("motion"), to_make, progress,
-                           prepare=lambda model, pending: encode_prompts(model, reel.plan, pending))
+                           prepare=lambda model, pending: encode_prompts(model, pending_shots(by_job, pending)))
     made = {**made, **locked}
     out = reel.evolve(artifacts=made)
     renders = {shot.id: call_record(reel.run_dir, made[f"clip:{shot.id}"]) for shot in reel.plan.shots}
