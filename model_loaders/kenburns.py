@@ -62,15 +62,20 @@ def smoothstep(t: float) -> float:
     return t * t * (3.0 - 2.0 * t)
 
 
-def camera_boxes(size: tuple[int, int], camera: str, flow_shift: float, num_frames: int, seed: int) -> list[Box]:
-    """The crop box (left, top, right, bottom, in keyframe pixels) of each frame."""
+def _move(camera: str, flow_shift: float, num_frames: int, seed: int) -> tuple[float, float, float]:
+    """The move's travel, and where the seed places it in the frame's slack (the focus, off centre by u, v):
+    where a push lands, which band a pan runs along."""
     if camera not in CAMERA_MOVES:
         raise ValueError(f"camera must be one of {', '.join(CAMERA_MOVES)}, got {camera!r}")
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    amount = travel(flow_shift)
-    # the seed places the move in the frame's slack: where a push lands, which band a pan runs along
     u, v = np.random.default_rng(seed % 2**64).uniform(-FOCUS_SPREAD, FOCUS_SPREAD, 2)
+    return travel(flow_shift), float(u), float(v)
+
+
+def camera_boxes(size: tuple[int, int], camera: str, flow_shift: float, num_frames: int, seed: int) -> list[Box]:
+    """The crop box (left, top, right, bottom, in keyframe pixels) of each frame."""
+    amount, u, v = _move(camera, flow_shift, num_frames, seed)
     boxes = []
     for i in range(num_frames):
         t = i / (num_frames - 1) if num_frames > 1 else 0.0
@@ -97,15 +102,10 @@ def _path_exprs(camera: str, flow_shift: float, num_frames: int, seed: int,
                 frame: str) -> tuple[str, str, str]:
     """``camera_boxes``'s zoom and box placement (fx, fy in [0, 1]) as ffmpeg expressions of the frame number
     (the filter's variable ``frame``); a zoom that does not change is a plain number."""
-    if camera not in CAMERA_MOVES:
-        raise ValueError(f"camera must be one of {', '.join(CAMERA_MOVES)}, got {camera!r}")
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    amount = travel(flow_shift)
-    u, v = np.random.default_rng(seed % 2**64).uniform(-FOCUS_SPREAD, FOCUS_SPREAD, 2)
+    amount, u, v = _move(camera, flow_shift, num_frames, seed)
     t = f"({frame}/{num_frames - 1})" if num_frames > 1 else "0"
     p = f"({t}*{t}*(3-2*{t}))"
-    fx, fy = repr(0.5 + float(u)), repr(0.5 + float(v))
+    fx, fy = repr(0.5 + u), repr(0.5 + v)
     if camera == "static":
         zoom = f"(1+{amount * BREATHING_SHARE!r}*(1-cos(2*PI*{t}))/2)"
     elif camera == "push_in":
