@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from . import model_layouts
 from .checkpoints import resolve_device
 from .handles import LOADER_SETTINGS, ModelHandle
+from .prompt_embeddings import PromptEmbeddings
 from .residency import register_family
 
 if TYPE_CHECKING:
@@ -297,6 +298,24 @@ class Flux2KleinKeyframes:
         self.options = options
         self.dtype = dtype
         self.device = device
+        self.prompts = PromptEmbeddings()  # prompt -> the text encoder's output, computed once per phase
+
+    def encode_prompts(self, characters: Sequence[dict[str, Any]], shots: Sequence[dict[str, Any]],
+                       plan: dict[str, Any]) -> int:
+        """Encode the phase's prompts once (the portraits of ``characters``, the keyframes of ``shots``, and
+        the negative prompts when the model runs a guidance pass) with the pipeline's ``encode_prompt``, so the
+        renders run no text encoder, and park it meanwhile (``prompt_embeddings.py``). Returns how many."""
+        prompts = {portrait_prompt(character, plan) for character in characters}
+        prompts |= {shot["prompt"] for shot in shots}
+        if self._guides:  # the pipeline encodes "" for a guidance pass without a negative prompt
+            prompts |= {shot.get("negative_prompt") or "" for shot in shots} | {""}
+        pipe = self._pipe
+        return self.prompts.encode(pipe, prompts, lambda prompt: self._encode(prompt),
+                                   offloaded=self.options.offload != "none")
+
+    def _encode(self, prompt: str) -> Any:
+        pipe = self._pipe
+        return pipe.encode_prompt(prompt, device=pipe._execution_device, max_sequence_length=TEXT_TOKENS)[0]
 
     def render_portrait(self, character: dict[str, Any], plan: dict[str, Any], seed: int,
                         callback: StepCallback | None = None) -> Image:
@@ -326,6 +345,7 @@ class Flux2KleinKeyframes:
     def close(self) -> None:
         """Remove the offload hooks and drop every reference to the components, so eviction frees them."""
         pipe, self.pipeline = self.pipeline, None
+        self.prompts.clear()
         if pipe is None:
             return
         pipe.remove_all_hooks()
@@ -352,8 +372,10 @@ class Flux2KleinKeyframes:
         import torch
 
         references = [fit_reference(image, self._multiple) for image in references]
+        encoded = self.prompts.get(prompt)
         kwargs: dict[str, Any] = {
-            "prompt": prompt, "width": width, "height": height, "num_inference_steps": self.options.steps,
+            **({"prompt_embeds": encoded} if encoded is not None else {"prompt": prompt}),
+            "width": width, "height": height, "num_inference_steps": self.options.steps,
             "guidance_scale": self.options.guidance, "max_sequence_length": TEXT_TOKENS,
             "generator": torch.Generator("cpu").manual_seed(seed),  # the same noise on any device
         }
@@ -363,12 +385,17 @@ class Flux2KleinKeyframes:
         if bias is not None:
             kwargs["attention_kwargs"] = {"attention_mask": bias}
         guided_negative = bool(negative_prompt) and self._guides
-        if guided_negative:
-            kwargs["negative_prompt_embeds"] = self._pipe.encode_prompt(
-                negative_prompt, device=self._pipe._execution_device, max_sequence_length=TEXT_TOKENS)[0]
+        negative_encoded = self.prompts.get(negative_prompt or "") if self._guides else None
+        if encoded is None or (self._guides and negative_encoded is None):
+            self.prompts.unpark(self._pipe)  # a prompt nobody encoded for the phase: the pipeline encodes it
+        if negative_encoded is not None:
+            kwargs["negative_prompt_embeds"] = negative_encoded
+        elif guided_negative:
+            kwargs["negative_prompt_embeds"] = self._encode(negative_prompt)
         self._last_call = {"renderer": FAMILY, "prompt": prompt, "negative_prompt": negative_prompt if guided_negative
                            else None, "seed": seed, "steps": self.options.steps, "guidance": self.options.guidance,
-                           "width": width, "height": height, "references": len(references), "ref_weight": ref_weight}
+                           "width": width, "height": height, "references": len(references), "ref_weight": ref_weight,
+                           "prompt_encoded": "once for the phase" if encoded is not None else "in this render"}
         if callback is not None:
             kwargs["callback_on_step_end"] = _on_step_end(callback, self.options.steps)
         try:

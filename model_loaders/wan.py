@@ -36,7 +36,8 @@ from . import model_layouts
 from .checkpoints import resolve_device
 from .handles import LOADER_SETTINGS, ModelHandle
 from .pass_counter import ExpertPassCounter
-from .residency import register_family, release_freed_memory
+from .prompt_embeddings import PromptEmbeddings
+from .residency import register_family
 from .wan_loras import EXPERT_OF, ExpertLora, apply_loras, chosen, lora_path, remove_loras
 
 if TYPE_CHECKING:
@@ -383,49 +384,24 @@ class WanMotion:
         # Counted at the model call (forward pre-hooks), reported per render in the call record.
         self.passes = ExpertPassCounter({"transformer": pipe.transformer, "transformer_2": pipe.transformer_2})
         # (prompt, negative prompt) -> the text encoder's outputs, computed once per phase (encode_prompts)
-        self._embeddings: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._parked: tuple[Any, Any] | None = None  # (text encoder, its device) while it is off the pipeline
+        self.prompts = PromptEmbeddings()
 
     def encode_prompts(self, shots: Sequence[dict[str, Any]]) -> int:
         """Encode the phase's prompts once (diffusers' ``encode_prompt``, with the arguments the pipeline's own
-        call gives it), so the clips' renders run no text encoder; then take UMT5-XXL (11 GB in bf16) off the
-        accelerator until a prompt not encoded here comes. Returns how many prompt pairs were encoded."""
+        call gives it), so the clips' renders run no text encoder, and park UMT5-XXL meanwhile
+        (``prompt_embeddings.py``). Returns how many prompt pairs were encoded."""
         import inspect
 
-        import torch
-
         pipe = self._require_pipe()
-        wanted = {(motion_prompt(shot), shot.get("negative_prompt") or "") for shot in shots} - set(self._embeddings)
-        if wanted:
-            self._unpark_text_encoder()
-            length = inspect.signature(type(pipe).__call__).parameters["max_sequence_length"].default
-            with torch.no_grad():
-                for prompt, negative in sorted(wanted):
-                    self._embeddings[(prompt, negative)] = pipe.encode_prompt(
-                        prompt=prompt, negative_prompt=negative, max_sequence_length=length,
-                        do_classifier_free_guidance=self.settings.guidance > 1.0, device=pipe._execution_device)
-        self._park_text_encoder()
-        return len(wanted)
+        length = inspect.signature(type(pipe).__call__).parameters["max_sequence_length"].default
 
-    def _park_text_encoder(self) -> None:
-        """Off the pipeline and into CPU memory, when it sits whole on an accelerator (offload hooks place it
-        themselves). Off the pipeline too: diffusers takes the pipeline's device from its first module."""
-        pipe = self.pipe
-        encoder = pipe.text_encoder
-        if encoder is None or self.settings.offload != "none":
-            return
-        device = next(encoder.parameters()).device
-        if device.type == "cpu":
-            return
-        pipe.register_modules(text_encoder=None)
-        self._parked = (encoder.to("cpu"), device)
-        release_freed_memory()
+        def encode(pair: tuple[str, str]) -> Any:
+            return pipe.encode_prompt(prompt=pair[0], negative_prompt=pair[1], max_sequence_length=length,
+                                      do_classifier_free_guidance=self.settings.guidance > 1.0,
+                                      device=pipe._execution_device)
 
-    def _unpark_text_encoder(self) -> None:
-        if self._parked is not None:
-            encoder, device = self._parked
-            self.pipe.register_modules(text_encoder=encoder.to(device))
-            self._parked = None
+        pairs = {(motion_prompt(shot), shot.get("negative_prompt") or "") for shot in shots}
+        return self.prompts.encode(pipe, pairs, encode, offloaded=self.settings.offload != "none")
 
     def scheduler_for(self, flow_shift: float) -> Any:
         """The checkpoint's scheduler rebuilt from its config with ``flow_shift``."""
@@ -451,7 +427,7 @@ class WanMotion:
                 "width": width, "num_frames": wan_frame_count(num_frames, pipe.vae_scale_factor_temporal),
                 "num_inference_steps": steps, "guidance_scale": self.settings.guidance,
                 "guidance_scale_2": self.settings.guidance_2}
-        encoded = self._embeddings.get((sent["prompt"], sent["negative_prompt"]))
+        encoded = self.prompts.get((sent["prompt"], sent["negative_prompt"]))
         self._last_call = {"renderer": FAMILY, **sent, "seed": int(seed), "flow_shift": float(shot["flow_shift"]),
                            "speed": self.settings.speed, "loras": [dict(lora) for lora in self.loras],
                            "prompt_encoded": "once for the phase" if encoded else "in this render"}
@@ -460,7 +436,7 @@ class WanMotion:
             del call["prompt"], call["negative_prompt"]
             call["prompt_embeds"], call["negative_prompt_embeds"] = encoded
         else:
-            self._unpark_text_encoder()
+            self.prompts.unpark(pipe)
         try:
             self.passes.reset()
             video = pipe(
@@ -494,8 +470,7 @@ class WanMotion:
         if pipe is None:
             return
         compiled = self.settings.compile_transformer_2
-        self._embeddings.clear()
-        self._parked = None
+        self.prompts.clear()
         self.passes.remove()
         pipe.remove_all_hooks()  # accelerate's model-offload hooks
         for name, component in list(pipe.components.items()):

@@ -14,6 +14,9 @@ import socket
 import subprocess
 import sys
 import weakref
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -223,6 +226,47 @@ def test_negative_prompt_applies_with_guidance_on_an_undistilled_model(checkpoin
         negative = model.render_keyframe(hero_shot(plan, characters=[], negative_prompt="crowds, text"), plan, {},
                                          seed=2)
         assert mean_diff(plain, negative) > 0
+    finally:
+        unload_flux2(model)
+
+
+@contextmanager
+def text_encoder_calls(model) -> Iterator[Counter]:
+    calls: Counter = Counter()
+    hook = model.pipeline.text_encoder.register_forward_pre_hook(lambda *_: calls.update(["text_encoder"]))
+    try:
+        yield calls
+    finally:
+        hook.remove()
+
+
+@pytest.mark.parametrize("guided", [False, True], ids=["distilled", "guided"])
+def test_the_phases_prompts_are_encoded_once_and_its_pictures_render_without_the_text_encoder(checkpoint, plan,
+                                                                                             guided):
+    """encode_prompts (the keyframe stage calls it before drawing) runs the pipeline's own encode_prompt; the
+    portraits and keyframes then run no text encoder and are the same pictures, pixel for pixel."""
+    model = load_flux2(handle(checkpoint, guidance=3.0 if guided else 1.0))
+    try:
+        if guided:
+            model.pipeline.register_to_config(is_distilled=False)  # as the klein Base checkpoints
+        character = plan["characters"][0]
+        shots = [hero_shot(plan, characters=[], negative_prompt="crowds, text"),
+                 hero_shot(plan, characters=[], prompt="a lighthouse in the rain", negative_prompt="")]
+
+        def draw():
+            return [model.render_portrait(character, plan, seed=3),
+                    *(model.render_keyframe(shot, plan, {}, seed=2) for shot in shots)]
+
+        plain = draw()
+        assert model.last_call()["prompt_encoded"] == "in this render"
+        with text_encoder_calls(model) as calls:
+            # portrait + two keyframes; guided: their negatives ("crowds, text" and "") too
+            assert model.encode_prompts([character], shots, plan) == (5 if guided else 3)
+            encoded_calls = calls["text_encoder"]
+            again = draw()
+            assert calls["text_encoder"] == encoded_calls
+        assert model.last_call()["prompt_encoded"] == "once for the phase"
+        assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(plain, again))
     finally:
         unload_flux2(model)
 

@@ -125,19 +125,40 @@ class EncodingMotion(RecordingMotion):
         EncodingMotion.encoded.append([dict(shot) for shot in shots])
 
 
+class EncodingKeyframes(RecordingKeyframes):
+    """A keyframe model that encodes the phase's prompts up front, as FLUX.2 klein does."""
+
+    encoded: list[tuple[list[dict], list[dict]]] = []
+
+    def encode_prompts(self, characters, shots, plan):
+        EncodingKeyframes.encoded.append(([dict(c) for c in characters], [dict(s) for s in shots]))
+
+
 ENCODING_MOTION = backends.register("test-encoding-motion", EncodingMotion, "rec")
+ENCODING_KEYFRAMES = backends.register("test-encoding-keyframes", EncodingKeyframes, "rec")
 
 
 def test_a_retry_round_encodes_the_revised_prompts_of_the_clips_it_re_renders(make_reel):
     reel = make_reel(2)
     ScriptedCritic.script = staticmethod(
         lambda prompt, seen: fail("WALKING_BACKWARDS") if seen == 1 and prompt.startswith("shot 2:") else PASS)
-    EncodingMotion.encoded = []
+    EncodingMotion.encoded, EncodingKeyframes.encoded = [], []
     run_gate(reel, CRITIC, KEYFRAMES, ENCODING_MOTION, max_retries=1)
     (retry,) = EncodingMotion.encoded  # one re-render round, for shot_02 alone
     assert [shot["id"] for shot in retry] == ["shot_02"]
     assert EXPECTED["WALKING_BACKWARDS"](retry[0])  # the prompt the retry renders, not the plan's first one
     assert retry[0]["prompt"] == RecordingMotion.calls[-1]["prompt"]
+
+
+def test_a_retry_round_encodes_the_revised_prompts_of_the_keyframes_it_redraws(make_reel):
+    reel = make_reel(2)
+    ScriptedCritic.script = staticmethod(
+        lambda prompt, seen: fail("WARDROBE_DRIFT") if seen == 1 and prompt.startswith("shot 1:") else PASS)
+    EncodingKeyframes.encoded = []
+    run_gate(reel, CRITIC, ENCODING_KEYFRAMES, MOTION, max_retries=1)
+    ((characters, shots),) = EncodingKeyframes.encoded
+    assert characters == [] and [shot["id"] for shot in shots] == ["shot_01"]
+    assert EXPECTED["WARDROBE_DRIFT"](shots[0]) and shots[0]["prompt"] == RecordingKeyframes.calls[-1]["prompt"]
 
 
 def test_failures_are_re_rendered_in_batched_rounds(make_reel):

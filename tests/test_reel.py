@@ -215,8 +215,8 @@ def test_a_failing_side_by_side_job_stops_the_stage_and_keeps_what_finished(tmp_
     assert not (run.root / "a5.txt").exists()  # queued behind the failure: cancelled, never started
 
 
-def test_the_motion_stage_lets_its_model_encode_the_prompts_of_the_clips_it_will_render(tmp_path, monkeypatch):
-    from cinereel.model_loaders.preview import KenBurnsMotion
+def test_the_picture_stages_let_their_models_encode_the_prompts_of_what_they_will_render(tmp_path, monkeypatch):
+    from cinereel.model_loaders.preview import KenBurnsMotion, StoryboardKeyframes
     from cinereel.model_loaders.rules import DirectorRequest
     from cinereel.nodes.pipeline.headless import make_reel
 
@@ -224,10 +224,16 @@ def test_the_motion_stage_lets_its_model_encode_the_prompts_of_the_clips_it_will
     monkeypatch.setattr(KenBurnsMotion, "encode_prompts", lambda self, shots: asked.append([s["id"] for s in shots]),
                         raising=False)
     request = DirectorRequest("A fisherman mends a net at dawn in Porto", duration_s=2.0, shots=2, resolution="480p")
+    drawn: list[tuple[list[str], list[str]]] = []
+    monkeypatch.setattr(StoryboardKeyframes, "encode_prompts", raising=False,
+                        value=lambda self, characters, shots, plan: drawn.append(
+                            ([c["id"] for c in characters], [s["id"] for s in shots])))
     reel = make_reel(request, tmp_path, run_id="prompts")
     assert asked == [[shot.id for shot in reel.plan.shots]]
+    assert drawn == [([c.id for c in reel.plan.characters if any(c.id in s.characters for s in reel.plan.shots)],
+                      [shot.id for shot in reel.plan.shots])]
     make_reel(request, tmp_path, run_id="prompts")  # nothing left to render: no model, nothing to encode
-    assert len(asked) == 1
+    assert len(asked) == len(drawn) == 1
 
 
 def test_a_resumed_run_keeps_the_report_of_every_earlier_invocation(tmp_path, capsys):

@@ -246,7 +246,7 @@ def test_the_phases_prompts_are_encoded_once_and_its_clips_render_without_the_te
         assert calls["text_encoder"] == 6
     finally:
         hook.remove()
-        motion._embeddings.clear()  # the module's other tests watch the pipeline encode
+        motion.prompts.clear()  # the module's other tests watch the pipeline encode
 
 
 def test_both_experts_run_on_their_side_of_the_boundary(motion, keyframe):

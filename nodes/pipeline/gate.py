@@ -243,10 +243,10 @@ def redraw_keyframes(reel: Reel, states: list[ShotState], keyframe_model: ModelH
     ``timings`` by its artifact name; a redrawn keyframe is ``keyframes/<shot>.<tag><attempt>.png``. With
     ``skip_drawn`` a keyframe the reel already has is kept (the clip gate's first half of a render round: a
     motion-label retry re-animates its kept keyframe); the keyframe gate redraws every state it is given."""
-    from .keyframes import keyframe_job, portrait_jobs
+    from .keyframes import encode_prompts, keyframe_job, portrait_jobs
 
     portraits = portrait_jobs(reel, keyframe_model)  # the user's portraits where given, as the keyframe stage
-    keyframe_jobs = []
+    keyframe_jobs, revised = [], {}
     for state in states:
         attempt = state.latest
         if skip_drawn and attempt.keyframe in reel.artifacts:
@@ -254,7 +254,12 @@ def redraw_keyframes(reel: Reel, states: list[ShotState], keyframe_model: ModelH
         plan = reel.plan.with_shot(attempt.shot)
         job = keyframe_job(plan, attempt.shot, portraits, reel.run_dir.root, keyframe_model, attempt.number, tag=tag)
         keyframe_jobs.append(_timed(Job(attempt.keyframe, job.rel, job.inputs, job.make), timings))
-    made, _ = run_jobs(reel.run_dir, keyframe_model.as_role("keyframes"), keyframe_jobs)
+        revised[attempt.keyframe] = attempt.shot  # the retry's prompt, not the plan's first one
+
+    def prepare(model: Any, pending: list[Job]) -> None:
+        encode_prompts(model, reel.plan, [], [revised[job.name] for job in pending if job.name in revised])
+
+    made, _ = run_jobs(reel.run_dir, keyframe_model.as_role("keyframes"), keyframe_jobs, prepare=prepare)
     return reel.evolve(artifacts=made)
 
 

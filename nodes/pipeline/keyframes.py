@@ -9,6 +9,7 @@ not drawn; the report's ``portrait_sources`` and ``keyframe_sources`` say which.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,24 @@ def keyframe_job(plan: Plan, shot: Shot, portraits: dict[str, Job], run_root: Pa
     return Job(f"keyframe:{shot.id}", rel, inputs, make)
 
 
+def encode_prompts(model: Any, plan: Plan, characters: Sequence[str], shots: Sequence[Shot]) -> None:
+    """Let a model that can (``encode_prompts``: FLUX.2 klein) encode the prompts of the portraits and
+    keyframes about to be drawn once, before the first, instead of once per picture with its text encoder
+    resident."""
+    encode = getattr(model, "encode_prompts", None)
+    if encode is not None and (characters or shots):
+        encode([plan.character(c).model_dump(mode="json") for c in characters],
+               [shot.model_dump(mode="json") for shot in shots], plan.model_dump(mode="json"))
+
+
+def pending_pictures(plan: Plan, pending: Sequence[Job]) -> tuple[list[str], list[Shot]]:
+    """The characters whose portraits and the shots whose keyframes the pending jobs draw."""
+    names = [job.name.split(":", 1) for job in pending]
+    shots = {shot.id: shot for shot in plan.shots}
+    return ([name for kind, name in names if kind == "portrait"],
+            [shots[name] for kind, name in names if kind == "keyframe" and name in shots])
+
+
 def portrait_jobs(reel: Reel, handle: ModelHandle) -> dict[str, Job]:
     """The portrait of each character in frame: the user's picture where one was given, else a render."""
     from .user_media import user_job
@@ -107,7 +126,8 @@ def render_keyframes(reel: Reel, handle: ModelHandle, progress: Progress | None 
 
     # The user's pictures were written by their adapter nodes: checked here without loading the model.
     made, _ = run_jobs(reel.run_dir, None, [j for j in jobs if j.name in given], progress, ready)
-    drawn, count = run_jobs(reel.run_dir, handle.as_role("keyframes"), to_draw, progress, ready)
+    drawn, count = run_jobs(reel.run_dir, handle.as_role("keyframes"), to_draw, progress, ready,
+                            prepare=lambda model, pending: encode_prompts(model, plan, *pending_pictures(plan, pending)))
     out = reel.evolve(artifacts={**made, **drawn, **locked})
     renders = {shot.id: call_record(reel.run_dir, out.artifacts[f"keyframe:{shot.id}"]) for shot in plan.shots}
     sources = {kind: {job.name.split(":", 1)[1]: "user image" if job.name in given else "rendered"
