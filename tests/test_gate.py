@@ -286,46 +286,32 @@ def tiny_real(tmp_path_factory, one_torch_thread):
     return keyframes, motion, tmp_path_factory.mktemp("tiny-real-gate")
 
 
-@pytest.fixture(scope="module")
-def tiny_real_round(tiny_real) -> dict[str, tuple[int, list[dict], list[dict]]]:
-    """One revision round on the tiny real renderers, as the gate batches it: a reel with one shot per failure
-    label, each shot's first attempt failed with its label, revised and rendered again in one round (one load of
-    each renderer for all ten labels, not one per label). Returns, per label, its shot's seed and the calls that
-    shot's revision made to the real keyframe and motion models.
-
-    The tiny real models' clips fail the technical check (random weights), so the critic's verdict is set
-    directly here: what is under test is that each revision reaches the real renderers."""
+@pytest.mark.parametrize("label", FAILURE_LABELS)
+def test_each_label_reaches_the_tiny_real_renderers(tiny_real, label):
+    """The tiny real models' clips fail the technical check (random weights), so the critic's verdict is
+    set directly here: what is under test is that the revision reaches the real renderers."""
     from cinereel.model_loaders.rules import DirectorRequest
     from cinereel.nodes.pipeline.gate import Attempt, ShotState, render_round, revise_failures
 
     keyframes, motion, out = tiny_real
-    shots = len(FAILURE_LABELS)
-    plan = json.loads(small_plan(shots))
+    plan = json.loads(small_plan(1))
     plan.update(width=256, height=256)
-    reel = direct(preview_handles()["llm"], DirectorRequest("test", duration_s=float(shots), shots=shots), out,
+    reel = direct(preview_handles()["llm"], DirectorRequest("test", duration_s=1.0, shots=1), out,
                   run_id="tiny-real-labels", plan_override=json.dumps(plan))
-    reel = render_keyframes(reel, keyframes)  # the first clips are never looked at: a re-render animates the keyframe
+    reel = animate(render_keyframes(reel, keyframes), motion)  # made once, reused by every label
     RecordingKeyframes.shots, RecordingMotion.shots = [], []
-    states = [ShotState(shot, [Attempt(1, shot, f"keyframe:{shot.id}", clip=f"clip:{shot.id}", critique=fail(label))])
-              for shot, label in zip(reel.plan.shots, FAILURE_LABELS)]
-    revise_failures(reel, states)
-    render_round(reel, states, keyframes, motion, "ultrafast")
-    return {label: (shot.seed, [call for call in RecordingKeyframes.shots if call["id"] == shot.id],
-                    [call for call in RecordingMotion.shots if call["id"] == shot.id])
-            for shot, label in zip(reel.plan.shots, FAILURE_LABELS)}
-
-
-@pytest.mark.parametrize("label", FAILURE_LABELS)
-def test_each_label_reaches_the_tiny_real_renderers(tiny_real_round, label):
-    seed, keyframe_calls, motion_calls = tiny_real_round[label]
-    (motion_call,) = motion_calls
+    shot = reel.plan.shots[0]
+    state = ShotState(shot, [Attempt(1, shot, f"keyframe:{shot.id}", clip=f"clip:{shot.id}", critique=fail(label))])
+    revise_failures(reel, [state])
+    render_round(reel, [state], keyframes, motion, "ultrafast")
+    (motion_call,) = RecordingMotion.shots
     assert EXPECTED[label](motion_call), motion_call
-    assert motion_call["seed_arg"] == attempt_seed(seed, 2)
+    assert motion_call["seed_arg"] == attempt_seed(100, 2)
     if label in IMAGE_LABELS:
-        (keyframe_call,) = keyframe_calls
+        (keyframe_call,) = RecordingKeyframes.shots
         assert EXPECTED[label](keyframe_call)
     else:
-        assert keyframe_calls == []
+        assert RecordingKeyframes.shots == []
 
 
 def test_the_gate_node_shows_scores_once_and_the_critic_s_failure_as_a_warning(make_reel):
