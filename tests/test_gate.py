@@ -299,7 +299,7 @@ register_family("test-recording-wan", _recording_real("wan2.2-i2v"))
 
 
 @pytest.fixture(scope="module")
-def tiny_real(tmp_path_factory):
+def tiny_real(tmp_path_factory, one_torch_thread):
     options = {"steps": 2, "first_block_cache": 0.0}
     keyframes = ModelHandle("test-recording-flux2", str(load_test_module("tiny_flux2").tiny_flux2_checkpoint()),
                             "float32", "cpu", options)

@@ -33,7 +33,7 @@ REQUEST = {"sentence": "A lone astronaut walks through a neon-lit Tokyo alley at
 
 
 @pytest.fixture(scope="module")
-def checkpoint() -> Path:
+def checkpoint(one_torch_thread) -> Path:
     return tiny_qwen.tiny_qwen_checkpoint()
 
 

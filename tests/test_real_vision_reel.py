@@ -30,7 +30,7 @@ def _load(name: str):
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoints() -> dict[str, Path]:
+def tiny_checkpoints(one_torch_thread) -> dict[str, Path]:
     return {"flux2": _load("tiny_flux2").tiny_flux2_checkpoint(), "wan": _load("tiny_wan").tiny_wan_checkpoint()}
 
 
