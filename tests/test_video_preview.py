@@ -356,6 +356,9 @@ def test_a_still_encode_that_ffmpeg_refuses_says_why(tmp_path: Path, texture: Im
         encode_still(tmp_path / "keyframe.png", "nosuchfilter=1", 5, 16, tmp_path / "clip.mp4")
     with pytest.raises(ValueError, match="num_frames"):
         encode_still(tmp_path / "keyframe.png", "null", 0, 16, tmp_path / "clip.mp4")
+    texture.crop((0, 0, 319, 192)).save(tmp_path / "odd.png")
+    with pytest.raises(ValueError, match="even width and height, got 319×192"):
+        encode_still(tmp_path / "odd.png", "null", 5, 16, tmp_path / "clip.mp4")
 
 
 def test_the_middle_frame_decodes_no_more_than_it_needs_and_agrees_with_sample_frames(tmp_path: Path) -> None:

@@ -144,9 +144,15 @@ def encode_still(image: Path, camera_filter: str, num_frames: int, fps: int, pat
     frames; the settings are ``write_clip``'s, so both make clips the assembly can join. ``on_frame(done,
     total)`` follows the encoder's progress; if it raises (a cancel), ffmpeg is stopped and it propagates.
     """
+    from PIL import Image
+
     path = Path(path)
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    with Image.open(image) as still:  # reads the header only
+        width, height = still.size
+    if width % 2 or height % 2:
+        raise ValueError(f"H.264 yuv420p needs an even width and height, got {width}×{height}")
     chain = f"{TO_BT709},{camera_filter},settb=1/{fps},setpts=N,{TAG_BT709}"
     args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1",
             "-y", "-i", str(image), "-an", "-vf", chain, "-r", str(fps), "-frames:v", str(num_frames),
