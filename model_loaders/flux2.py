@@ -309,9 +309,7 @@ class Flux2KleinKeyframes:
         prompts |= {shot["prompt"] for shot in shots}
         if self._guides:  # the pipeline encodes "" for a guidance pass without a negative prompt
             prompts |= {shot.get("negative_prompt") or "" for shot in shots} | {""}
-        pipe = self._pipe
-        return self.prompts.encode(pipe, prompts, lambda prompt: self._encode(prompt),
-                                   offloaded=self.options.offload != "none")
+        return self.prompts.encode(self._pipe, prompts, self._encode, offloaded=self.options.offload != "none")
 
     def _encode(self, prompt: str) -> Any:
         pipe = self._pipe

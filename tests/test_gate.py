@@ -31,7 +31,6 @@ class RecordingKeyframes(backends.RecordingKeyframes):
 
 
 class RecordingMotion(backends.RecordingMotion):
-    camera_filter = None  # the stage draws the frames with render_clip, which this test alters or counts
     calls: list[dict] = []
     faults: dict[str, str] = {}  # shot id -> "black" | "frozen" | "nan", first attempt only
 

@@ -35,7 +35,6 @@ class Keyframes(backends.RecordingKeyframes):
 
 
 class Motion(backends.RecordingMotion):
-    camera_filter = None  # the stage draws the frames with render_clip, which this test alters or counts
     calls: list[dict] = []
 
 

@@ -41,7 +41,6 @@ class CountingKeyframes(backends.RecordingKeyframes):
 
 
 class CountingMotion(backends.RecordingMotion):
-    camera_filter = None  # the stage draws the frames with render_clip, which this test alters or counts
     calls: list[dict] = []
 
 

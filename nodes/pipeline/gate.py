@@ -26,7 +26,16 @@ from typing import TYPE_CHECKING, Any
 from ...model_loaders.handles import ModelHandle
 from ...model_loaders.residency import RESIDENCY
 from .comfy import Progress, check_cancel, current_node_id, is_cancel, send_ui_event
-from .stage import Job, StageTimer, add_warning, artifact_key, call_record, run_jobs, write_report
+from .stage import (
+    Job,
+    StageTimer,
+    add_warning,
+    artifact_key,
+    call_record,
+    pending_items,
+    run_jobs,
+    write_report,
+)
 
 if TYPE_CHECKING:
     from ...model_loaders.vocabulary.plan import Shot
@@ -255,18 +264,16 @@ def redraw_keyframes(reel: Reel, states: list[ShotState], keyframe_model: ModelH
         job = keyframe_job(plan, attempt.shot, portraits, reel.run_dir.root, keyframe_model, attempt.number, tag=tag)
         keyframe_jobs.append(_timed(Job(attempt.keyframe, job.rel, job.inputs, job.make), timings))
         revised[attempt.keyframe] = attempt.shot  # the retry's prompt, not the plan's first one
-
-    def prepare(model: Any, pending: list[Job]) -> None:
-        encode_prompts(model, reel.plan, [], [revised[job.name] for job in pending if job.name in revised])
-
-    made, _ = run_jobs(reel.run_dir, keyframe_model.as_role("keyframes"), keyframe_jobs, prepare=prepare)
+    made, _ = run_jobs(reel.run_dir, keyframe_model.as_role("keyframes"), keyframe_jobs,
+                       prepare=lambda model, pending: encode_prompts(model, reel.plan, [],
+                                                                     pending_items(revised, pending)))
     return reel.evolve(artifacts=made)
 
 
 def reanimate(reel: Reel, states: list[ShotState], motion_model: ModelHandle, clip_preset: str,
               timings: dict[str, float]) -> Reel:
     """The second half of a render round: every new attempt's clip, from its (new or kept) keyframe."""
-    from .motion import clip_job, encode_prompts, pending_shots
+    from .motion import clip_job, encode_prompts
 
     clip_jobs = []
     for state in states:
@@ -276,7 +283,7 @@ def reanimate(reel: Reel, states: list[ShotState], motion_model: ModelHandle, cl
         clip_jobs.append(_timed(Job(attempt.clip, job.rel, job.inputs, job.make), timings))
     by_job = {state.latest.clip: state.latest.shot for state in states}  # revised shots: the retries' prompts
     made, _ = run_jobs(reel.run_dir, motion_model.as_role("motion"), clip_jobs,
-                       prepare=lambda model, pending: encode_prompts(model, pending_shots(by_job, pending)))
+                       prepare=lambda model, pending: encode_prompts(model, pending_items(by_job, pending)))
     for state in states:
         attempt = state.latest
         attempt.render_s = timings.get(attempt.clip, 0.0) + timings.get(attempt.keyframe, 0.0)

@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING, Any
 from ...model_loaders.handles import ModelHandle
 from .comfy import Progress
 from .rundir import RunDir
-from .stage import Job, StageTimer, call_record, record_call, run_jobs, step_callback, write_report
+from .stage import (
+    Job,
+    StageTimer,
+    call_record,
+    pending_items,
+    record_call,
+    run_jobs,
+    step_callback,
+    write_report,
+)
 
 if TYPE_CHECKING:
     from ...model_loaders.vocabulary.plan import Plan, Shot
@@ -86,14 +95,6 @@ def encode_prompts(model: Any, plan: Plan, characters: Sequence[str], shots: Seq
                [shot.model_dump(mode="json") for shot in shots], plan.model_dump(mode="json"))
 
 
-def pending_pictures(plan: Plan, pending: Sequence[Job]) -> tuple[list[str], list[Shot]]:
-    """The characters whose portraits and the shots whose keyframes the pending jobs draw."""
-    names = [job.name.split(":", 1) for job in pending]
-    shots = {shot.id: shot for shot in plan.shots}
-    return ([name for kind, name in names if kind == "portrait"],
-            [shots[name] for kind, name in names if kind == "keyframe" and name in shots])
-
-
 def portrait_jobs(reel: Reel, handle: ModelHandle) -> dict[str, Job]:
     """The portrait of each character in frame: the user's picture where one was given, else a render."""
     from .user_media import user_job
@@ -126,8 +127,11 @@ def render_keyframes(reel: Reel, handle: ModelHandle, progress: Progress | None 
 
     # The user's pictures were written by their adapter nodes: checked here without loading the model.
     made, _ = run_jobs(reel.run_dir, None, [j for j in jobs if j.name in given], progress, ready)
+    character_of = {job.name: c for c, job in portraits.items()}
+    shot_of = {f"keyframe:{shot.id}": shot for shot in plan.shots}
     drawn, count = run_jobs(reel.run_dir, handle.as_role("keyframes"), to_draw, progress, ready,
-                            prepare=lambda model, pending: encode_prompts(model, plan, *pending_pictures(plan, pending)))
+                            prepare=lambda model, pending: encode_prompts(
+                                model, plan, pending_items(character_of, pending), pending_items(shot_of, pending)))
     out = reel.evolve(artifacts={**made, **drawn, **locked})
     renders = {shot.id: call_record(reel.run_dir, out.artifacts[f"keyframe:{shot.id}"]) for shot in plan.shots}
     sources = {kind: {job.name.split(":", 1)[1]: "user image" if job.name in given else "rendered"

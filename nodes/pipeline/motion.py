@@ -21,6 +21,7 @@ from .stage import (
     add_warning,
     artifact_key,
     call_record,
+    pending_items,
     record_call,
     run_jobs,
     step_callback,
@@ -98,11 +99,6 @@ def encode_prompts(model: Any, shots: Sequence[Shot]) -> None:
         encode([shot.model_dump(mode="json") for shot in shots])
 
 
-def pending_shots(shots: dict[str, Shot], pending: Sequence[Job]) -> list[Shot]:
-    """The shots of the jobs still to render, by job name."""
-    return [shots[job.name] for job in pending if job.name in shots]
-
-
 def qc_rel(clip_rel: str) -> str:
     """Where a clip's render-time findings go: what the MP4 cannot show (NaN frames become black)."""
     return clip_rel[: -len(".mp4")] + ".qc.json"
@@ -140,7 +136,7 @@ def animate(reel: Reel, handle: ModelHandle, preset: str = "ultrafast", progress
         progress.update(len(locked))
     by_job = {f"clip:{shot.id}": shot for shot in reel.plan.shots}
     made, count = run_jobs(reel.run_dir, handle.as_role("motion"), to_make, progress,
-                           prepare=lambda model, pending: encode_prompts(model, pending_shots(by_job, pending)))
+                           prepare=lambda model, pending: encode_prompts(model, pending_items(by_job, pending)))
     made = {**made, **locked}
     out = reel.evolve(artifacts=made)
     renders = {shot.id: call_record(reel.run_dir, made[f"clip:{shot.id}"]) for shot in reel.plan.shots}

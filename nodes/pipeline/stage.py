@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from ...model_loaders.handles import ModelHandle
 from ...model_loaders.residency import RESIDENCY
@@ -25,6 +25,8 @@ from .rundir import RunDir, atomic_write_text, input_key
 
 if TYPE_CHECKING:
     from .reel import Reel
+
+T = TypeVar("T")
 
 
 class Job(NamedTuple):
@@ -158,6 +160,11 @@ def _run_side_by_side(run: RunDir, model: Any, pending: Sequence[Job], progress:
             for future in futures:
                 future.cancel()
             raise
+
+
+def pending_items(by_job: Mapping[str, T], pending: Sequence[Job]) -> list[T]:
+    """What each pending job renders (a shot, a character), by job name, in job order: for ``prepare``."""
+    return [by_job[job.name] for job in pending if job.name in by_job]
 
 
 def call_rel(artifact_rel: str) -> str:
