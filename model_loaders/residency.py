@@ -14,6 +14,12 @@ memory before and after.
 
 The manager is re-entrant and locked: ComfyUI's executor thread and its
 server thread (the "free memory" button) may both call it.
+
+A thread inside ``side_branch(name)`` (the headless runner's sound stages,
+beside the picture stages) uses weightless models only: each ``use`` loads
+its own instance and unloads it at the end of the block, without touching the
+resident slot or its lock. Its loads are logged with ``"branch": name``, and
+``log_since`` shows each thread the entries of its own branch.
 """
 
 from __future__ import annotations
@@ -55,9 +61,28 @@ def register_family(name: str, load: Loader, unload: Unloader | None = None, wei
     _FAMILIES[name] = Family(name, load, unload, weightless)
 
 
-def _weightless(handle: ModelHandle) -> bool:
+def is_weightless(handle: ModelHandle) -> bool:
+    """Whether ``handle``'s model holds no weights and runs in this process (a preview backend)."""
     registered = _FAMILIES.get(handle.family)
     return registered is not None and registered.weightless and handle.residency != "subprocess"
+
+
+_branch = threading.local()
+
+
+def current_branch() -> str | None:
+    """The side branch this thread runs in (``side_branch``), or None on the main line."""
+    return getattr(_branch, "name", None)
+
+
+@contextmanager
+def side_branch(name: str) -> Iterator[None]:
+    """Run this thread's ``RESIDENCY.use`` blocks beside the resident model: weightless models only."""
+    _branch.name = name
+    try:
+        yield
+    finally:
+        _branch.name = None
 
 
 def family(name: str) -> Family:
@@ -124,6 +149,7 @@ class _Resident:
 class ResidencyManager:
     def __init__(self) -> None:
         self._lock = threading.RLock()
+        self._log_lock = threading.Lock()  # a side branch logs while the main line holds _lock for a whole use
         self._resident: _Resident | None = None
         self._log: list[dict[str, Any]] = []
         self._listeners: list[Callable[[dict[str, Any], ModelHandle | None], None]] = []
@@ -141,6 +167,11 @@ class ResidencyManager:
         Do not keep references to the model after the ``with`` block: the
         manager must hold the only one so eviction can free it.
         """
+        branch = current_branch()
+        if branch is not None:
+            with self._beside(handle, branch) as model:
+                yield model
+            return
         with self._lock:
             yield self._ensure(handle)
 
@@ -159,23 +190,44 @@ class ResidencyManager:
 
     @property
     def log(self) -> list[dict[str, Any]]:
-        """Every load and eviction so far, oldest first (a copy)."""
-        with self._lock:
+        """Every load and eviction so far, oldest first (a copy), side branches included."""
+        with self._log_lock:
             return [dict(entry) for entry in self._log]
 
     def log_since(self, mark: int) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(entry) for entry in self._log[mark:]]
+        """What happened after ``mark`` in the calling thread's branch (the main line's, outside ``side_branch``)."""
+        branch = current_branch()
+        with self._log_lock:
+            return [dict(entry) for entry in self._log[mark:] if entry.get("branch") == branch]
 
     def mark(self) -> int:
         """A position in the log; ``log_since(mark)`` returns what happened after it."""
-        with self._lock:
+        with self._log_lock:
             return len(self._log)
 
     def loads(self, since: int = 0) -> int:
         return sum(1 for e in self.log_since(since) if e["event"] == "load")
 
     # -- internals ---------------------------------------------------------
+    @contextmanager
+    def _beside(self, handle: ModelHandle, branch: str) -> Iterator[Any]:
+        if not is_weightless(handle):
+            raise RuntimeError(f"{handle.label} holds weights: only weightless models run beside the resident one "
+                               f"(side branch {branch!r})")
+        rss_before, started = process_rss(), time.perf_counter()
+        model = load_model(handle)
+        self._append("load", handle, seconds=time.perf_counter() - started, rss_before=rss_before,
+                     rss_after=process_rss(), branch=branch)
+        try:
+            yield model
+        finally:
+            rss_before, started = process_rss(), time.perf_counter()
+            if _FAMILIES[handle.family].unload:
+                _FAMILIES[handle.family].unload(model)
+            del model
+            self._append("evict", handle, seconds=time.perf_counter() - started, rss_before=rss_before,
+                         rss_after=process_rss(), reason=f"the {branch} branch is done with it", branch=branch)
+
     def _ensure(self, handle: ModelHandle) -> Any:
         if self._resident is not None and self._resident.handle.key == handle.key:
             self.reuses += 1
@@ -184,7 +236,7 @@ class ResidencyManager:
             self._evict(f"making room for {handle.label}")
         if handle.option("unload_comfy_models", False) and free_comfy_models():
             log.info("asked ComfyUI to unload its models before loading %s", handle.label)
-        if not _weightless(handle):  # a full collection costs tens of milliseconds and frees nothing here
+        if not is_weightless(handle):  # a full collection costs tens of milliseconds and frees nothing here
             release_freed_memory()
         rss_before = process_rss()
         started = time.perf_counter()
@@ -225,7 +277,7 @@ class ResidencyManager:
                 _FAMILIES[handle.family].unload(model)
         finally:
             del model, resident
-            if not _weightless(handle):
+            if not is_weightless(handle):
                 release_freed_memory()
         leaked = ref is not None and ref() is not None
         if leaked:
@@ -243,7 +295,8 @@ class ResidencyManager:
     def _append(self, event: str, handle: ModelHandle, **facts: Any) -> None:
         entry = {"event": event, "family": handle.family, "checkpoint": handle.checkpoint,
                  "key": handle.key, "role": handle.role, "time": time.time(), **facts}
-        self._log.append(entry)
+        with self._log_lock:
+            self._log.append(entry)
         for listener in self._listeners:
             try:
                 listener(dict(entry), self._resident.handle if self._resident else None)

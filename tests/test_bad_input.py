@@ -191,10 +191,13 @@ def test_a_disk_that_fills_mid_run_is_one_line_and_keeps_what_was_made(tmp_path,
     out = tmp_path / "out"
     assert main([TOKYO, "--out", str(out), "--run-id", "full-disk"]) == 2
     *progress, err = capsys.readouterr().err.splitlines()  # the stages that finished, then the one error line
+    # The sound stages run beside the picture stages and finish although the keyframes failed.
     assert err.startswith("cinereel: error: the disk is full (") and [line.split()[0] for line in progress] == [
-        "director"], (progress, err)
+        "director", "narration", "music", "mix", "delivery_audio"], (progress, err)
     assert "free some space and run the same command again to resume" in err
-    assert (out / "cinereel" / "full-disk" / "plan.json").is_file(), "the plan made before the disk filled is kept"
+    run = out / "cinereel" / "full-disk"
+    assert (run / "plan.json").is_file(), "the plan made before the disk filled is kept"
+    assert (run / "audio" / "mix.wav").is_file(), "and so is the sound made beside the failing keyframes"
 
 
 def test_a_bug_shows_its_traceback_and_says_it_is_one(tmp_path, capsys, monkeypatch):

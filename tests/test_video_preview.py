@@ -511,6 +511,30 @@ def test_reel_keeps_the_mastered_loudness(tmp_path: Path, channels: int) -> None
     assert pyloudnorm.Meter(sr).integrated_loudness(audio) == pytest.approx(-18.0, abs=0.3)
 
 
+@pytest.mark.parametrize("preset", ["copy", "ultrafast"])
+@pytest.mark.parametrize("mixed", [True, False])
+def test_a_sound_track_encoded_beforehand_is_copied_as_the_reel_would_have_encoded_it(tmp_path: Path, preset: str,
+                                                                                       mixed: bool) -> None:
+    """``encode_delivery_audio`` makes the AAC track the assembly would make (padded or cut to the reel's
+    samples; silence without a mix); the assembly copies it: the same samples as encoding it there."""
+    from cinereel.nodes.pipeline.video import encode_delivery_audio
+
+    rate, frames = 48_000, 40  # 2.5 s of reel at 16 fps; the mix is 3 s, so it is cut
+    mix = tmp_path / "mix.wav" if mixed else None
+    if mix is not None:
+        write_wav(mix, np.random.default_rng(2).normal(0, 0.1, (rate * 3, 2)), rate)
+    write_clip(level_clip([100] * (frames + 1), (1.0, 1.0, 1.0)), 16, tmp_path / "a.mp4")
+    samples = frames * rate // 16
+    encode_delivery_audio(mix, tmp_path / "sound.m4a", samples)
+    assemble_reel([tmp_path / "a.mp4"], [frames], 16, mix, tmp_path / "here.mp4", preset=preset)
+    assemble_reel([tmp_path / "a.mp4"], [frames], 16, None, tmp_path / "copied.mp4", preset=preset,
+                  encoded_audio=tmp_path / "sound.m4a")
+    here, copied = read_audio(tmp_path / "here.mp4")[0], read_audio(tmp_path / "copied.mp4")[0]
+    assert copied.shape == here.shape == (samples, 2) and np.array_equal(copied, here)
+    assert probe(tmp_path / "copied.mp4")["frames"] == frames
+    assert (np.abs(copied).max() > 0.01) == mixed
+
+
 def test_reel_without_audio_gets_a_silent_track(tmp_path: Path) -> None:
     write_clip(level_clip([100] * 9, (1.0, 1.0, 1.0)), 16, tmp_path / "a.mp4")
     assemble_reel([tmp_path / "a.mp4"], [8], 16, None, tmp_path / "reel.mp4", preset="ultrafast")

@@ -26,21 +26,55 @@ def subtitle_cues(placements: Sequence[dict[str, Any]], total_s: float) -> list[
     return cues
 
 
-def reel_jobs(reel: Any, crf: int, preset: str) -> list[Job]:
+def _frame_counts(plan: Any) -> list[int]:
     from .motion import shot_frame_spans
 
+    return [n for _, n in shot_frame_spans(plan)]
+
+
+def delivery_audio_job(reel: Any) -> Job:
+    """The mix (or silence) as the reel's AAC track, at the reel's exact length: the assembly copies it. Its
+    inputs say everything it is made from, so the headless runner's sound branch can make it early and the
+    assembly then finds it current."""
+    from .video import AUDIO_BITRATE, AUDIO_RATE
+
+    plan = reel.plan
+    total_samples = round(sum(_frame_counts(plan)) * AUDIO_RATE / plan.fps)
+    audio = "mix" if "mix" in reel.artifacts else None
+    inputs = {"audio": artifact_key(reel, audio) if audio else None, "samples": total_samples,
+              "codec": ["aac", AUDIO_BITRATE, AUDIO_RATE, 2]}
+
+    def make(_model: Any, tmp: Path) -> None:
+        from .video import encode_delivery_audio
+
+        encode_delivery_audio(reel.artifact_path(audio) if audio else None, tmp, total_samples)
+
+    return Job("delivery_audio", "audio/delivery.m4a", inputs, make)
+
+
+def encode_reel_audio(reel: Any, progress: Progress | None = None) -> Any:
+    """Make the assembly's AAC track now (the headless runner does it beside the picture stages)."""
+    timer = StageTimer("delivery_audio")
+    made, _ = run_jobs(reel.run_dir, None, [delivery_audio_job(reel)], progress or Progress(1))
+    out = reel.evolve(artifacts=made)
+    out = out.evolve(notes=timer.notes(out))
+    write_report(out)
+    return out
+
+
+def reel_jobs(reel: Any, crf: int, preset: str) -> list[Job]:
     plan = reel.plan
     clips = [f"clip:{shot.id}" for shot in plan.shots]
-    counts = [n for _, n in shot_frame_spans(plan)]
-    audio = "mix" if "mix" in reel.artifacts else None
+    counts = _frame_counts(plan)
+    sound = delivery_audio_job(reel)
     inputs = {"clips": [artifact_key(reel, c) for c in clips], "frames": counts, "fps": plan.fps,
-              "audio": artifact_key(reel, audio) if audio else None, "crf": crf, "preset": preset}
+              "audio": sound.inputs, "crf": crf, "preset": preset}
 
     def make_video(_model: Any, tmp: Path) -> None:
         from .video import assemble_reel
 
-        assemble_reel([reel.artifact_path(c) for c in clips], counts, plan.fps,
-                      reel.artifact_path(audio) if audio else None, tmp, crf, preset)
+        assemble_reel([reel.artifact_path(c) for c in clips], counts, plan.fps, None, tmp, crf, preset,
+                      encoded_audio=reel.run_dir.path(sound.rel))
 
     placements = list(reel.notes.get("narration", {}).get("lines", []))
 
@@ -49,7 +83,7 @@ def reel_jobs(reel: Any, crf: int, preset: str) -> list[Job]:
 
         write_srt(subtitle_cues(placements, plan.duration_s), tmp)
 
-    jobs = [Job("reel", "reel.mp4", inputs, make_video)]
+    jobs = [sound, Job("reel", "reel.mp4", inputs, make_video)]
     if any(p.get("text", "").strip() for p in placements):
         jobs.append(Job("subtitles", "reel.srt", {"placements": placements}, make_srt))
     return jobs

@@ -30,13 +30,24 @@ def cpu_seconds() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def stage_rows(stages: list[tuple[str, float, float]], wall_s: float, started_cpu: float | None) -> list[dict]:
-    """Each stage's wall seconds, share of the wall time and CPU seconds (from the CPU clock at each end)."""
-    rows, previous = [], started_cpu
+def branch_of(reel: Any) -> dict[str, str]:
+    """Which branch each stage ran in when the sound stages ran beside the picture stages (``headless``)."""
+    beside = reel.notes.get("beside") or {}
+    return {**{name: "picture" for name in beside.get("beside", [])},
+            **{name: beside.get("branch", "sound") for name in beside.get("stages", [])}}
+
+
+def stage_rows(stages: list[tuple[str, float, float]], wall_s: float, started_cpu: float | None,
+               branches: dict[str, str] | None = None) -> list[dict]:
+    """Each stage's wall seconds, share of the wall time and CPU seconds (from the CPU clock at each end). A
+    stage that ran beside another (``branches``) has no CPU seconds of its own: the clock counts both."""
+    rows, previous, branches = [], started_cpu, branches or {}
     for name, seconds, cpu_mark in stages:
-        rows.append({"stage": name, "seconds": round(seconds, 3),
-                     "share": round(seconds / wall_s, 4) if wall_s else 0.0,
-                     "cpu_s": round(cpu_mark - previous, 3) if previous is not None else None})
+        row = {"stage": name, "seconds": round(seconds, 3), "share": round(seconds / wall_s, 4) if wall_s else 0.0,
+               "cpu_s": round(cpu_mark - previous, 3) if previous is not None and name not in branches else None}
+        if name in branches:
+            row["branch"] = branches[name]
+        rows.append(row)
         previous = cpu_mark
     return rows
 
@@ -50,6 +61,8 @@ def residency_rows(reel: Any, event: str) -> list[dict[str, Any]]:
         row = {"stage": entry.get("stage"), "family": entry.get("family"), "checkpoint": entry.get("checkpoint"),
                "role": entry.get("role"), "seconds": round(entry.get("seconds", 0.0), 4),
                "rss_delta_bytes": entry.get("rss_after", 0) - entry.get("rss_before", 0)}
+        if entry.get("branch"):
+            row["branch"] = entry["branch"]
         if event == "load":
             row["cuda_peak_bytes"] = entry.get("cuda_peak_bytes")
         else:
@@ -146,7 +159,7 @@ def benchmark_report(reel: Any, stages: list[tuple[str, float, float]], wall_s: 
         "frames": encode["frames"], "width": reel.plan.width, "height": reel.plan.height,
         "wall_s": round(wall_s, 3),
         "process_s": round(process_s, 3),
-        "stages": stage_rows(stages, wall_s, started_cpu),
+        "stages": stage_rows(stages, wall_s, started_cpu, branch_of(reel)),
         "model_loads": residency_rows(reel, "load"),
         "evictions": residency_rows(reel, "evict"),
         "clips": clips,
@@ -164,7 +177,10 @@ def print_text(report: dict[str, Any]) -> None:
     print(f"reel: {wall:.2f} s wall for the pipeline, {report['process_s']:.2f} s for the whole process")
     for row in report["stages"]:
         cpu = f"  cpu {row['cpu_s']:6.2f} s" if row["cpu_s"] is not None else ""
-        print(f"  {row['stage']:<10} {row['seconds']:6.2f} s  {100 * row['share']:5.1f} %{cpu}")
+        branch = f"  ({row['branch']} branch)" if row.get("branch") else ""
+        print(f"  {row['stage']:<14} {row['seconds']:6.2f} s  {100 * row['share']:5.1f} %{cpu}{branch}")
+    if any(row.get("branch") for row in report["stages"]):
+        print("  the sound stages ran in a thread beside the picture stages: their shares overlap")
     encode = report["plain_x264"]
     print(f"plain x264 encode of the same {encode['frames']} frames at {encode['width']}x{encode['height']} "
           f"(preset {encode['preset']}, crf {encode['crf']}): {encode['seconds']:.2f} s; "

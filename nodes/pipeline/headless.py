@@ -7,12 +7,14 @@ same handles, so a graph and a script make the same reel.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...model_loaders.handles import ModelHandle
+from ...model_loaders.residency import is_weightless, side_branch
 from .backends import PREVIEW_CHOICES, make_handle
 from .director import direct, run_id_for
 from .keyframes import render_keyframes
@@ -78,6 +80,76 @@ def reel_stages(options: PipelineOptions) -> list[Stage]:
     ]
 
 
+# The stages that need only the plan: with weightless voice and music backends they run in a thread beside the
+# picture stages, and the two branches join before the assembly.
+SOUND_STAGES = ("narration", "music", "mix")
+
+
+def sound_beside(options: PipelineOptions) -> bool:
+    """Whether the sound stages can run beside the picture stages: their models hold no weights (the preview
+    voice and music), so they never compete with the resident model for memory."""
+    return all(is_weightless(options.handles[role]) for role in ("voice", "music"))
+
+
+def _run_in_order(reel: Reel, stages: Sequence[Stage], on_stage: StageCallback | None) -> Reel:
+    for name, run in stages:
+        started = time.perf_counter()
+        reel = run(reel)
+        if on_stage:
+            on_stage(name, time.perf_counter() - started)
+    return reel
+
+
+def _run_sound(reel: Reel, stages: Sequence[Stage], on_stage: StageCallback | None) -> tuple[Reel, float]:
+    started = time.perf_counter()
+    with side_branch("sound"):
+        reel = _run_in_order(reel, stages, on_stage)
+    return reel, time.perf_counter() - started
+
+
+def merge_branches(base: Reel, main: Reel, side: Reel) -> Reel:
+    """``main`` with what ``side`` added to ``base``: its artifacts, and its notes merged key by key (dicts
+    such as the timings united, lists such as warnings and residency entries extended)."""
+    notes = {}
+    for key, value in side.notes.items():
+        before = base.notes.get(key)
+        if value == before:
+            continue
+        ours = main.notes.get(key)
+        if isinstance(value, dict) and isinstance(ours, dict):
+            notes[key] = {**ours, **{k: v for k, v in value.items() if (before or {}).get(k) != v}}
+        elif isinstance(value, list) and isinstance(ours, list):
+            notes[key] = ours + [item for item in value[len(before or []):] if item not in ours]
+        else:
+            notes[key] = value
+    artifacts = {name: rel for name, rel in side.artifacts.items() if base.artifacts.get(name) != rel}
+    return main.evolve(artifacts=artifacts, notes=notes)
+
+
+def _run_branches(reel: Reel, stages: Sequence[Stage], on_stage: StageCallback | None) -> Reel:
+    """The sound stages in a thread beside the picture stages, then the assembly on both. A failing branch
+    lets the other finish, so its work is on disk for the next run to reuse."""
+    from .assemble import encode_reel_audio
+
+    # the assembly's AAC encode too: an ffmpeg process, so it runs beside the picture stages' Python
+    sound = [stage for stage in stages if stage[0] in SOUND_STAGES] + [("delivery_audio", encode_reel_audio)]
+    picture = [stage for stage in stages if stage[0] not in SOUND_STAGES and stage[0] != "assemble"]
+    rest = [stage for stage in stages if stage[0] == "assemble"]
+    with ThreadPoolExecutor(1, thread_name_prefix="cinereel-sound") as pool:
+        pending = pool.submit(_run_sound, reel, sound, on_stage)
+        try:
+            pictured = _run_in_order(reel, picture, on_stage)
+        except BaseException:
+            pending.exception()  # waits; the picture's error is the one to report
+            raise
+        sounded, sound_s = pending.result()
+    merged = merge_branches(reel, pictured, sounded)
+    merged = merged.evolve(notes={"beside": {"branch": "sound", "stages": [name for name, _ in sound],
+                                             "seconds": round(sound_s, 3),
+                                             "beside": [name for name, _ in picture]}})
+    return _run_in_order(merged, rest, on_stage)
+
+
 def make_reel(
     request: DirectorRequest,
     out_root: Path | str,
@@ -86,7 +158,8 @@ def make_reel(
     options: PipelineOptions | None = None,
     on_stage: StageCallback | None = None,
 ) -> Reel:
-    """Sentence to reel.mp4, phase-major: each stage renders every shot under one residency."""
+    """Sentence to reel.mp4, phase-major: each stage renders every shot under one residency (the sound stages
+    beside the picture stages when ``sound_beside``)."""
     options = options or PipelineOptions()
     stages = reel_stages(options)
     request = request_for_voice(request, options.handles["voice"])
@@ -98,9 +171,6 @@ def make_reel(
             reel = reel.evolve(notes={"settings": options.settings})
         if on_stage:
             on_stage("director", time.perf_counter() - started)
-        for name, run in stages:
-            started = time.perf_counter()
-            reel = run(reel)
-            if on_stage:
-                on_stage(name, time.perf_counter() - started)
-    return reel
+        if sound_beside(options):
+            return _run_branches(reel, stages, on_stage)
+        return _run_in_order(reel, stages, on_stage)

@@ -379,8 +379,16 @@ def _audio_graph(audio_input: str | None, total_samples: int) -> str:
 
 # ffmpeg's AAC encoder with its "fast" coder: 30 s of stereo at 192 kb/s in 0.9 s instead of 1.6 s with the default
 # "twoloop" (two cores here); at this bit rate both are transparent for narration over a music bed.
-_AUDIO_OUT = ["-c:a", "aac", "-aac_coder", "fast", "-b:a", AUDIO_BITRATE, "-ar", str(AUDIO_RATE), "-ac", "2",
-              "-movflags", "+faststart", "-f", "mp4", "-y"]
+_AAC = ["-c:a", "aac", "-aac_coder", "fast", "-b:a", AUDIO_BITRATE, "-ar", str(AUDIO_RATE), "-ac", "2"]
+_MP4_OUT = ["-movflags", "+faststart", "-f", "mp4", "-y"]
+
+
+def encode_delivery_audio(audio_wav: Path | None, out_path: Path, total_samples: int) -> None:
+    """The reel's sound as the delivery file carries it: AAC 48 kHz stereo at exactly ``total_samples`` (padded
+    with silence or cut; a silent track without ``audio_wav``), in an MP4 the assembly copies it from."""
+    inputs = ["-i", str(audio_wav)] if audio_wav is not None else []
+    _run([*inputs, "-filter_complex", _audio_graph("0:a" if audio_wav is not None else None, total_samples),
+          "-map", "[a]", *_AAC, *_MP4_OUT, str(out_path)], f"encode the reel's sound into {Path(out_path).name}")
 
 
 def can_copy(clips: Sequence[Path], frames_per_shot: Sequence[int], fps: int) -> bool:
@@ -396,8 +404,19 @@ def can_copy(clips: Sequence[Path], frames_per_shot: Sequence[int], fps: int) ->
                         for i, n in zip(infos, frames_per_shot))
 
 
+def _audio_args(input_index: int, audio_wav: Path | None, encoded_audio: Path | None,
+                total_samples: int) -> tuple[list[str], str | None, list[str]]:
+    """The audio's inputs, filter chain (None: nothing to filter) and output options: ``encoded_audio``
+    (``encode_delivery_audio``'s file) copied as it is, else ``audio_wav`` (or silence) encoded here."""
+    if encoded_audio is not None:
+        return ["-i", str(encoded_audio)], None, ["-map", f"{input_index}:a", "-c:a", "copy", *_MP4_OUT]
+    inputs = ["-i", str(audio_wav)] if audio_wav is not None else []
+    graph = _audio_graph(f"{input_index}:a" if audio_wav is not None else None, total_samples)
+    return inputs, graph, ["-map", "[a]", *_AAC, *_MP4_OUT]
+
+
 def _concat_copy(clips: Sequence[Path], frames_per_shot: Sequence[int], fps: int, audio_wav: Path | None,
-                 out_path: Path, total_samples: int) -> None:
+                 out_path: Path, total_samples: int, encoded_audio: Path | None = None) -> None:
     """Join the clips' packets as they are (concat demuxer, ``outpoint`` after each shot's frames)."""
     # Beside the output, named as a partial file: a killed run's leftover is cleaned when the run resumes.
     listing = Path(out_path).parent / f".{Path(out_path).stem}.{secrets.token_hex(6)}.partial.concat.txt"
@@ -406,18 +425,16 @@ def _concat_copy(clips: Sequence[Path], frames_per_shot: Sequence[int], fps: int
             escaped = str(Path(clip).resolve()).replace("'", "'\\''")
             text.write(f"file '{escaped}'\noutpoint {count / fps:.6f}\n")
     try:
-        inputs = ["-f", "concat", "-safe", "0", "-i", str(listing)]
-        if audio_wav is not None:
-            inputs += ["-i", str(audio_wav)]
-        graph = _audio_graph("1:a" if audio_wav is not None else None, total_samples)
-        _run([*inputs, "-filter_complex", graph, "-map", "0:v", "-map", "[a]", "-c:v", "copy", *_AUDIO_OUT,
+        audio_inputs, graph, audio_out = _audio_args(1, audio_wav, encoded_audio, total_samples)
+        _run(["-f", "concat", "-safe", "0", "-i", str(listing), *audio_inputs,
+              *(["-filter_complex", graph] if graph else []), "-map", "0:v", "-c:v", "copy", *audio_out,
               str(out_path)], f"join the clips into {Path(out_path).name}")
     finally:
         listing.unlink(missing_ok=True)
 
 
 def assemble_reel(clips: Sequence[Path], frames_per_shot: Sequence[int], fps: int, audio_wav: Path | None,
-                  out_path: Path, crf: int = 18, preset: str = REEL_PRESET) -> str:
+                  out_path: Path, crf: int = 18, preset: str = REEL_PRESET, encoded_audio: Path | None = None) -> str:
     """Cut the shots together and master the delivery file: H.264 yuv420p + AAC 48 kHz stereo MP4.
 
     Exactly ``frames_per_shot[i]`` frames come from clip ``i`` (clips carry one frame more than they
@@ -429,7 +446,8 @@ def assemble_reel(clips: Sequence[Path], frames_per_shot: Sequence[int], fps: in
     ``preset="copy"`` joins the clips' H.264 as it is (no generation loss, seconds instead of a full
     encode; the file is as large as the clips), falling back to an encode at ``REEL_PRESET`` when the
     clips cannot be joined so. Any x264 preset re-encodes at ``crf`` in one ffmpeg process. Returns how
-    the video was made: "copy" or the preset used.
+    the video was made: "copy" or the preset used. ``encoded_audio``, the file ``encode_delivery_audio`` made
+    from ``audio_wav`` for this length, is copied instead of encoding the sound again.
     """
     if not clips or len(clips) != len(frames_per_shot):
         raise ValueError(f"need one frame count per clip, got {len(clips)} clips and {len(frames_per_shot)} counts")
@@ -441,7 +459,7 @@ def assemble_reel(clips: Sequence[Path], frames_per_shot: Sequence[int], fps: in
     total_samples = round(sum(frames_per_shot) * AUDIO_RATE / fps)
     if preset == COPY:
         if can_copy(clips, frames_per_shot, fps):
-            _concat_copy(clips, frames_per_shot, fps, audio_wav, out_path, total_samples)
+            _concat_copy(clips, frames_per_shot, fps, audio_wav, out_path, total_samples, encoded_audio)
             return COPY
         preset = REEL_PRESET
     inputs: list[str] = []
@@ -451,11 +469,11 @@ def assemble_reel(clips: Sequence[Path], frames_per_shot: Sequence[int], fps: in
              for i, n in enumerate(frames_per_shot)]
     segments = "".join(f"[v{i}]" for i in range(len(clips)))
     graph.append(f"{segments}concat=n={len(clips)}:v=1:a=0,format=yuv420p,{TAG_BT709}[v]")
-    if audio_wav is not None:
-        inputs += ["-i", str(audio_wav)]
-    graph.append(_audio_graph(f"{len(clips)}:a" if audio_wav is not None else None, total_samples))
-    _run([*inputs, "-filter_complex", ";".join(graph), "-map", "[v]", "-map", "[a]",
-          "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-r", str(fps), *_AUDIO_OUT, str(out_path)],
+    audio_inputs, audio_graph, audio_out = _audio_args(len(clips), audio_wav, encoded_audio, total_samples)
+    if audio_graph:
+        graph.append(audio_graph)
+    _run([*inputs, *audio_inputs, "-filter_complex", ";".join(graph), "-map", "[v]",
+          "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-r", str(fps), *audio_out, str(out_path)],
          f"assemble {Path(out_path).name}")
     return preset
 

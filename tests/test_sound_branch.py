@@ -1,0 +1,195 @@
+"""The headless runner's sound stages beside its picture stages: when the voice and music backends hold no
+weights, narration, music, mix and the reel's AAC track run in a thread while keyframes and motion render.
+Same artifacts as one after the other; a failing branch lets the other finish; weightless models only."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from cinereel.model_loaders.handles import ModelHandle
+from cinereel.model_loaders.preview import EspeakVoiceBackend, KenBurnsMotion
+from cinereel.model_loaders.residency import RESIDENCY, current_branch, register_family, side_branch
+from cinereel.model_loaders.rules import DirectorRequest
+from cinereel.nodes.pipeline import headless, video
+from cinereel.nodes.pipeline.headless import PipelineOptions, make_reel, merge_branches, preview_handles
+from cinereel.nodes.pipeline.reel import Reel
+from cinereel_testkit import sample_plan_dict
+
+REQUEST = DirectorRequest("A lone astronaut walks through a neon-lit Tokyo alley at dusk", duration_s=4.0, shots=2,
+                          resolution="480p")
+# The files a reel delivers and the sound it is made from: compared byte for byte, the WAVs by their samples
+# (a float WAV's PEAK chunk carries the time libsndfile wrote it).
+SAME_BYTES = ("audio/delivery.m4a", "reel.mp4", "reel.srt")
+SAME_SAMPLES = ("audio/narration.wav", "audio/music.wav", "audio/mix.wav")
+
+
+@pytest.fixture(autouse=True)
+def nothing_resident():
+    RESIDENCY.evict("test isolation")
+    yield
+    RESIDENCY.evict("test isolation")
+
+
+def manifest_keys(run: Path) -> dict[str, str]:
+    return {rel: entry["key"] for rel, entry in json.loads((run / "manifest.json").read_text()).items()}
+
+
+def report_of(reel: Reel) -> dict:
+    return json.loads(reel.run_dir.path("report.json").read_text(encoding="utf-8"))
+
+
+# -- the residency manager's side branch ---------------------------------------------------------------------
+
+def test_a_side_branch_loads_its_own_weightless_model_while_the_main_line_holds_the_resident_one():
+    handles = preview_handles()
+    mark = RESIDENCY.mark()
+    with RESIDENCY.use(handles["motion"]) as motion:  # the main line holds the manager's lock for the block
+
+        def narrate_beside() -> tuple[str, list[dict]]:
+            with side_branch("sound"):
+                assert current_branch() == "sound"
+                with RESIDENCY.use(handles["voice"]) as voice:
+                    engine = voice.engine
+                return engine, RESIDENCY.log_since(mark)
+
+        with ThreadPoolExecutor(1) as pool:  # the timeout only guards against a hang: blocked on the lock
+            engine, side_log = pool.submit(narrate_beside).result(timeout=120)
+        assert isinstance(motion, KenBurnsMotion) and RESIDENCY.resident == handles["motion"]
+    assert engine == EspeakVoiceBackend.engine
+    assert [(e["event"], e["family"], e["branch"]) for e in side_log] == [
+        ("load", "preview-voice", "sound"), ("evict", "preview-voice", "sound")]
+    # Each line sees its own entries: the main line, the motion load only.
+    assert [(e["event"], e["family"]) for e in RESIDENCY.log_since(mark)] == [("load", "preview-motion")]
+    assert {e["family"] for e in RESIDENCY.log[mark:]} == {"preview-motion", "preview-voice"}
+    assert current_branch() is None
+
+
+def test_a_model_with_weights_never_runs_beside_the_resident_one():
+    loads = []
+    register_family("test-heavy-beside", lambda handle: loads.append(handle) or object())
+    heavy = ModelHandle("test-heavy-beside", "tiny")
+    with side_branch("sound"), pytest.raises(RuntimeError, match="holds weights: only weightless models run beside"):
+        with RESIDENCY.use(heavy):
+            pass
+    # A weightless family in a worker process is not weightless here either: ending the worker frees memory.
+    in_worker = ModelHandle("preview-voice", "preview", residency="subprocess")
+    with side_branch("sound"), pytest.raises(RuntimeError, match="side branch 'sound'"):
+        with RESIDENCY.use(in_worker):
+            pass
+    assert loads == [] and RESIDENCY.resident is None
+
+
+# -- merging the branches' REELs -----------------------------------------------------------------------------
+
+def test_merging_keeps_what_each_branch_added(tmp_path):
+    plan = sample_plan_dict()
+    base = Reel(plan, tmp_path / "run", {"plan": "plan.json"},
+                {"timings": {"director": 1.0}, "residency": [{"event": "load", "family": "llm"}],
+                 "warnings": ["from the director"], "settings": {"crf": 18}})
+    picture = base.evolve(artifacts={"clip:shot_01": "clips/a.mp4"},
+                          notes={"timings": {"director": 1.0, "motion": 2.0},
+                                 "residency": [*base.notes["residency"], {"event": "load", "family": "motion"}],
+                                 "clip_renders": {"shot_01": {}}})
+    sound = base.evolve(artifacts={"mix": "audio/mix.wav"},
+                        notes={"timings": {"director": 1.0, "mix": 0.5},
+                               "residency": [*base.notes["residency"], {"event": "load", "family": "voice",
+                                                                        "branch": "sound"}],
+                               "warnings": ["from the director", "a line is long"], "mix": {"lufs": -18}})
+    merged = merge_branches(base, picture, sound)
+    assert dict(merged.artifacts) == {"plan": "plan.json", "clip:shot_01": "clips/a.mp4", "mix": "audio/mix.wav"}
+    assert merged.notes["timings"] == {"director": 1.0, "motion": 2.0, "mix": 0.5}
+    assert [e["family"] for e in merged.notes["residency"]] == ["llm", "motion", "voice"]
+    assert merged.notes["warnings"] == ["from the director", "a line is long"]
+    assert merged.notes["mix"] == {"lufs": -18} and merged.notes["clip_renders"] == {"shot_01": {}}
+    assert merged.notes["settings"] == {"crf": 18}
+
+
+# -- the whole reel -----------------------------------------------------------------------------------------
+
+def test_the_reel_made_with_branches_is_the_reel_made_in_order(tmp_path, monkeypatch):
+    beside = make_reel(REQUEST, tmp_path / "beside", "same")
+    monkeypatch.setattr(headless, "sound_beside", lambda options: False)
+    in_order = make_reel(REQUEST, tmp_path / "in-order", "same")
+
+    runs = beside.run_dir.root, in_order.run_dir.root
+    assert manifest_keys(runs[0]) == manifest_keys(runs[1])
+    for rel in SAME_BYTES:
+        assert (runs[0] / rel).read_bytes() == (runs[1] / rel).read_bytes(), rel
+    for rel in SAME_SAMPLES:
+        (ours, rate), (theirs, their_rate) = (soundfile.read(run / rel) for run in runs)
+        assert rate == their_rate and ours.size > 0 and np.array_equal(ours, theirs), rel
+    report, report_in_order = report_of(beside), report_of(in_order)
+    assert report["beside"] == {"branch": "sound", "stages": ["narration", "music", "mix", "delivery_audio"],
+                                "seconds": pytest.approx(report["beside"]["seconds"]),
+                                "beside": ["keyframes", "motion"]}
+    assert "beside" not in report_in_order
+    assert set(report["timings"]) == set(report_in_order["timings"]) | {"delivery_audio"}
+    assert report["warnings"] == report_in_order["warnings"] and report["warnings"]  # Tokyo: narrated in Japanese
+    assert report["narration"] == report_in_order["narration"] and report["mix"] == report_in_order["mix"]
+    sound_loads = [(e["stage"], e["family"]) for e in report["residency"] if e.get("branch") == "sound"]
+    assert [load for load in sound_loads] == [("narration", "preview-voice"), ("narration", "preview-voice"),
+                                               ("music", "preview-music"), ("music", "preview-music")]
+
+
+def test_the_assembly_copies_the_sound_the_branch_encoded(tmp_path, monkeypatch):
+    encoded, real = [], video.encode_delivery_audio
+
+    def counting(audio_wav, out_path, total_samples):
+        encoded.append((threading.current_thread().name, total_samples))
+        real(audio_wav, out_path, total_samples)
+
+    monkeypatch.setattr(video, "encode_delivery_audio", counting)
+    reel = make_reel(REQUEST, tmp_path, "copied")
+    # Once, in the sound thread; 4 s of 48 kHz samples; the reel carries exactly those samples.
+    ((thread, samples),) = encoded
+    assert thread.startswith("cinereel-sound") and samples == 4 * 48_000
+    delivered, _ = video.read_audio(reel.artifact_path("reel"))
+    sound, _ = video.read_audio(reel.artifact_path("delivery_audio"))
+    assert delivered.shape == (samples, 2) and np.array_equal(delivered, sound)
+
+
+class FailingVoice(EspeakVoiceBackend):
+    def synthesize(self, text, language, voice=None, speed=1.0):
+        raise ValueError("the voice broke on purpose")
+
+
+class FailingMotion(KenBurnsMotion):
+    def camera_filter(self, size, shot, plan, num_frames, seed):
+        raise ValueError("the motion broke on purpose")
+
+
+register_family("test-failing-voice", lambda handle: FailingVoice(), weightless=True)
+register_family("test-failing-motion", lambda handle: FailingMotion(), weightless=True)
+
+
+def test_a_failing_sound_branch_lets_the_picture_finish(tmp_path):
+    options = PipelineOptions(handles={**preview_handles(), "voice": ModelHandle("test-failing-voice", "preview")})
+    with pytest.raises(ValueError, match="the voice broke on purpose"):
+        make_reel(REQUEST, tmp_path, "sound-fails", options=options)
+    run = tmp_path / "cinereel" / "sound-fails"
+    made = manifest_keys(run)
+    assert len([rel for rel in made if rel.startswith("clips/") and rel.endswith(".attempt1.mp4")]) == 2
+    assert not any(rel.startswith("audio/") for rel in made) and not (run / "reel.mp4").exists()
+
+
+def test_a_failing_picture_branch_lets_the_sound_finish(tmp_path):
+    options = PipelineOptions(handles={**preview_handles(), "motion": ModelHandle("test-failing-motion", "preview")})
+    with pytest.raises(ValueError, match="the motion broke on purpose"):
+        make_reel(REQUEST, tmp_path, "picture-fails", options=options)
+    run = tmp_path / "cinereel" / "picture-fails"
+    assert {"audio/mix.wav", "audio/delivery.m4a"} <= set(manifest_keys(run))
+    assert not (run / "clips").exists() or not any((run / "clips").glob("*.mp4"))
+    assert not (run / "reel.mp4").exists()
+
+
+def test_a_real_voice_keeps_the_stages_in_order(tmp_path):
+    """Kokoro holds weights: the sound stages wait for the picture (one model at a time)."""
+    options = PipelineOptions(handles={**preview_handles(), "voice": ModelHandle("kokoro", "hexgrad/Kokoro-82M")})
+    assert not headless.sound_beside(options)
+    assert headless.sound_beside(PipelineOptions())
