@@ -127,7 +127,7 @@ def test_the_reel_made_with_branches_is_the_reel_made_in_order(tmp_path, monkeyp
     report, report_in_order = report_of(beside), report_of(in_order)
     assert report["beside"] == {"branch": "sound", "stages": ["narration", "music", "mix", "delivery_audio"],
                                 "seconds": pytest.approx(report["beside"]["seconds"]),
-                                "beside": ["keyframes", "motion"]}
+                                "picture_stages": ["keyframes", "motion"]}
     assert "beside" not in report_in_order
     assert set(report["timings"]) == set(report_in_order["timings"]) | {"delivery_audio"}
     assert report["warnings"] == report_in_order["warnings"] and report["warnings"]  # Tokyo: narrated in Japanese
@@ -193,3 +193,12 @@ def test_a_real_voice_keeps_the_stages_in_order(tmp_path):
     options = PipelineOptions(handles={**preview_handles(), "voice": ModelHandle("kokoro", "hexgrad/Kokoro-82M")})
     assert not headless.sound_beside(options)
     assert headless.sound_beside(PipelineOptions())
+
+
+def test_when_both_branches_fail_the_picture_error_is_raised_and_the_sound_error_logged(tmp_path, caplog):
+    options = PipelineOptions(handles={**preview_handles(), "motion": ModelHandle("test-failing-motion", "preview"),
+                                       "voice": ModelHandle("test-failing-voice", "preview")})
+    with caplog.at_level("ERROR", logger="cinereel.headless"), \
+            pytest.raises(ValueError, match="the motion broke on purpose"):
+        make_reel(REQUEST, tmp_path, "both-fail", options=options)
+    assert "the sound stages failed too: the voice broke on purpose" in caplog.text

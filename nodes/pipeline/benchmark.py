@@ -33,7 +33,7 @@ def cpu_seconds() -> float:
 def branch_of(reel: Any) -> dict[str, str]:
     """Which branch each stage ran in when the sound stages ran beside the picture stages (``headless``)."""
     beside = reel.notes.get("beside") or {}
-    return {**{name: "picture" for name in beside.get("beside", [])},
+    return {**{name: "picture" for name in beside.get("picture_stages", [])},
             **{name: beside.get("branch", "sound") for name in beside.get("stages", [])}}
 
 

@@ -6,6 +6,7 @@ same handles, so a graph and a script make the same reel.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,8 @@ from .voice import narrate, request_for_voice
 
 if TYPE_CHECKING:
     from ...model_loaders.rules import DirectorRequest
+
+log = logging.getLogger("cinereel.headless")
 
 def preview_handles() -> dict[str, ModelHandle]:
     return {stage: make_handle(stage, selected) for stage, selected in PREVIEW_CHOICES.items()}
@@ -140,13 +143,15 @@ def _run_branches(reel: Reel, stages: Sequence[Stage], on_stage: StageCallback |
         try:
             pictured = _run_in_order(reel, picture, on_stage)
         except BaseException:
-            pending.exception()  # waits; the picture's error is the one to report
+            side_error = pending.exception()  # waits for the sound to be on disk; the picture's error is raised
+            if side_error is not None:
+                log.error("the sound stages failed too: %s", side_error)
             raise
         sounded, sound_s = pending.result()
     merged = merge_branches(reel, pictured, sounded)
     merged = merged.evolve(notes={"beside": {"branch": "sound", "stages": [name for name, _ in sound],
                                              "seconds": round(sound_s, 3),
-                                             "beside": [name for name, _ in picture]}})
+                                             "picture_stages": [name for name, _ in picture]}})
     return _run_in_order(merged, rest, on_stage)
 
 
