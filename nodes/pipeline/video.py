@@ -386,9 +386,9 @@ _MP4_OUT = ["-movflags", "+faststart", "-f", "mp4", "-y"]
 def encode_delivery_audio(audio_wav: Path | None, out_path: Path, total_samples: int) -> None:
     """The reel's sound as the delivery file carries it: AAC 48 kHz stereo at exactly ``total_samples`` (padded
     with silence or cut; a silent track without ``audio_wav``), in an MP4 the assembly copies it from."""
-    inputs = ["-i", str(audio_wav)] if audio_wav is not None else []
-    _run([*inputs, "-filter_complex", _audio_graph("0:a" if audio_wav is not None else None, total_samples),
-          "-map", "[a]", *_AAC, *_MP4_OUT, str(out_path)], f"encode the reel's sound into {Path(out_path).name}")
+    inputs, graph, out = _audio_args(0, audio_wav, None, total_samples)
+    _run([*inputs, "-filter_complex", graph, *out, str(out_path)],
+         f"encode the reel's sound into {Path(out_path).name}")
 
 
 def can_copy(clips: Sequence[Path], frames_per_shot: Sequence[int], fps: int) -> bool:
