@@ -64,9 +64,44 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=weight)
 
 
+class GroupsStayTogether:
+    """Refuse to start when ``--dist loadgroup`` would not keep an ``xdist_group`` on one worker.
+
+    The tests of a group share one ComfyUI server or one Ray instance, in order (the browser tests edit, run and
+    reload one page). xdist names an item's group by appending it to ``item._nodeid``; from pytest 9.2 a node's id
+    no longer reads that attribute, and xdist 3.8 then deals the group's tests out to both workers without a word
+    (pytest-dev/pytest-xdist#1386): each worker started its own server, and the browser tests that build on each
+    other failed now and then. The probe below does to the session what xdist does to each item.
+    """
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session) -> None:
+        config = session.config
+        if os.environ.get("PYTEST_XDIST_WORKER") or config.getoption("dist", "no") != "loadgroup":
+            return
+        if not config.getoption("numprocesses", None):
+            return
+        had, before = hasattr(session, "_nodeid"), getattr(session, "_nodeid", None)
+        session._nodeid = f"{session.nodeid}@probe"
+        grouped = session.nodeid.endswith("@probe")
+        if had:
+            session._nodeid = before
+        else:
+            del session._nodeid
+        if not grouped:
+            import xdist
+
+            raise pytest.UsageError(
+                f"--dist loadgroup cannot keep a group on one worker with pytest {pytest.__version__} and "
+                f"pytest-xdist {xdist.__version__} (pytest-dev/pytest-xdist#1386): the tests sharing one ComfyUI "
+                "server or one Ray would run on either worker. Install the test extra's pytest "
+                "(`.venv/bin/pip install -e '.[test]'`), or run with -p no:xdist.")
+
+
 def pytest_configure(config) -> None:
-    # A plugin, not a hook in this file: conftest hooks only see paths below tests/.
+    # Plugins, not hooks in this file: conftest hooks only see paths below tests/.
     config.pluginmanager.register(RootIsADirectory(), "cinereel-root-is-a-directory")
+    config.pluginmanager.register(GroupsStayTogether(), "cinereel-groups-stay-together")
 
 
 @pytest.fixture
