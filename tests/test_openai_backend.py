@@ -119,9 +119,14 @@ def server():
         s.close()
 
 
+# The fake server answers at once, but on a busy machine "at once" has taken over a second (a CI run failed on
+# a 1 s limit): the tests of timeouts set their own, far below the slow mode's 3 s sleep.
+ANSWER_TIMEOUT_S = 30.0
+
+
 def handle_for(base_url: str, **options) -> ModelHandle:
     return ModelHandle("openai-compatible", "qwen3.5-35b-a3b", options={
-        "base_url": base_url, "model": "qwen3.5-35b-a3b", "api_key_env": KEY_ENV, "timeout_s": 1.0,
+        "base_url": base_url, "model": "qwen3.5-35b-a3b", "api_key_env": KEY_ENV, "timeout_s": ANSWER_TIMEOUT_S,
         "max_retries": 0, **options})
 
 
@@ -342,7 +347,7 @@ def test_a_reel_whose_critic_cannot_answer_finishes_with_its_clips_flagged(serve
     out = tmp_path / "out"
     code = main([REQUEST["sentence"], "--plan", str(plan_file), "--gate", "--max-retries", "2", "--llm", "openai",
                  "--set", f"llm.base_url={critic.base_url}", "--set", "llm.model=qwen3.5-35b-a3b",
-                 "--set", "llm.timeout_s=1", "--out", str(out), "--json"])
+                 "--set", f"llm.timeout_s={1 if mode == 'slow' else ANSWER_TIMEOUT_S:g}", "--out", str(out), "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     summary = json.loads(captured.out)
