@@ -7,6 +7,8 @@ same handles, so a graph and a script make the same reel.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -129,6 +131,27 @@ def merge_branches(base: Reel, main: Reel, side: Reel) -> Reel:
     return main.evolve(artifacts=artifacts, notes=notes)
 
 
+def _submit_uninterrupted(pool: ThreadPoolExecutor, fn: Callable, *args: object):
+    """``pool.submit``, with a Ctrl-C or SIGTERM that arrives meanwhile raised only once the executor knows its
+    new thread. Raised inside ``submit`` (it waits for the thread to start), the interrupt left the thread
+    unknown to the executor: the with-block did not wait for it, and the sound branch went on writing after
+    "cancelled" was printed (seen in CI, then every time with SIGTERM sent as the director finished)."""
+    if threading.current_thread() is not threading.main_thread():
+        return pool.submit(fn, *args)
+    caught: list[tuple[int, object]] = []
+    held = {number: signal.signal(number, lambda signum, frame: caught.append((signum, frame)))
+            for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        pending = pool.submit(fn, *args)
+    finally:
+        for number, handler in held.items():
+            signal.signal(number, handler)
+    for number, frame in caught:  # the handlers that were in place (Ctrl-C's, the CLI's SIGTERM) raise now
+        if callable(held[number]):
+            held[number](number, frame)
+    return pending
+
+
 def _run_branches(reel: Reel, stages: Sequence[Stage], on_stage: StageCallback | None) -> Reel:
     """The sound stages in a thread beside the picture stages, then the assembly on both. A failing branch
     lets the other finish, so its work is on disk for the next run to reuse."""
@@ -139,7 +162,7 @@ def _run_branches(reel: Reel, stages: Sequence[Stage], on_stage: StageCallback |
     picture = [stage for stage in stages if stage[0] not in SOUND_STAGES and stage[0] != "assemble"]
     rest = [stage for stage in stages if stage[0] == "assemble"]
     with ThreadPoolExecutor(1, thread_name_prefix="cinereel-sound") as pool:
-        pending = pool.submit(_run_sound, reel, sound, on_stage)
+        pending = _submit_uninterrupted(pool, _run_sound, reel, sound, on_stage)
         try:
             pictured = _run_in_order(reel, picture, on_stage)
         except BaseException:
