@@ -202,3 +202,36 @@ def test_when_both_branches_fail_the_picture_error_is_raised_and_the_sound_error
             pytest.raises(ValueError, match="the motion broke on purpose"):
         make_reel(REQUEST, tmp_path, "both-fail", options=options)
     assert "the sound stages failed too: the voice broke on purpose" in caplog.text
+
+
+def test_an_interrupt_while_the_sound_thread_starts_is_raised_once_the_pool_knows_it():
+    import signal
+    import threading
+
+    from cinereel.nodes.pipeline import headless
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers live on the main thread")
+
+    class Stopped(Exception):
+        pass
+
+    def stop(signum, frame):
+        raise Stopped()
+
+    submitted = []
+
+    class Pool:  # a SIGTERM lands inside submit, as while ThreadPoolExecutor waits for its thread to start
+        def submit(self, fn, *args):
+            signal.raise_signal(signal.SIGTERM)
+            submitted.append(fn)
+            return "pending"
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(Stopped):
+            headless._submit_uninterrupted(Pool(), print)
+        assert submitted == [print]  # submit finished before the interrupt was raised
+        assert signal.getsignal(signal.SIGTERM) is stop  # the caller's handler is back
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -146,9 +146,8 @@ def _submit_uninterrupted(pool: ThreadPoolExecutor, fn: Callable, *args: object)
     finally:
         for number, handler in held.items():
             signal.signal(number, handler)
-    for number, frame in caught:  # the handlers that were in place (Ctrl-C's, the CLI's SIGTERM) raise now
-        if callable(held[number]):
-            held[number](number, frame)
+    for number, _ in caught:  # sent again to the handlers that were in place: the CLI's raise, a default kills
+        signal.raise_signal(number)
     return pending
 
 
