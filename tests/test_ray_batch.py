@@ -188,6 +188,35 @@ def test_a_reel_whose_director_fails_on_a_worker_is_reported_and_the_other_passe
         assert gate_loads.get("preview-keyframes", 0) <= 1 and gate_loads.get("preview-motion", 0) <= 1
 
 
+def test_each_worker_encodes_a_reel_s_prompts_once_before_its_first_clip_of_that_reel(ray_instance, tmp_path,
+                                                                                       monkeypatch):
+    """The motion stage's ``prepare`` (encode every shot's prompt once, as Wan2.2 does, then park the text encoder)
+    runs on a worker's resident model before the first job it takes from a reel's hand-out, and never again for
+    that hand-out on that model."""
+    monkeypatch.setenv("CINEREEL_WORKER_PLUGINS", str(Path(__file__).with_name("ray_worker_plugin.py")))
+    log = tmp_path / "prompts.jsonl"
+    motion = ModelHandle(family="test-ray-prompt-motion", checkpoint=str(log))
+    options = PipelineOptions(handles={**PipelineOptions().handles, "motion": motion})
+    reels = read_batch_text("\n".join(SENTENCES) + "\n", default_request(duration_s=DURATION_S, shots=2, seed=7))
+    result = run_batch_on_ray(reels, tmp_path, options, RayOptions(workers=2))
+    assert [o.status for o in result.reels] == ["done"] * 3
+
+    prompts = [sorted(shot.prompt for shot in o.reel.plan.shots) for o in result.reels]
+    entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    renders = [e for e in entries if e["event"] == "render"]
+    assert len(renders) == 6 and len({e["pid"] for e in renders}) == 2, "both workers rendered clips"
+    encodes = [e for e in entries if e["event"] == "encode"]
+    assert all(e["prompts"] in prompts for e in encodes), "each encode is one reel's whole hand-out"
+    for index, render in enumerate(entries):
+        if render["event"] != "render":
+            continue
+        before = [e for e in entries[:index] if e["event"] == "encode" and e["model"] == render["model"]
+                  and e["pid"] == render["pid"] and render["prompt"] in e["prompts"]]
+        assert len(before) == 1, ("a clip rendered without its prompts encoded once before on that model", render)
+    per_model = [(e["pid"], e["model"], tuple(e["prompts"])) for e in encodes]
+    assert len(per_model) == len(set(per_model)), "a hand-out prepared twice on one model"
+
+
 def test_with_every_worker_dead_and_no_replacement_allowed_the_reels_fail_and_keep_their_work(ray_instance,
                                                                                               tmp_path):
     def kill_at_motion(worker: str, actor, job: str, phase: str) -> None:

@@ -20,6 +20,7 @@ import secrets
 import tempfile
 import threading
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...model_loaders.handles import ModelHandle
 from .rundir import RunDir, atomic_write
-from .stage import Job
+from .stage import Job, Prepare
 
 if TYPE_CHECKING:
     from .comfy import Progress
@@ -58,8 +59,40 @@ def staged_path(target: Path) -> Path:
     return target.parent / f".{target.stem}.{secrets.token_hex(6)}.partial{target.suffix}"
 
 
-def render_here(job: Job, handle: ModelHandle, run_root: str, return_artifact: bool) -> dict[str, Any]:
-    """Run on a worker: make ``job``'s artifact under this process's residency of ``handle``."""
+@dataclass(frozen=True)
+class HandOut:
+    """The jobs one stage thread handed out together, and what its stage runs on the model before the first of
+    them (``run_jobs``'s ``prepare``: the motion stage encodes every shot's prompt once, then parks the text
+    encoder). A worker runs it on its resident model before its first job of the hand-out."""
+
+    token: str
+    prepare: Prepare
+    jobs: tuple[Job, ...]
+
+
+# Per resident model (weakly held: an evicted model takes its entry along), the hand-outs prepared on it.
+_prepared: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def prepare_once(model: Any, hand_out: HandOut | None) -> bool:
+    """Run ``hand_out.prepare`` on ``model`` unless this model has already run it; whether it ran."""
+    if hand_out is None:
+        return False
+    try:
+        done = _prepared.setdefault(model, set())
+    except TypeError:  # a model that cannot be weakly referenced is prepared before each job
+        done = set()
+    if hand_out.token in done:
+        return False
+    hand_out.prepare(model, hand_out.jobs)
+    done.add(hand_out.token)
+    return True
+
+
+def render_here(job: Job, handle: ModelHandle, run_root: str, return_artifact: bool,
+                hand_out: HandOut | None = None) -> dict[str, Any]:
+    """Run on a worker: make ``job``'s artifact under this process's residency of ``handle``, the hand-out
+    prepared on the model first (``prepare_once``)."""
     from ...model_loaders.residency import RESIDENCY
 
     mark = RESIDENCY.mark()
@@ -70,6 +103,7 @@ def render_here(job: Job, handle: ModelHandle, run_root: str, return_artifact: b
             target = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="cinereel-ray-"))) / target.name
         staged = staged_path(target)
         with RESIDENCY.use(handle) as model:
+            prepare_once(model, hand_out)
             atomic_write(staged, lambda tmp: job.make(model, tmp))
         loads = [{"family": e["family"], "checkpoint": e["checkpoint"], "role": e["role"], "seconds": e["seconds"]}
                  for e in RESIDENCY.log_since(mark) if e["event"] == "load"]
@@ -91,6 +125,7 @@ class Task:
     run: RunDir
     phase: str
     needs: set[str]  # keys of jobs in the same hand-out that this one reads
+    hand_out: HandOut | None = None
     future: Future = field(default_factory=Future)
     dependents: list[Task] = field(default_factory=list)
     rescheduled_from: dict[str, Any] | None = None
@@ -165,12 +200,15 @@ class Pool:
         return slot
 
     # -- what the stage threads call (stage.set_job_runner) --------------------------------
-    def run_jobs(self, run: RunDir, handle: ModelHandle, pending: Sequence[Job], progress: Progress | None) -> None:
+    def run_jobs(self, run: RunDir, handle: ModelHandle, pending: Sequence[Job], progress: Progress | None,
+                 prepare: Prepare | None = None) -> None:
         keys = {job.key for job in pending}
+        hand_out = HandOut(secrets.token_hex(8), prepare, tuple(pending)) if prepare is not None else None
         tasks = []
         for job in pending:
             text = json.dumps(job.inputs, sort_keys=True, default=str)
-            tasks.append(Task(job, handle, run, self.phase, {k for k in keys if k != job.key and k in text}))
+            tasks.append(Task(job, handle, run, self.phase, {k for k in keys if k != job.key and k in text},
+                              hand_out))
         by_key = {task.job.key: task for task in tasks}
         for task in tasks:
             for key in task.needs:
@@ -247,7 +285,8 @@ class Pool:
             task = next((t for t in ready if t.handle.key == slot.resident), ready[0])
             self._queue.remove(task)
             slot.task, slot.resident = task, task.handle.key
-            slot.ref = slot.actor.render.remote(task.job, task.handle, str(task.run.root), self._return)
+            slot.ref = slot.actor.render.remote(task.job, task.handle, str(task.run.root), self._return,
+                                                task.hand_out)
             if self._on_dispatch is not None:
                 self._on_dispatch(slot.name, slot.actor, task.job.name, task.phase)
 

@@ -48,5 +48,6 @@ class CineReelWorker:
     def ready(self) -> dict[str, Any]:
         return {"worker": self.name, "pid": os.getpid(), "host": socket.gethostname()}
 
-    def render(self, job: Any, handle: Any, run_root: str, return_artifact: bool) -> dict[str, Any]:
-        return {**self.tasks.render_here(job, handle, run_root, return_artifact), "worker": self.name}
+    def render(self, job: Any, handle: Any, run_root: str, return_artifact: bool,
+               hand_out: Any = None) -> dict[str, Any]:
+        return {**self.tasks.render_here(job, handle, run_root, return_artifact, hand_out), "worker": self.name}

@@ -48,7 +48,7 @@ def run_jobs(
     jobs: Sequence[Job],
     progress: Progress | None = None,
     on_ready: Callable[[Job], None] | None = None,
-    prepare: Callable[[Any, Sequence[Job]], None] | None = None,
+    prepare: Prepare | None = None,
 ) -> tuple[dict[str, str], int]:
     """Make every job's artifact not already current, under one residency of ``handle``.
 
@@ -69,7 +69,7 @@ def run_jobs(
             if handle is None:
                 _run_pending(run, None, pending, progress, on_ready)
             elif (remote := _job_runner.get()) is not None:  # a Ray batch: workers render (ray_batch.py)
-                remote(run, handle, pending, progress)
+                remote(run, handle, pending, progress, prepare)
                 if on_ready is not None:
                     for job in pending:
                         on_ready(job)
@@ -82,9 +82,11 @@ def run_jobs(
 
 
 _current_progress: ContextVar[Progress | None] = ContextVar("cinereel_progress", default=None)
-# Who runs jobs that need a model, when not this process: runner(run, handle, pending, progress) makes every
-# pending artifact and records it in the run's manifest (ray_batch.py hands them to Ray workers).
-JobRunner = Callable[[RunDir, ModelHandle, Sequence[Job], Progress | None], None]
+# Who runs jobs that need a model, when not this process: runner(run, handle, pending, progress, prepare) makes
+# every pending artifact and records it in the run's manifest (ray_batch.py hands them to Ray workers, each of
+# which runs ``prepare`` on its resident model before its first job of the hand-out).
+Prepare = Callable[[Any, Sequence[Job]], None]
+JobRunner = Callable[[RunDir, ModelHandle, Sequence[Job], Progress | None, Prepare | None], None]
 _job_runner: ContextVar[JobRunner | None] = ContextVar("cinereel_job_runner", default=None)
 
 
