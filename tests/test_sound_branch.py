@@ -5,6 +5,7 @@ Same artifacts as one after the other; a failing branch lets the other finish; w
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -205,11 +206,6 @@ def test_when_both_branches_fail_the_picture_error_is_raised_and_the_sound_error
 
 
 def test_an_interrupt_while_the_sound_thread_starts_is_raised_once_the_pool_knows_it():
-    import signal
-    import threading
-
-    from cinereel.nodes.pipeline import headless
-
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signal handlers live on the main thread")
 

@@ -74,19 +74,17 @@ class HandOut:
 _prepared: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
 
-def prepare_once(model: Any, hand_out: HandOut | None) -> bool:
-    """Run ``hand_out.prepare`` on ``model`` unless this model has already run it; whether it ran."""
+def prepare_once(model: Any, hand_out: HandOut | None) -> None:
+    """Run ``hand_out.prepare`` on ``model`` unless this model has already run it."""
     if hand_out is None:
-        return False
+        return
     try:
         done = _prepared.setdefault(model, set())
     except TypeError:  # a model that cannot be weakly referenced is prepared before each job
         done = set()
-    if hand_out.token in done:
-        return False
-    hand_out.prepare(model, hand_out.jobs)
-    done.add(hand_out.token)
-    return True
+    if hand_out.token not in done:
+        hand_out.prepare(model, hand_out.jobs)
+        done.add(hand_out.token)
 
 
 def render_here(job: Job, handle: ModelHandle, run_root: str, return_artifact: bool,
