@@ -16,7 +16,7 @@ The manager is re-entrant and locked: ComfyUI's executor thread and its
 server thread (the "free memory" button) may both call it.
 
 A thread inside ``side_branch(name)`` (the headless runner's sound stages,
-beside the picture stages) uses weightless models only: each ``use`` loads
+beside the picture stages, in their own process or in a thread) uses weightless models only: each ``use`` loads
 its own instance and unloads it at the end of the block, without touching the
 resident slot or its lock. Its loads are logged with ``"branch": name``, and
 ``log_since`` shows each thread the entries of its own branch.
@@ -83,6 +83,11 @@ def side_branch(name: str) -> Iterator[None]:
         yield
     finally:
         _branch.name = None
+
+
+def family_names() -> list[str]:
+    """Every registered family, sorted."""
+    return sorted(_FAMILIES)
 
 
 def family(name: str) -> Family:

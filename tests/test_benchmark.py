@@ -55,9 +55,10 @@ def test_preview_benchmark_is_one_json_object_with_shares_loads_and_the_plain_en
     monkeypatch.setattr(video, "write_clip", spy)
     report = benchmark_json("--plan", str(plan_file(tmp_path, 448, 256, 2.0)))
 
-    # The sound stages ran in a thread beside the picture stages (preview voice and music hold no weights):
+    # The sound stages ran in a process beside the picture stages (preview voice and music hold no weights):
     # rows in the order the stages ended, each branch in its own order, and no CPU seconds for a stage that
-    # ran beside another (the process's clock counts both).
+    # ran beside another (the clock counts both processes once the sound one has ended).
+    assert report["sound_branch_in"] == "process"
     rows = report["stages"]
     branch = {row["stage"]: row.get("branch") for row in rows}
     assert branch == {"director": None, "keyframes": "picture", "motion": "picture", "narration": "sound",

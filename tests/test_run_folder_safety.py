@@ -56,6 +56,22 @@ def children_of_dead(run_root: Path) -> list[str]:
     return found
 
 
+def children_now(process: subprocess.Popen) -> list[psutil.Process]:
+    """The CLI's child processes at this moment (its sound process among them while that runs)."""
+    return psutil.Process(process.pid).children(recursive=True)
+
+
+def still_running(children: list[psutil.Process]) -> list[str]:
+    alive = []
+    for child in children:
+        try:
+            if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{child.pid}: {' '.join(child.cmdline())[:200]}")
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
 def partials(run_root: Path) -> list[Path]:
     return [p for p in run_root.rglob(".*") if PARTIAL.match(p.name)]
 
@@ -68,10 +84,12 @@ def test_kill_9_mid_stage_then_the_same_command_finishes_without_redoing_or_leak
     process = start_cli(out, run_id)
     wait_for_line(process, after)
     time.sleep(0.2)  # into the next stage
+    children = children_now(process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     time.sleep(0.5)
     assert children_of_dead(root) == [], "a child process outlived its killed parent"
+    assert still_running(children) == [], "a child process (the sound branch's?) outlived its killed parent"
     before = {rel: entry["time"] for rel, entry in RunDir(root).manifest().items()}
 
     resumed = start_cli(out, run_id)
@@ -89,9 +107,13 @@ def test_sigterm_stops_like_ctrl_c_and_leaves_nothing_half_written(tmp_path):
     out, run_id = tmp_path / "out", "terminated"
     process = start_cli(out, run_id)
     wait_for_line(process, "director")
+    children = children_now(process)
+    # The sound branch's process (started before the director) is working: SIGTERM reaches the CLI alone.
+    assert any("branch_main.py" in " ".join(child.cmdline()) for child in children), children
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr
+    assert still_running(children) == [], "the CLI returned before its children ended"
     assert stderr.strip().splitlines()[-1] == ("cinereel: cancelled; run the same command again to resume where it "
                                                "stopped")
     assert partials(out / "cinereel" / run_id) == []
@@ -222,9 +244,13 @@ def test_a_full_disk_at_every_write_site_is_one_line_and_the_run_resumes(tmp_pat
     finishes the reel with nothing half-written left."""
     import errno
 
-    from cinereel.nodes.pipeline import audio, reel, rundir
+    from cinereel.nodes.pipeline import audio, headless, reel, rundir
     from cinereel.nodes.pipeline.cli import main
 
+    # The faults are injected in this process, so the sound stages run here too (in a thread beside the
+    # picture's, as for a family only this process knows); test_sound_branch.py sends an OSError back from
+    # the sound process.
+    monkeypatch.setattr(headless, "start_sound_process", lambda options: None)
     out, run_id = tmp_path / "out", "disk-full-everywhere"
     root = out / "cinereel" / run_id
     real_write = rundir.atomic_write

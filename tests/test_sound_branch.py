@@ -1,11 +1,16 @@
 """The headless runner's sound stages beside its picture stages: when the voice and music backends hold no
-weights, narration, music, mix and the reel's AAC track run in a thread while keyframes and motion render.
-Same artifacts as one after the other; a failing branch lets the other finish; weightless models only."""
+weights, narration, music, mix and the reel's AAC track run in a process of their own (a thread for a family
+only the test's process knows) while keyframes and motion render. Same artifacts as one after the other; a
+failing branch lets the other finish; weightless models only; the run's manifest loses nothing to two
+processes writing it."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +25,7 @@ from cinereel.model_loaders.rules import DirectorRequest
 from cinereel.nodes.pipeline import headless, video
 from cinereel.nodes.pipeline.headless import PipelineOptions, make_reel, merge_branches, preview_handles
 from cinereel.nodes.pipeline.reel import Reel
+from cinereel.nodes.pipeline.rundir import RunDir
 from cinereel_testkit import sample_plan_dict
 
 REQUEST = DirectorRequest("A lone astronaut walks through a neon-lit Tokyo alley at dusk", duration_s=4.0, shots=2,
@@ -28,6 +34,7 @@ REQUEST = DirectorRequest("A lone astronaut walks through a neon-lit Tokyo alley
 # (a float WAV's PEAK chunk carries the time libsndfile wrote it).
 SAME_BYTES = ("audio/delivery.m4a", "reel.mp4", "reel.srt")
 SAME_SAMPLES = ("audio/narration.wav", "audio/music.wav", "audio/mix.wav")
+PLUGIN = Path(__file__).with_name("sound_branch_plugin.py")
 
 
 @pytest.fixture(autouse=True)
@@ -126,7 +133,8 @@ def test_the_reel_made_with_branches_is_the_reel_made_in_order(tmp_path, monkeyp
         (ours, rate), (theirs, their_rate) = (soundfile.read(run / rel) for run in runs)
         assert rate == their_rate and ours.size > 0 and np.array_equal(ours, theirs), rel
     report, report_in_order = report_of(beside), report_of(in_order)
-    assert report["beside"] == {"branch": "sound", "stages": ["narration", "music", "mix", "delivery_audio"],
+    assert report["beside"] == {"branch": "sound", "in": "process",
+                                "stages": ["narration", "music", "mix", "delivery_audio"],
                                 "seconds": pytest.approx(report["beside"]["seconds"]),
                                 "picture_stages": ["keyframes", "motion"]}
     assert "beside" not in report_in_order
@@ -139,25 +147,16 @@ def test_the_reel_made_with_branches_is_the_reel_made_in_order(tmp_path, monkeyp
 
 
 def test_the_assembly_copies_the_sound_the_branch_encoded(tmp_path, monkeypatch):
-    encoded, real = [], video.encode_delivery_audio
+    def not_here(audio_wav, out_path, total_samples):
+        raise AssertionError("the AAC track was encoded in the main process")
 
-    def counting(audio_wav, out_path, total_samples):
-        encoded.append((threading.current_thread().name, total_samples))
-        real(audio_wav, out_path, total_samples)
-
-    monkeypatch.setattr(video, "encode_delivery_audio", counting)
+    monkeypatch.setattr(video, "encode_delivery_audio", not_here)
     reel = make_reel(REQUEST, tmp_path, "copied")
-    # Once, in the sound thread; 4 s of 48 kHz samples; the reel carries exactly those samples.
-    ((thread, samples),) = encoded
-    assert thread.startswith("cinereel-sound") and samples == 4 * 48_000
+    # Encoded once, by the sound process (this process would have failed); the reel carries exactly its samples.
+    assert report_of(reel)["beside"]["in"] == "process"
     delivered, _ = video.read_audio(reel.artifact_path("reel"))
     sound, _ = video.read_audio(reel.artifact_path("delivery_audio"))
-    assert delivered.shape == (samples, 2) and np.array_equal(delivered, sound)
-
-
-class FailingVoice(EspeakVoiceBackend):
-    def synthesize(self, text, language, voice=None, speed=1.0):
-        raise ValueError("the voice broke on purpose")
+    assert delivered.shape == (4 * 48_000, 2) and np.array_equal(delivered, sound)
 
 
 class FailingMotion(KenBurnsMotion):
@@ -165,18 +164,46 @@ class FailingMotion(KenBurnsMotion):
         raise ValueError("the motion broke on purpose")
 
 
-register_family("test-failing-voice", lambda handle: FailingVoice(), weightless=True)
+def _load_plugin():
+    spec = importlib.util.spec_from_file_location("_test_sound_branch_plugin", PLUGIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_load_plugin().register(register_family)  # this process knows the failing voice; the sound process, with the env
 register_family("test-failing-motion", lambda handle: FailingMotion(), weightless=True)
 
 
-def test_a_failing_sound_branch_lets_the_picture_finish(tmp_path):
+@pytest.mark.parametrize("where", ["process", "thread"])
+def test_a_failing_sound_branch_lets_the_picture_finish(tmp_path, monkeypatch, where):
+    if where == "process":  # the sound process loads the plugin; without it, only this process knows the voice
+        monkeypatch.setenv("CINEREEL_WORKER_PLUGINS", str(PLUGIN))
+    else:
+        monkeypatch.delenv("CINEREEL_WORKER_PLUGINS", raising=False)
     options = PipelineOptions(handles={**preview_handles(), "voice": ModelHandle("test-failing-voice", "preview")})
-    with pytest.raises(ValueError, match="the voice broke on purpose"):
+    with pytest.raises(ValueError, match="the voice broke on purpose") as raised:
         make_reel(REQUEST, tmp_path, "sound-fails", options=options)
+    notes = "\n".join(getattr(raised.value, "__notes__", []))
+    assert ("raised in the sound process" in notes) == (where == "process"), notes
+    if where == "process":  # where it went wrong, in the sound process's own words
+        assert "synthesize" in notes and "the voice broke on purpose" in notes
     run = tmp_path / "cinereel" / "sound-fails"
     made = manifest_keys(run)
     assert len([rel for rel in made if rel.startswith("clips/") and rel.endswith(".attempt1.mp4")]) == 2
     assert not any(rel.startswith("audio/") for rel in made) and not (run / "reel.mp4").exists()
+
+
+def test_an_os_error_in_the_sound_process_comes_back_as_itself(tmp_path, monkeypatch):
+    """What the CLI turns into its one line ("the disk is full") is the OSError the sound stage raised."""
+    import errno
+
+    monkeypatch.setenv("CINEREEL_WORKER_PLUGINS", str(PLUGIN))
+    options = PipelineOptions(handles={**preview_handles(), "voice": ModelHandle("test-full-disk-voice", "preview")})
+    with pytest.raises(OSError) as raised:
+        make_reel(REQUEST, tmp_path, "full-disk", options=options)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == "audio/narration_shot-01.wav"
+    assert "raised in the sound process" in "\n".join(raised.value.__notes__)
 
 
 def test_a_failing_picture_branch_lets_the_sound_finish(tmp_path):
@@ -196,7 +223,9 @@ def test_a_real_voice_keeps_the_stages_in_order(tmp_path):
     assert headless.sound_beside(PipelineOptions())
 
 
-def test_when_both_branches_fail_the_picture_error_is_raised_and_the_sound_error_logged(tmp_path, caplog):
+def test_when_both_branches_fail_the_picture_error_is_raised_and_the_sound_error_logged(tmp_path, caplog,
+                                                                                       monkeypatch):
+    monkeypatch.setenv("CINEREEL_WORKER_PLUGINS", str(PLUGIN))
     options = PipelineOptions(handles={**preview_handles(), "motion": ModelHandle("test-failing-motion", "preview"),
                                        "voice": ModelHandle("test-failing-voice", "preview")})
     with caplog.at_level("ERROR", logger="cinereel.headless"), \
@@ -231,3 +260,53 @@ def test_an_interrupt_while_the_sound_thread_starts_is_raised_once_the_pool_know
         assert signal.getsignal(signal.SIGTERM) is stop  # the caller's handler is back
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# -- two processes on one run folder ---------------------------------------------------------------------------
+
+RECORDER = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location('cinereel', sys.argv[1] + '/__init__.py',
+                                              submodule_search_locations=[sys.argv[1]])
+pack = importlib.util.module_from_spec(spec); sys.modules['cinereel'] = pack; spec.loader.exec_module(pack)
+from pathlib import Path
+from cinereel.nodes.pipeline.rundir import RunDir, parents_run_lock
+run = RunDir(sys.argv[2])
+print('ready', flush=True); sys.stdin.readline()
+with parents_run_lock(run.root):  # the test holds the run's lock, as the CLI does for its sound process
+    for n in range(int(sys.argv[4])):
+        run._record(f'{sys.argv[3]}/{n}', 'key')
+"""
+
+
+def test_two_processes_recording_artifacts_at_once_lose_no_manifest_entry(tmp_path):
+    from cinereel_testkit import PACK_ROOT
+
+    run, each = RunDir(tmp_path / "cinereel" / "shared"), 150
+    with run.locked():
+        writers = [subprocess.Popen([sys.executable, "-c", RECORDER, str(PACK_ROOT), str(run.root), name, str(each)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                   for name in ("picture", "sound")]
+        for writer in writers:
+            assert writer.stdout.readline().strip() == "ready"
+        for writer in writers:  # both start together: each read-modify-write races the other's
+            writer.stdin.write("go\n")
+            writer.stdin.flush()
+        for writer in writers:
+            assert writer.wait(timeout=300) == 0
+    recorded = set(run.manifest())
+    assert recorded == {f"{name}/{n}" for name in ("picture", "sound") for n in range(each)}
+
+
+def test_the_sound_process_ends_when_it_is_not_needed_and_knows_only_the_pack_s_and_the_plugins_families(
+        monkeypatch):
+    monkeypatch.setenv("CINEREEL_WORKER_PLUGINS", str(PLUGIN))
+    side = headless.start_sound_process(PipelineOptions())
+    try:
+        assert side.knows({"preview-voice", "preview-music", "test-failing-voice"})
+        assert not side.knows({"test-failing-motion"})  # registered in this process only
+    finally:
+        side.close()
+    assert side._process.returncode == 0
+    assert headless.start_sound_process(PipelineOptions(handles={
+        **preview_handles(), "voice": ModelHandle("kokoro", "hexgrad/Kokoro-82M")})) is None

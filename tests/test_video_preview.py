@@ -371,6 +371,29 @@ def test_the_middle_frame_decodes_no_more_than_it_needs_and_agrees_with_sample_f
     assert abs(int(frame_at(tmp_path / "levels.mp4", 5)[10, 10, 0]) - 60) <= 3
 
 
+def test_a_still_encoded_clip_s_middle_frame_comes_from_its_encoder_and_follows_the_file(
+        tmp_path: Path, texture: Image.Image, monkeypatch) -> None:
+    from cinereel.nodes.pipeline import video
+
+    texture.save(tmp_path / "keyframe.png")
+    partial = tmp_path / ".clip.0123456789ab.partial.mp4"  # as the motion stage writes it, then renames it
+    encode_still(tmp_path / "keyframe.png", camera_filter(texture.size, "push_in", 5.0, 21, 1), 21, 16, partial)
+    clip = partial.rename(tmp_path / "clip.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "keyframe.png"]  # no tap file left
+    monkeypatch.setattr(video, "frame_at", lambda path, index: pytest.fail("the clip was decoded"))
+    given = middle_frame(clip, 21)
+    monkeypatch.undo()
+    # The frame x264 was given, not its decoded copy: nearest to the decoded middle frame (a push moves, so not
+    # to its neighbours), apart by the encoding's loss only.
+    apart = {index: np.abs(given.astype(np.int16) - frame_at(clip, index)).mean() for index in (9, 10, 11)}
+    assert given.shape == (192, 320, 3) and min(apart, key=apart.get) == 10 and apart[10] < 4, apart
+    # Another count asks for another frame, and a file rewritten in place is decoded again.
+    assert np.array_equal(middle_frame(clip, 41), frame_at(clip, 20) if frame_at(clip, 20) is not None
+                          else sample_frames(clip, 3)[1])
+    write_clip(np.full((21, 192, 320, 3), 200, dtype=np.uint8), 16, clip)
+    assert abs(float(middle_frame(clip, 21).mean()) - 200) < 3
+
+
 @pytest.mark.parametrize("camera", ["pan_left", "tilt_down"])
 def test_one_axis_shortcut_matches_direct_resampling(texture: Image.Image, camera: str) -> None:
     clip = render_clip(texture, camera, 8.0, 5, seed=2)

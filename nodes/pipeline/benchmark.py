@@ -31,7 +31,8 @@ def cpu_seconds() -> float:
 
 
 def branch_of(reel: Any) -> dict[str, str]:
-    """Which branch each stage ran in when the sound stages ran beside the picture stages (``headless``)."""
+    """Which branch each stage ran in when the sound stages ran beside the picture stages (``headless``, in a
+    process of their own: their CPU seconds are in the total once it ended, not in a stage's)."""
     beside = reel.notes.get("beside") or {}
     return {**{name: "picture" for name in beside.get("picture_stages", [])},
             **{name: beside.get("branch", "sound") for name in beside.get("stages", [])}}
@@ -160,6 +161,7 @@ def benchmark_report(reel: Any, stages: list[tuple[str, float, float]], wall_s: 
         "wall_s": round(wall_s, 3),
         "process_s": round(process_s, 3),
         "stages": stage_rows(stages, wall_s, started_cpu, branch_of(reel)),
+        "sound_branch_in": (reel.notes.get("beside") or {}).get("in"),  # process, thread, or None: in order
         "model_loads": residency_rows(reel, "load"),
         "evictions": residency_rows(reel, "evict"),
         "clips": clips,
@@ -179,8 +181,9 @@ def print_text(report: dict[str, Any]) -> None:
         cpu = f"  cpu {row['cpu_s']:6.2f} s" if row["cpu_s"] is not None else ""
         branch = f"  ({row['branch']} branch)" if row.get("branch") else ""
         print(f"  {row['stage']:<14} {row['seconds']:6.2f} s  {100 * row['share']:5.1f} %{cpu}{branch}")
-    if any(row.get("branch") for row in report["stages"]):
-        print("  the sound stages ran in a thread beside the picture stages: their shares overlap")
+    if report.get("sound_branch_in"):
+        print(f"  the sound stages ran in a {report['sound_branch_in']} beside the picture stages: their shares "
+              "overlap")
     encode = report["plain_x264"]
     print(f"plain x264 encode of the same {encode['frames']} frames at {encode['width']}x{encode['height']} "
           f"(preset {encode['preset']}, crf {encode['crf']}): {encode['seconds']:.2f} s; "

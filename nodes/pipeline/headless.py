@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING
 from ...model_loaders.handles import ModelHandle
 from ...model_loaders.residency import is_weightless, side_branch
 from .backends import PREVIEW_CHOICES, make_handle
+from .branch_process import BranchProcess
 from .director import direct, run_id_for
 from .keyframes import render_keyframes
 from .motion import animate
 from .music import score_music
 from .reel import Reel
 from .rundir import RunDir
+from .stage import current_invocation
 from .voice import narrate, request_for_voice
 
 if TYPE_CHECKING:
@@ -85,9 +87,12 @@ def reel_stages(options: PipelineOptions) -> list[Stage]:
     ]
 
 
-# The stages that need only the plan: with weightless voice and music backends they run in a thread beside the
-# picture stages, and the two branches join before the assembly.
+# The stages that need only the plan: with weightless voice and music backends they run in a process (or, for a
+# family only this process knows, a thread) beside the picture stages, and the two branches join before the
+# assembly.
 SOUND_STAGES = ("narration", "music", "mix")
+# What the sound process imports while the director works: the mix's libraries (scipy.signal alone ~0.7 s).
+SOUND_WARM_UP = ("scipy.signal", "scipy.ndimage", "pyloudnorm", "soundfile")
 
 
 def sound_beside(options: PipelineOptions) -> bool:
@@ -105,10 +110,25 @@ def _run_in_order(reel: Reel, stages: Sequence[Stage], on_stage: StageCallback |
     return reel
 
 
-def _run_sound(reel: Reel, stages: Sequence[Stage], on_stage: StageCallback | None) -> tuple[Reel, float]:
+def sound_stages(options: PipelineOptions) -> list[Stage]:
+    """The sound branch: narration, music and mix, then the assembly's AAC track (an ffmpeg process, so it
+    runs beside the picture stages' work too)."""
+    from .assemble import encode_reel_audio
+
+    return ([stage for stage in reel_stages(options) if stage[0] in SOUND_STAGES]
+            + [("delivery_audio", encode_reel_audio)])
+
+
+def run_sound_stages(options: PipelineOptions, reel: Reel, invocation: str,
+                     on_stage: StageCallback | None) -> tuple[Reel, float]:
+    """The sound branch on ``reel`` for the command ``invocation`` names, and its wall seconds (what the sound
+    process runs)."""
+    from .stage import new_invocation
+
+    new_invocation(invocation)
     started = time.perf_counter()
     with side_branch("sound"):
-        reel = _run_in_order(reel, stages, on_stage)
+        reel = _run_in_order(reel, sound_stages(options), on_stage)
     return reel, time.perf_counter() - started
 
 
@@ -151,17 +171,10 @@ def _submit_uninterrupted(pool: ThreadPoolExecutor, fn: Callable, *args: object)
     return pending
 
 
-def _run_branches(reel: Reel, stages: Sequence[Stage], on_stage: StageCallback | None) -> Reel:
-    """The sound stages in a thread beside the picture stages, then the assembly on both. A failing branch
-    lets the other finish, so its work is on disk for the next run to reuse."""
-    from .assemble import encode_reel_audio
-
-    # the assembly's AAC encode too: an ffmpeg process, so it runs beside the picture stages' Python
-    sound = [stage for stage in stages if stage[0] in SOUND_STAGES] + [("delivery_audio", encode_reel_audio)]
-    picture = [stage for stage in stages if stage[0] not in SOUND_STAGES and stage[0] != "assemble"]
-    rest = [stage for stage in stages if stage[0] == "assemble"]
+def _picture_beside_thread(reel: Reel, options: PipelineOptions, picture: Sequence[Stage],
+                           on_stage: StageCallback | None) -> tuple[Reel, tuple[Reel, float]]:
     with ThreadPoolExecutor(1, thread_name_prefix="cinereel-sound") as pool:
-        pending = _submit_uninterrupted(pool, _run_sound, reel, sound, on_stage)
+        pending = _submit_uninterrupted(pool, run_sound_stages, options, reel, current_invocation(), on_stage)
         try:
             pictured = _run_in_order(reel, picture, on_stage)
         except BaseException:
@@ -169,9 +182,50 @@ def _run_branches(reel: Reel, stages: Sequence[Stage], on_stage: StageCallback |
             if side_error is not None:
                 log.error("the sound stages failed too: %s", side_error)
             raise
-        sounded, sound_s = pending.result()
+        return pictured, pending.result()
+
+
+def _picture_beside_process(reel: Reel, options: PipelineOptions, picture: Sequence[Stage],
+                            on_stage: StageCallback | None, side: BranchProcess) -> tuple[Reel, tuple[Reel, float]]:
+    side.run(run_sound_stages, (options, reel, current_invocation()), reel.run_dir.root, on_stage)
+    try:
+        pictured = _run_in_order(reel, picture, on_stage)
+    except KeyboardInterrupt:
+        side.stop()  # Ctrl-C reached it too; a SIGTERM here did not
+        raise
+    except BaseException:
+        try:
+            side.result()  # waits for the sound to be on disk; the picture's error is raised
+        except Exception as side_error:  # noqa: BLE001 - reported beside the picture's
+            log.error("the sound stages failed too: %s", side_error)
+        raise
+    return pictured, side.result()
+
+
+def start_sound_process(options: PipelineOptions) -> BranchProcess | None:
+    """The sound branch's process, started before the director so its imports overlap it; None when the sound
+    stages cannot run beside the picture stages."""
+    return BranchProcess("sound", (*SOUND_WARM_UP, __name__)) if sound_beside(options) else None
+
+
+def _run_branches(reel: Reel, options: PipelineOptions, stages: Sequence[Stage], on_stage: StageCallback | None,
+                  side: BranchProcess | None) -> Reel:
+    """The sound stages in their process (a thread for families only this process knows) beside the picture
+    stages, then the assembly on both. A failing branch lets the other finish, so its work is on disk for the
+    next run to reuse."""
+    picture = [stage for stage in stages if stage[0] not in SOUND_STAGES and stage[0] != "assemble"]
+    rest = [stage for stage in stages if stage[0] == "assemble"]
+    if side is not None and side.knows({options.handles[role].family for role in ("voice", "music")}):
+        pictured, (sounded, sound_s) = _picture_beside_process(reel, options, picture, on_stage, side)
+        where = "process"
+    else:
+        if side is not None:
+            side.close()
+        pictured, (sounded, sound_s) = _picture_beside_thread(reel, options, picture, on_stage)
+        where = "thread"
     merged = merge_branches(reel, pictured, sounded)
-    merged = merged.evolve(notes={"beside": {"branch": "sound", "stages": [name for name, _ in sound],
+    merged = merged.evolve(notes={"beside": {"branch": "sound", "in": where,
+                                             "stages": [name for name, _ in sound_stages(options)],
                                              "seconds": round(sound_s, 3),
                                              "picture_stages": [name for name, _ in picture]}})
     return _run_in_order(merged, rest, on_stage)
@@ -193,11 +247,16 @@ def make_reel(
     root = Path(out_root).resolve() / "cinereel" / run_id_for(request, run_id, plan_override)
     with RunDir(root).locked():  # the whole reel, so no other process interleaves with it
         started = time.perf_counter()
-        reel = direct(options.handles["llm"], request, out_root, run_id, plan_override)
-        if options.settings is not None:  # report.json says what the run was configured with
-            reel = reel.evolve(notes={"settings": options.settings})
-        if on_stage:
-            on_stage("director", time.perf_counter() - started)
-        if sound_beside(options):
-            return _run_branches(reel, stages, on_stage)
-        return _run_in_order(reel, stages, on_stage)
+        side = start_sound_process(options)
+        try:
+            reel = direct(options.handles["llm"], request, out_root, run_id, plan_override)
+            if options.settings is not None:  # report.json says what the run was configured with
+                reel = reel.evolve(notes={"settings": options.settings})
+            if on_stage:
+                on_stage("director", time.perf_counter() - started)
+            if sound_beside(options):
+                return _run_branches(reel, options, stages, on_stage, side)
+            return _run_in_order(reel, stages, on_stage)
+        finally:
+            if side is not None:
+                side.stop()  # ended already, unless the director or the picture stages were interrupted

@@ -25,6 +25,7 @@ from typing import Any
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 MANIFEST = "manifest.json"
 LOCK_FILE = ".lock"
+MANIFEST_LOCK_FILE = ".manifest.lock"  # guards manifest and superseded-log updates across processes
 SUPERSEDED_LOG = "superseded.json"
 PARTIAL = re.compile(r"^\..+\.[0-9a-f]{12}\.partial(\..*)?$")  # atomic_write's temporary names
 PRODUCER_VERSION = "1"  # bump to invalidate every cached artifact when a producer changes output
@@ -185,6 +186,32 @@ def run_lock(root: Path, on_wait: Callable[[str], None] | None = None) -> Iterat
                 handle.close()  # releases the OS lock
 
 
+@contextmanager
+def parents_run_lock(root: Path) -> Iterator[None]:
+    """Work on ``root`` under the run lock this process's parent holds (a side branch's process): the lock is
+    not taken (the parent has it) and nothing is cleared (the parent's writes in flight own their files)."""
+    key = str(root)
+    with _held_guard:
+        if key in _held:
+            raise RuntimeError(f"this process already holds run {root.name}'s lock")
+        _held[key] = (None, 1)
+    try:
+        yield
+    finally:
+        with _held_guard:
+            del _held[key]
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """The OS's exclusive lock on ``path``, waiting for it: short read-modify-writes of shared files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        while not _try_lock(handle):
+            time.sleep(0.005)
+        yield  # closing the file releases the lock
+
+
 def _acquire(root: Path, on_wait: Callable[[str], None] | None) -> Any:
     while True:
         root.mkdir(parents=True, exist_ok=True)
@@ -260,8 +287,15 @@ class RunDir:
             # A manifest is only a cache of keys: a damaged one means "redo", never "crash".
             return {}
 
+    @contextmanager
+    def _updating(self) -> Iterator[None]:
+        """Around a read-modify-write of the manifest or the superseded log: one thread of this process and one
+        process at a time (the headless runner's sound branch runs in a process of its own)."""
+        with self._lock, _exclusive(self.root / MANIFEST_LOCK_FILE):
+            yield
+
     def _record(self, rel: str, key: str) -> None:
-        with self._lock:
+        with self._updating():
             manifest = self.manifest()
             manifest[rel] = {"key": key, "time": time.time()}
             atomic_write_text(self.root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
@@ -304,10 +338,11 @@ class RunDir:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(src, dest)
         old_key = (self.manifest().get(rel) or {}).get("key")
-        log = self.superseded() + [{"artifact": rel, "moved_to": f"superseded/{folder}/{rel}", "time": time.time(),
-                                    "reason": "its inputs changed" if old_key else "it was not in the manifest",
-                                    "old_key": old_key, "new_key": new_key}]
-        atomic_write_text(self.root / SUPERSEDED_LOG, json.dumps(log, indent=1))
+        with self._updating():
+            log = self.superseded() + [{"artifact": rel, "moved_to": f"superseded/{folder}/{rel}",
+                                        "time": time.time(), "old_key": old_key, "new_key": new_key,
+                                        "reason": "its inputs changed" if old_key else "it was not in the manifest"}]
+            atomic_write_text(self.root / SUPERSEDED_LOG, json.dumps(log, indent=1))
 
     def superseded(self) -> list[dict[str, Any]]:
         """Every artifact version moved aside, oldest first."""
@@ -326,7 +361,7 @@ class RunDir:
 
     def forget(self, rels: list[str]) -> None:
         """Drop manifest entries (files about to be removed by ``keep``): the manifest lists only what is on disk."""
-        with self._lock:
+        with self._updating():
             manifest = self.manifest()
             if any(rel in manifest for rel in rels):
                 for rel in rels:

@@ -232,9 +232,15 @@ HISTORY_FIELDS = ("timings", "residency", "model_loads", "stage_seconds_total", 
                   "retention")
 
 
-def new_invocation() -> str:
+def new_invocation(invocation: str | None = None) -> str:
+    """A new command starts (a fresh id), or this process works for the command ``invocation`` names (the
+    headless runner's sound process: its reports are the command's, not an earlier one's)."""
     global _invocation
-    _invocation = uuid.uuid4().hex[:12]
+    _invocation = invocation or uuid.uuid4().hex[:12]
+    return _invocation
+
+
+def current_invocation() -> str:
     return _invocation
 
 

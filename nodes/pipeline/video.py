@@ -12,6 +12,7 @@ deadlock, and its last lines are quoted in the error when it fails.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import subprocess
@@ -153,11 +154,27 @@ def encode_still(image: Path, camera_filter: str, num_frames: int, fps: int, pat
         width, height = still.size
     if width % 2 or height % 2:
         raise ValueError(f"H.264 yuv420p needs an even width and height, got {width}×{height}")
-    chain = f"{TO_BT709},{camera_filter},settb=1/{fps},setpts=N,{TAG_BT709}"
+    middle = _middle_index(num_frames)
+    # The frame the middle of the clip is made from comes out of the same process beside the clip, as raw RGB:
+    # the contact sheet shows it without decoding the clip again (``middle_frame``).
+    graph = (f"[0:v]{TO_BT709},{camera_filter},settb=1/{fps},setpts=N,{TAG_BT709},split=2[clip][tap];"
+             f"[tap]select='eq(n\\,{middle})',scale=out_color_matrix=bt709:in_range=tv:out_range=pc,"
+             f"format=rgb24[middle]")
+    tap = path.parent / f".{path.stem}.{secrets.token_hex(6)}.partial.middle.rgb"
     args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1",
-            "-y", "-i", str(image), "-an", "-vf", chain, "-r", str(fps), "-frames:v", str(num_frames),
+            "-y", "-i", str(image), "-an", "-filter_complex", graph,
+            "-map", "[clip]", "-r", str(fps), "-frames:v", str(num_frames),
             "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-bf", "0", "-movflags", "+faststart",
-            "-f", "mp4", str(path)]
+            "-f", "mp4", str(path),
+            "-map", "[middle]", "-frames:v", "1", "-f", "rawvideo", str(tap)]
+    try:
+        _encode_still(args, path, num_frames, on_frame)
+        _remember_middle(path, middle, np.fromfile(tap, dtype=np.uint8).reshape(height, width, 3))
+    finally:
+        tap.unlink(missing_ok=True)
+
+
+def _encode_still(args: list[str], path: Path, num_frames: int, on_frame: Callable[[int, int], None] | None) -> None:
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                                 **die_with_parent())
@@ -340,11 +357,36 @@ def frame_at(path: Path, index: int) -> np.ndarray | None:
         return np.asarray(img.convert("RGB"))
 
 
+# The middle frame of each clip ``encode_still`` wrote in this process, by the file's identity (device, inode,
+# size, modification time: a rename into place keeps them, any rewrite changes them), with its index.
+_written_middles: dict[tuple[int, int, int, int], tuple[int, np.ndarray]] = {}
+MAX_WRITTEN_MIDDLES = 64
+
+
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _middle_index(count: int) -> int:
+    return round((count - 1) / 2)
+
+
+def _remember_middle(path: Path, index: int, frame: np.ndarray) -> None:
+    if len(_written_middles) >= MAX_WRITTEN_MIDDLES:
+        _written_middles.clear()
+    _written_middles[_identity(path)] = (index, frame)
+
+
 def middle_frame(path: Path, frames: int | None = None) -> np.ndarray:
     """The clip's middle frame (the middle one of ``sample_frames(path, 3)``); ``frames``, the clip's frame
-    count when the caller knows it, spares reading the whole file to count them."""
+    count when the caller knows it, spares reading the whole file to count them. For a clip ``encode_still``
+    wrote in this process, the frame its encoder was given (nothing is decoded)."""
     count = frames if frames is not None else _video_info(path)["frames"]
-    frame = frame_at(path, round((count - 1) / 2)) if count else None
+    written = _written_middles.get(_identity(path))
+    if written is not None and count and written[0] == _middle_index(count):
+        return written[1].copy()
+    frame = frame_at(path, _middle_index(count)) if count else None
     if frame is None:  # the clip is shorter than the caller said
         spread = sample_frames(path, 3)
         frame = spread[len(spread) // 2]

@@ -1,0 +1,213 @@
+"""A side branch in a process of its own: the headless runner's sound stages beside its picture stages.
+
+In a thread, the sound stages' Python (loudness, true peak, resampling) and the picture stages' Python take
+turns on one interpreter lock, and each slows the other; in a process they use the second core. The process
+starts before the director, so it imports its libraries (scipy.signal alone takes most of a second) while the
+director writes the plan, then waits for the REEL.
+
+The parent starts ``branch_main.py`` with its own interpreter; the child imports the pack by its folder path
+under the parent's package name (as a Ray worker does), so what crosses the pipes (the function to run, the
+REEL, an exception) pickles by reference to the same modules. The child works under the parent's run lock
+(``rundir.parents_run_lock``): the parent holds it for the whole reel. It knows the model families the pack
+registers and those of ``CINEREEL_WORKER_PLUGINS``; a family registered only in the parent's process cannot run
+there (``knows``), and the runner keeps the thread for it.
+
+Messages, pickled, child to parent: ``("ready", families)``, then ``("stage", name, seconds)`` as stages end,
+and ``("done", result)`` or ``("failed", exception)``; parent to child: ``("run", fn, args, run_root)`` or
+``("close",)``. Ctrl-C reaches both processes; SIGTERM or an error in the parent ends the child with SIGTERM,
+which it takes like Ctrl-C (its atomic writes remove their temporary files). The child dies with its parent.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ...model_loaders.children import die_with_parent
+
+PACKAGE = __package__.rsplit(".", 2)[0]  # the pack's name in this process (ComfyUI names it after its folder)
+PACK_ROOT = Path(__file__).resolve().parents[2]
+CHILD_SCRIPT = Path(__file__).resolve().parent / "branch_main.py"
+STOP_WAIT_S = 10.0
+
+
+class BranchFailed(RuntimeError):
+    """The branch's process ended without a result, or its error could not be sent back as it was."""
+
+
+class BranchProcess:
+    """One side branch's process: started early, given one function to run, then ended."""
+
+    def __init__(self, name: str, warm_up: tuple[str, ...] = ()):
+        self.name = name
+        self._process = subprocess.Popen(
+            [sys.executable, str(CHILD_SCRIPT), PACKAGE, str(PACK_ROOT), name, *warm_up],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, **die_with_parent())
+        self._families: set[str] | None = None
+        self._started = False
+        self._outcome: tuple[str, Any] | None = None
+        self._reader: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def knows(self, families: set[str]) -> bool:
+        """Whether the child can build models of every one of ``families`` (it reports them once it has
+        imported the pack and the plugins, before its warm-up imports). False when it could not start."""
+        known = self._ready()
+        return known is not None and families <= known
+
+    def _ready(self) -> set[str] | None:
+        if self._families is None:
+            message = self._receive()
+            self._families = set(message[1]) if message and message[0] == "ready" else set()
+            self._started = bool(message and message[0] == "ready")
+        return self._families if self._started else None
+
+    def run(self, fn: Callable[..., Any], args: tuple, run_root: Path,
+            on_stage: Callable[[str, float], None] | None) -> None:
+        """Start ``fn(*args, on_stage)`` in the child, under the parent's lock on ``run_root``; stage
+        messages reach ``on_stage`` from a reader thread. ``result`` waits for it."""
+        if self._ready() is None:
+            raise BranchFailed(f"the {self.name} process ended before it started (exit code "
+                               f"{self._process.wait()})")
+        self._send(("run", fn, args, str(run_root)))
+        self._reader = threading.Thread(target=self._read, args=(on_stage,), name=f"cinereel-{self.name}-reader",
+                                        daemon=True)
+        self._reader.start()
+
+    def result(self) -> Any:
+        """What ``fn`` returned; its exception raised here if it failed."""
+        assert self._reader is not None, "run() first"
+        self._reader.join()
+        self._process.wait()
+        kind, value = self._outcome or ("lost", None)
+        if kind == "done":
+            return value
+        if kind == "failed":
+            raise value
+        raise BranchFailed(f"the {self.name} process ended without finishing (exit code {self._process.returncode});"
+                           " run the same command again to resume where it stopped")
+
+    def stop(self) -> None:
+        """End the child now (an interrupt or an error in the parent) and wait for it to clean up."""
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._reader is not None:
+            self._reader.join()
+        self._close_pipes()
+
+    def close(self) -> None:
+        """Tell a child that was never given work to exit."""
+        if self._reader is None and self._process.poll() is None:
+            try:
+                self._send(("close",))
+            except OSError:
+                pass
+            self._process.wait()
+        self._close_pipes()
+
+    # -- the pipes ----------------------------------------------------------------------------------------
+    def _send(self, message: tuple) -> None:
+        assert self._process.stdin is not None
+        pickle.dump(message, self._process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        self._process.stdin.flush()
+
+    def _receive(self) -> tuple | None:
+        try:
+            return pickle.load(self._process.stdout)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            return None
+
+    def _read(self, on_stage: Callable[[str, float], None] | None) -> None:
+        while (message := self._receive()) is not None:
+            if message[0] == "stage":
+                if on_stage is not None:
+                    on_stage(message[1], message[2])
+            elif message[0] in ("done", "failed"):
+                self._outcome = (message[0], message[1])
+                return
+
+    def _close_pipes(self) -> None:
+        for pipe in (self._process.stdin, self._process.stdout):
+            if pipe is not None and not pipe.closed:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+
+
+# -- the child ----------------------------------------------------------------------------------------------
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM from the parent: stop like Ctrl-C."""
+
+
+def child_main(name: str, warm_up: list[str]) -> int:
+    """The child's side (``branch_main.py`` calls it once the pack is imported)."""
+    import importlib
+
+    from ...model_loaders import preview  # noqa: F401 - registers the weightless families
+    from ...model_loaders.residency import family_names
+    from .ray_pool import load_worker_plugins
+    from .rundir import parents_run_lock
+
+    channel = os.fdopen(os.dup(1), "wb")  # the pipe to the parent; what the stages print goes to stderr
+    os.dup2(2, 1)
+    signal.signal(signal.SIGTERM, _stop)
+
+    def send(message: tuple) -> None:
+        pickle.dump(message, channel, protocol=pickle.HIGHEST_PROTOCOL)
+        channel.flush()
+
+    try:
+        load_worker_plugins()
+        send(("ready", family_names()))
+        for module in warm_up:  # while the parent's director works
+            importlib.import_module(module)
+        message = pickle.load(sys.stdin.buffer)
+        if message[0] != "run":
+            return 0
+        _, fn, args, run_root = message
+        with parents_run_lock(Path(run_root)):
+            result = fn(*args, lambda stage, seconds: send(("stage", stage, seconds)))
+        send(("done", result))
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent, which raises it
+        # The parent's traceback starts where it raises it again: the note says where it came from.
+        note = f"raised in the {name} process:\n{traceback.format_exc().rstrip()}"
+        if hasattr(exc, "add_note"):
+            exc.add_note(note)
+        else:  # Python 3.10 prints no notes, but keeps them on the exception for whoever reads it
+            exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+        send(("failed", _sendable(exc, name)))
+        return 1
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped()
+
+
+def _sendable(exc: BaseException, name: str) -> BaseException:
+    """``exc`` itself when it survives pickling, so the parent raises what a thread would have raised."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - an exception whose arguments do not pickle
+        return BranchFailed(f"the {name} stages failed: {type(exc).__name__}: {exc}")
