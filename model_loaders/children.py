@@ -9,9 +9,14 @@ they left half-written.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the connection's modules load with the first child that connects back
+    import subprocess
+    from multiprocessing.connection import Connection, Listener
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -31,3 +36,62 @@ def die_with_parent() -> dict[str, Any]:
             os._exit(1)
 
     return {"preexec_fn": arm}
+
+
+# -- a child that connects back ------------------------------------------------------------------------------
+# A child process of the pack's (a model worker, the headless runner's sound branch) talks to its parent over
+# an authenticated ``multiprocessing.connection``: the parent listens, hands the address and a one-time key to
+# the child through its stdin (not argv, which other users can read), and accepts.
+
+
+def listen_for_child() -> tuple[Listener, bytes]:
+    import secrets
+    from multiprocessing.connection import Listener
+
+    authkey = secrets.token_bytes(32)
+    return Listener(authkey=authkey), authkey
+
+
+def send_address(stdin: IO[bytes], listener: Listener, authkey: bytes) -> None:
+    stdin.write(json.dumps({"address": listener.address, "authkey": authkey.hex()}).encode() + b"\n")
+    stdin.close()
+
+
+def connect_to_parent(stdin: IO[str]) -> Connection:
+    """The child's side: read what ``send_address`` wrote and connect."""
+    from multiprocessing.connection import Client
+
+    setup = json.loads(stdin.readline())
+    address = setup["address"]
+    return Client(tuple(address) if isinstance(address, list) else address, authkey=bytes.fromhex(setup["authkey"]))
+
+
+def accept_child(listener: Listener, process: subprocess.Popen, timeout_s: float) -> Connection | None:
+    """Wait for ``process`` to connect; None (and the process killed) if it exits or times out first. The
+    listener is closed either way."""
+    import threading
+
+    result: dict[str, Any] = {}
+
+    def accept() -> None:
+        try:
+            result["conn"] = listener.accept()
+        except Exception as exc:  # noqa: BLE001 - the caller reports the missing connection
+            result["error"] = exc
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    waited = 0.0
+    while thread.is_alive() and waited < timeout_s:
+        thread.join(0.1)
+        waited += 0.1
+        if process.poll() is not None and thread.is_alive():
+            break
+    try:
+        if "conn" in result:
+            return result["conn"]
+        process.kill()
+        process.wait()
+        return None
+    finally:
+        listener.close()

@@ -13,9 +13,7 @@ to plain data (str, dict, list, numbers, numpy arrays, bytes).
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import subprocess
 import sys
 import threading
@@ -23,7 +21,7 @@ from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any
 
-from .children import die_with_parent
+from .children import accept_child, die_with_parent, listen_for_child, send_address
 from .handles import ModelHandle
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
@@ -61,8 +59,7 @@ class WorkerModel:
 
     @classmethod
     def start(cls, handle: ModelHandle) -> "WorkerModel":
-        authkey = secrets.token_bytes(32)
-        listener = Listener(authkey=authkey)
+        listener, authkey = listen_for_child()
         env = {**os.environ, "CINEREEL_WORKER": "1"}
         process = subprocess.Popen(
             [sys.executable, str(WORKER_SCRIPT), str(PACK_ROOT)],
@@ -70,10 +67,8 @@ class WorkerModel:
             env=env,
             **die_with_parent(),  # a killed ComfyUI or CLI takes its model worker (and its VRAM) with it
         )
-        # The address and key go through stdin, not argv, so no other user can read the key.
         assert process.stdin is not None
-        process.stdin.write(json.dumps({"address": listener.address, "authkey": authkey.hex()}).encode() + b"\n")
-        process.stdin.close()
+        send_address(process.stdin, listener, authkey)
         conn = _accept(listener, process)
         worker = cls(handle, process, conn)
         try:
@@ -129,29 +124,10 @@ class WorkerModel:
 
 def _accept(listener: Listener, process: subprocess.Popen) -> Connection:
     """Wait for the child to connect, failing fast if it exits first."""
-    result: dict[str, Any] = {}
-
-    def accept() -> None:
-        try:
-            result["conn"] = listener.accept()
-        except Exception as exc:  # noqa: BLE001 - reported below
-            result["error"] = exc
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    waited = 0.0
-    while thread.is_alive() and waited < CONNECT_TIMEOUT_S:
-        thread.join(0.1)
-        waited += 0.1
-        if process.poll() is not None and thread.is_alive():
-            break
-    try:
-        if "conn" in result:
-            return result["conn"]
-        process.kill()
+    conn = accept_child(listener, process, CONNECT_TIMEOUT_S)
+    if conn is None:
         raise WorkerError(
             f"the model worker did not connect (exit code {process.poll()}); "
             "run with residency 'in_process' to see the error directly"
         )
-    finally:
-        listener.close()
+    return conn

@@ -391,6 +391,41 @@ def test_true_peak_finds_peaks_between_samples():
     assert true_peak_dbtp(quarter_rate, SR) == pytest.approx(0.0, abs=0.2)
 
 
+def sparse_peaks(n: int, seed: int, channels: int) -> np.ndarray:
+    """Quiet noise with a few loud bursts, some at the very edges: a true peak only the bursts can hold."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 0.01, (n, channels))
+    for at in [0, n - 7, *rng.integers(0, n - 40, 5)]:
+        x[at:at + 7] = rng.uniform(-1, 1, (min(7, n - at), channels))
+    return x.astype(np.float32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(50, 20_000), seed=st.integers(0, 2**32 - 1), channels=st.sampled_from([1, 2]),
+       gap=st.sampled_from([0, 64, 4096]))
+def test_the_true_peak_oversampling_only_where_it_can_matter_equals_the_whole_envelope_s(n, seed, channels, gap):
+    from cinereel.nodes.pipeline import audio
+
+    x = sparse_peaks(n, seed, channels)
+    x = x[:, 0] if channels == 1 and seed % 2 else x  # (n,) and (n, 1) alike
+    previous, audio.RUN_GAP = audio.RUN_GAP, gap
+    try:
+        assert audio._true_peak(x) == float(audio._true_peak_envelope(x).max())  # exactly: the same sums
+    finally:
+        audio.RUN_GAP = previous
+
+
+def test_the_true_peak_filter_is_the_one_resample_poly_designs_and_its_reference_agrees():
+    from cinereel.nodes.pipeline import audio
+
+    x = sparse_peaks(9_000, 3, 2)
+    for channel in x.T:
+        assert np.array_equal(signal.resample_poly(channel, 4, 1), signal.resample_poly(
+            channel, 4, 1, window=audio._oversampling_filter()))
+    assert true_peak_dbtp(x, SR) == pytest.approx(reference_true_peak_db(x), abs=1e-4)
+    assert true_peak_dbtp(np.zeros(100, np.float32), SR) == -math.inf
+
+
 def loud_noise() -> np.ndarray:
     return np.clip(np.random.default_rng(2).normal(0, 0.5, (5 * SR, 2)), -1, 1)
 

@@ -88,3 +88,52 @@ def test_the_override_wins_over_both_without_a_warning():
     plan, warnings = plan_for("Ein Bäcker öffnet seinen Laden in Lyon", language="it")
     assert plan.language == "it"
     assert not any("written in" in w for w in warnings)
+
+
+# -- py3langid's model, unpacked into the cache once ------------------------------------------------------------
+
+def test_the_unpacked_model_answers_exactly_as_py3langid_s_own_loader_and_is_unpacked_once(tmp_path, monkeypatch):
+    import lzma
+
+    from cinereel.model_loaders import textlang
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    monkeypatch.setenv("CINEREEL_CACHE_DIR", str(tmp_path))
+    packed = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    unpacked = textlang._from_unpacked(LanguageIdentifier, textlang._model_path())
+    assert unpacked is not None and packed is not None
+    (folder,) = tmp_path.iterdir()
+    assert folder.name.startswith("py3langid-") and (folder / "complete").is_file()
+    texts = [*WRITTEN.values(), "A lone astronaut walks through a neon-lit Tokyo alley at dusk", "OK", "🌙 ..."]
+    for text in texts:  # the same label and the same probability, to the last bit
+        assert unpacked.classify(text) == packed.classify(text), text
+        assert unpacked.rank(text) == packed.rank(text), text
+
+    def no_decompressing(*args, **kwargs):
+        raise AssertionError("the model was decompressed again")
+
+    monkeypatch.setattr(lzma, "open", no_decompressing)
+    again = textlang._from_unpacked(LanguageIdentifier, textlang._model_path())
+    assert again.classify(texts[0]) == packed.classify(texts[0])
+
+
+def test_a_damaged_cache_is_unpacked_again_and_an_unwritable_one_falls_back_to_py3langid_s_loader(
+        tmp_path, monkeypatch):
+    from cinereel.model_loaders import textlang
+    from py3langid.langid import LanguageIdentifier
+
+    monkeypatch.setenv("CINEREEL_CACHE_DIR", str(tmp_path / "cache"))
+    first = textlang._from_unpacked(LanguageIdentifier, textlang._model_path())
+    (folder,) = (tmp_path / "cache").iterdir()
+    (folder / "ptc.npy").write_bytes(b"not an array")
+    repaired = textlang._from_unpacked(LanguageIdentifier, textlang._model_path())
+    assert repaired.classify(WRITTEN["de"]) == first.classify(WRITTEN["de"])
+    assert (folder / "ptc.npy").stat().st_size > 1_000_000
+    (tmp_path / "file").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("CINEREEL_CACHE_DIR", str(tmp_path / "file"))
+    assert textlang._from_unpacked(LanguageIdentifier, textlang._model_path()) is None
+    textlang._identifier.cache_clear()  # and the director still reads the language, from the packed model
+    try:
+        assert detect_language(WRITTEN["fr"]).code == "fr"
+    finally:
+        textlang._identifier.cache_clear()

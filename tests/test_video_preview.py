@@ -331,6 +331,24 @@ def test_a_still_encoded_clip_is_a_clip_the_reel_can_join(tmp_path: Path, textur
     assert probe(tmp_path / "reel.mp4")["frames"] == 40
 
 
+def test_probing_many_videos_in_one_process_says_what_probing_each_says(tmp_path: Path, texture: Image.Image) -> None:
+    from cinereel.nodes.pipeline.video import VIDEO_FACTS, FFmpegError, encode_delivery_audio, probe_videos
+
+    texture.save(tmp_path / "keyframe.png")
+    encode_still(tmp_path / "keyframe.png", camera_filter(texture.size, "push_in", 5.0, 21, 1), 21, 16,
+                 tmp_path / "still.mp4")
+    write_clip(render_clip(texture, "pan_left", 5.0, 13, 1), 24, tmp_path / "frames.mp4")
+    write_clip(np.zeros((7, 64, 96, 3), np.uint8), 16, tmp_path / "small.mp4")
+    clips = [tmp_path / "still.mp4", tmp_path / "frames.mp4", tmp_path / "small.mp4", tmp_path / "still.mp4"]
+    assert probe_videos(clips) == [{key: probe(clip)[key] for key in VIDEO_FACTS} for clip in clips]
+    assert [info["frames"] for info in probe_videos(clips)] == [21, 13, 7, 21]
+    encode_delivery_audio(None, tmp_path / "sound.m4a", 4800)
+    with pytest.raises(FFmpegError):
+        probe_videos([tmp_path / "still.mp4", tmp_path / "sound.m4a"])
+    with pytest.raises(FileNotFoundError):
+        probe_videos([tmp_path / "still.mp4", tmp_path / "gone.mp4"])
+
+
 def test_a_still_encode_reports_each_frame_and_stops_when_cancelled(tmp_path: Path, texture: Image.Image) -> None:
     texture.save(tmp_path / "keyframe.png")
     seen: list[tuple[int, int]] = []

@@ -6,14 +6,15 @@ starts before the director, so it imports its libraries (scipy.signal alone take
 director writes the plan, then waits for the REEL.
 
 The parent starts ``branch_main.py`` with its own interpreter; the child imports the pack by its folder path
-under the parent's package name (as a Ray worker does), so what crosses the pipes (the function to run, the
-REEL, an exception) pickles by reference to the same modules. The child works under the parent's run lock
-(``rundir.parents_run_lock``): the parent holds it for the whole reel. It knows the model families the pack
-registers and those of ``CINEREEL_WORKER_PLUGINS``; a family registered only in the parent's process cannot run
-there (``knows``), and the runner keeps the thread for it.
+under the parent's package name (as a Ray worker does) and connects back over an authenticated
+``multiprocessing.connection`` (``children.listen_for_child``, as a model worker does), so what crosses it (the
+function to run, the REEL, an exception) refers to the same modules on both sides. The child works under the
+parent's run lock (``rundir.parents_run_lock``): the parent holds it for the whole reel. It knows the model
+families the pack registers and those of ``CINEREEL_WORKER_PLUGINS``; a family registered only in the parent's
+process cannot run there (``knows``), and the runner keeps the thread for it.
 
-Messages, pickled, child to parent: ``("ready", families)``, then ``("stage", name, seconds)`` as stages end,
-and ``("done", result)`` or ``("failed", exception)``; parent to child: ``("run", fn, args, run_root)`` or
+Messages, child to parent: ``("ready", families)``, then ``("stage", name, seconds)`` as stages end, and
+``("done", result)`` or ``("failed", exception)``; parent to child: ``("run", fn, args, run_root)`` or
 ``("close",)``. Ctrl-C reaches both processes; SIGTERM or an error in the parent ends the child with SIGTERM,
 which it takes like Ctrl-C (its atomic writes remove their temporary files). The child dies with its parent.
 """
@@ -21,22 +22,23 @@ which it takes like Ctrl-C (its atomic writes remove their temporary files). The
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import subprocess
 import sys
 import threading
 import traceback
 from collections.abc import Callable
+from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any
 
-from ...model_loaders.children import die_with_parent
+from ...model_loaders.children import accept_child, die_with_parent, listen_for_child, send_address
 
 PACKAGE = __package__.rsplit(".", 2)[0]  # the pack's name in this process (ComfyUI names it after its folder)
 PACK_ROOT = Path(__file__).resolve().parents[2]
 CHILD_SCRIPT = Path(__file__).resolve().parent / "branch_main.py"
 STOP_WAIT_S = 10.0
+CONNECT_TIMEOUT_S = 60.0
 
 
 class BranchFailed(RuntimeError):
@@ -48,9 +50,18 @@ class BranchProcess:
 
     def __init__(self, name: str, warm_up: tuple[str, ...] = ()):
         self.name = name
-        self._process = subprocess.Popen(
-            [sys.executable, str(CHILD_SCRIPT), PACKAGE, str(PACK_ROOT), name, *warm_up],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, **die_with_parent())
+        listener, authkey = listen_for_child()
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, str(CHILD_SCRIPT), PACKAGE, str(PACK_ROOT), name, *warm_up],
+                stdin=subprocess.PIPE, **die_with_parent())
+        except BaseException:
+            listener.close()
+            raise
+        assert self._process.stdin is not None
+        send_address(self._process.stdin, listener, authkey)
+        self._listener: Listener | None = listener
+        self._conn: Connection | None = None
         self._families: set[str] | None = None
         self._started = False
         self._outcome: tuple[str, Any] | None = None
@@ -66,13 +77,6 @@ class BranchProcess:
         known = self._ready()
         return known is not None and families <= known
 
-    def _ready(self) -> set[str] | None:
-        if self._families is None:
-            message = self._receive()
-            self._families = set(message[1]) if message and message[0] == "ready" else set()
-            self._started = bool(message and message[0] == "ready")
-        return self._families if self._started else None
-
     def run(self, fn: Callable[..., Any], args: tuple, run_root: Path,
             on_stage: Callable[[str, float], None] | None) -> None:
         """Start ``fn(*args, on_stage)`` in the child, under the parent's lock on ``run_root``; stage
@@ -80,7 +84,8 @@ class BranchProcess:
         if self._ready() is None:
             raise BranchFailed(f"the {self.name} process ended before it started (exit code "
                                f"{self._process.wait()})")
-        self._send(("run", fn, args, str(run_root)))
+        assert self._conn is not None
+        self._conn.send(("run", fn, args, str(run_root)))
         self._reader = threading.Thread(target=self._read, args=(on_stage,), name=f"cinereel-{self.name}-reader",
                                         daemon=True)
         self._reader.start()
@@ -109,28 +114,37 @@ class BranchProcess:
                 self._process.wait()
         if self._reader is not None:
             self._reader.join()
-        self._close_pipes()
+        self._close_connection()
 
     def close(self) -> None:
         """Tell a child that was never given work to exit."""
         if self._reader is None and self._process.poll() is None:
-            try:
-                self._send(("close",))
-            except OSError:
-                pass
+            if self._ready() is not None and self._conn is not None:
+                try:
+                    self._conn.send(("close",))
+                except OSError:
+                    pass
             self._process.wait()
-        self._close_pipes()
+        self._close_connection()
 
-    # -- the pipes ----------------------------------------------------------------------------------------
-    def _send(self, message: tuple) -> None:
-        assert self._process.stdin is not None
-        pickle.dump(message, self._process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-        self._process.stdin.flush()
+    # -- the connection -----------------------------------------------------------------------------------
+    def _ready(self) -> set[str] | None:
+        """The child's families once it said it is ready; None when it never connected or said so."""
+        if self._families is None:
+            if self._listener is not None:
+                self._conn = accept_child(self._listener, self._process, CONNECT_TIMEOUT_S)
+                self._listener = None
+            message = self._receive()
+            self._families = set(message[1]) if message and message[0] == "ready" else set()
+            self._started = bool(message and message[0] == "ready")
+        return self._families if self._started else None
 
     def _receive(self) -> tuple | None:
+        if self._conn is None:
+            return None
         try:
-            return pickle.load(self._process.stdout)
-        except (EOFError, OSError, pickle.UnpicklingError):
+            return self._conn.recv()
+        except (EOFError, OSError):
             return None
 
     def _read(self, on_stage: Callable[[str, float], None] | None) -> None:
@@ -142,13 +156,11 @@ class BranchProcess:
                 self._outcome = (message[0], message[1])
                 return
 
-    def _close_pipes(self) -> None:
-        for pipe in (self._process.stdin, self._process.stdout):
-            if pipe is not None and not pipe.closed:
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
+    def _close_connection(self) -> None:
+        for end in (self._conn, self._listener):
+            if end is not None:
+                end.close()
+        self._conn = self._listener = None
 
 
 # -- the child ----------------------------------------------------------------------------------------------
@@ -162,32 +174,31 @@ def child_main(name: str, warm_up: list[str]) -> int:
     import importlib
 
     from ...model_loaders import preview  # noqa: F401 - registers the weightless families
+    from ...model_loaders.children import connect_to_parent
     from ...model_loaders.residency import family_names
     from .ray_pool import load_worker_plugins
     from .rundir import parents_run_lock
 
-    channel = os.fdopen(os.dup(1), "wb")  # the pipe to the parent; what the stages print goes to stderr
-    os.dup2(2, 1)
+    os.dup2(2, 1)  # the parent's standard output is the reel's path alone: what the stages print goes to stderr
     signal.signal(signal.SIGTERM, _stop)
-
-    def send(message: tuple) -> None:
-        pickle.dump(message, channel, protocol=pickle.HIGHEST_PROTOCOL)
-        channel.flush()
-
+    try:
+        conn = connect_to_parent(sys.stdin)
+    except (OSError, ValueError, KeyboardInterrupt):
+        return 1  # the parent went away first
     try:
         load_worker_plugins()
-        send(("ready", family_names()))
+        conn.send(("ready", family_names()))
         for module in warm_up:  # while the parent's director works
             importlib.import_module(module)
-        message = pickle.load(sys.stdin.buffer)
+        message = conn.recv()
         if message[0] != "run":
             return 0
         _, fn, args, run_root = message
         with parents_run_lock(Path(run_root)):
-            result = fn(*args, lambda stage, seconds: send(("stage", stage, seconds)))
-        send(("done", result))
+            result = fn(*args, lambda stage, seconds: conn.send(("stage", stage, seconds)))
+        conn.send(("done", result))
         return 0
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, EOFError):  # stopped, or the parent went away
         return 130
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent, which raises it
         # The parent's traceback starts where it raises it again: the note says where it came from.
@@ -196,7 +207,7 @@ def child_main(name: str, warm_up: list[str]) -> int:
             exc.add_note(note)
         else:  # Python 3.10 prints no notes, but keeps them on the exception for whoever reads it
             exc.__notes__ = [*getattr(exc, "__notes__", []), note]
-        send(("failed", _sendable(exc, name)))
+        _send_failure(conn, exc, name)
         return 1
 
 
@@ -204,10 +215,9 @@ def _stop(signum: int, frame: object) -> None:
     raise _Stopped()
 
 
-def _sendable(exc: BaseException, name: str) -> BaseException:
-    """``exc`` itself when it survives pickling, so the parent raises what a thread would have raised."""
+def _send_failure(conn: Connection, exc: BaseException, name: str) -> None:
+    """``exc`` itself when it can be sent, so the parent raises what a thread would have raised."""
     try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:  # noqa: BLE001 - an exception whose arguments do not pickle
-        return BranchFailed(f"the {name} stages failed: {type(exc).__name__}: {exc}")
+        conn.send(("failed", exc))
+    except Exception:  # noqa: BLE001 - an exception whose arguments cannot be sent
+        conn.send(("failed", BranchFailed(f"the {name} stages failed: {type(exc).__name__}: {exc}")))

