@@ -91,22 +91,25 @@ class BranchProcess:
         self._reader.start()
 
     def result(self) -> Any:
-        """What ``fn`` returned; its exception raised here if it failed."""
+        """What ``fn`` returned; its exception raised here if it failed. It does not wait for the child to exit:
+        its interpreter's tear-down (a quarter of a second with SciPy loaded) overlaps what comes next, and
+        ``stop`` reaps it."""
         assert self._reader is not None, "run() first"
         self._reader.join()
-        self._process.wait()
         kind, value = self._outcome or ("lost", None)
         if kind == "done":
             return value
         if kind == "failed":
             raise value
-        raise BranchFailed(f"the {self.name} process ended without finishing (exit code {self._process.returncode});"
+        raise BranchFailed(f"the {self.name} process ended without finishing (exit code {self._process.wait()});"
                            " run the same command again to resume where it stopped")
 
     def stop(self) -> None:
-        """End the child now (an interrupt or an error in the parent) and wait for it to clean up."""
+        """Wait for a child that has sent its outcome to exit; end any other now (an interrupt or an error in
+        the parent) and wait for it to clean up."""
         if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
+            if self._outcome is None:
+                self._process.send_signal(signal.SIGTERM)
             try:
                 self._process.wait(STOP_WAIT_S)
             except subprocess.TimeoutExpired:
