@@ -15,8 +15,10 @@ process cannot run there (``knows``), and the runner keeps the thread for it.
 
 Messages, child to parent: ``("ready", families)``, then ``("stage", name, seconds)`` as stages end, and
 ``("done", result)`` or ``("failed", exception)``; parent to child: ``("run", fn, args, run_root)`` or
-``("close",)``. Ctrl-C reaches both processes; SIGTERM or an error in the parent ends the child with SIGTERM,
-which it takes like Ctrl-C (its atomic writes remove their temporary files). The child dies with its parent.
+``("close",)``. Ctrl-C reaches both processes. ``stop`` ends a child that has not sent its outcome with
+SIGTERM (the parent's own SIGTERM, or an error before the child's work is done that the caller does not want
+to wait for), which it takes like Ctrl-C: its atomic writes remove their temporary files. The child dies
+with its parent.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from .motion import animate
 from .music import score_music
 from .reel import Reel
 from .rundir import RunDir
-from .stage import current_invocation
+from .stage import current_invocation, new_invocation
 from .voice import narrate, request_for_voice
 
 if TYPE_CHECKING:
@@ -123,8 +123,6 @@ def run_sound_stages(options: PipelineOptions, reel: Reel, invocation: str,
                      on_stage: StageCallback | None) -> tuple[Reel, float]:
     """The sound branch on ``reel`` for the command ``invocation`` names, and its wall seconds (what the sound
     process runs)."""
-    from .stage import new_invocation
-
     new_invocation(invocation)
     started = time.perf_counter()
     with side_branch("sound"):
