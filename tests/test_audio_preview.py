@@ -415,6 +415,25 @@ def test_the_true_peak_oversampling_only_where_it_can_matter_equals_the_whole_en
         audio.RUN_GAP = previous
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(50, 20_000), seed=st.integers(0, 2**32 - 1), levels=st.lists(st.floats(0.005, 1.5), min_size=1,
+                                                                                   max_size=3))
+def test_the_lazy_envelope_is_exact_wherever_it_exceeds_the_level_asked_for(n, seed, levels):
+    """What the limiter reads (``master``): exact where it can act, and never a value that would make it act
+    anywhere else, level after level (each reuses what the ones before oversampled)."""
+    from cinereel.nodes.pipeline import audio
+
+    x = sparse_peaks(n, seed, 2)
+    full = audio._true_peak_envelope(x)
+    envelope = audio.PeakEnvelope(x)
+    for level in levels:
+        got = envelope.above(level)
+        loud = full > level
+        assert np.array_equal(got[loud], full[loud])
+        assert np.all(got >= full) and np.all((got <= level) | loud)
+    assert envelope.peak() == float(full.max())
+
+
 def test_the_true_peak_filter_is_the_one_resample_poly_designs_and_its_reference_agrees():
     from cinereel.nodes.pipeline import audio
 

@@ -111,27 +111,58 @@ def _true_peak_envelope(audio: np.ndarray) -> np.ndarray:
 
 
 def _true_peak(audio: np.ndarray) -> float:
-    """``_true_peak_envelope(audio).max()``, exactly, oversampling only where a sample between samples could
-    exceed the highest sample: an interpolated value is at most the filter's largest polyphase gain (sum of
-    absolute taps) times the largest magnitude within the filter's reach, so elsewhere it cannot. A mastered
-    mix has few such places; its whole envelope took twice as long."""
-    from scipy import ndimage
+    """``_true_peak_envelope(audio).max()``, exactly, oversampling only where a value between samples could
+    exceed the highest sample (``PeakEnvelope``). A mastered mix has few such places; its whole envelope took
+    twice as long."""
+    return PeakEnvelope(audio).peak()
 
-    channels = _channels(audio)
-    magnitude = np.abs(channels).max(axis=0)
-    sample_peak = float(magnitude.max())
-    taps = _oversampling_filter() * TRUE_PEAK_OVERSAMPLING
-    gain = max(float(np.abs(taps[phase::TRUE_PEAK_OVERSAMPLING]).sum()) for phase in range(TRUE_PEAK_OVERSAMPLING))
-    reach = len(taps) // TRUE_PEAK_OVERSAMPLING + 2  # input samples an interpolated value depends on, each side
-    bound = ndimage.maximum_filter1d(magnitude, size=2 * reach + 1, mode="constant") * gain
-    peak, n = sample_peak, len(magnitude)
-    for start, end in _runs(bound > sample_peak, RUN_GAP):
-        lo, hi = max(0, start - 2 * reach), min(n, end + 2 * reach)  # whole context: the same values as in full
-        for channel in channels:
-            over = _oversampled_magnitude(channel[lo:hi])
-            inside = over[(start - lo) * TRUE_PEAK_OVERSAMPLING:(end - lo) * TRUE_PEAK_OVERSAMPLING]
-            peak = max(peak, float(inside.max()))
-    return peak
+
+class PeakEnvelope:
+    """``_true_peak_envelope``, oversampled only where it is asked for.
+
+    An interpolated value is at most the filter's largest polyphase gain (sum of absolute taps) times the
+    largest magnitude within the filter's reach: that bound stands in for the envelope until a caller asks
+    for the exact values above some level (``above``), and then only the places whose bound exceeds it are
+    oversampled, each with the filter's whole context on both sides, so their values are the full
+    envelope's, bit for bit. The limiter only acts where the envelope exceeds its threshold, and the peak is
+    at least the highest sample: neither needs the rest.
+    """
+
+    def __init__(self, audio: np.ndarray):
+        from scipy import ndimage
+
+        self._channels = _channels(audio)
+        magnitude = np.abs(self._channels).max(axis=0)
+        self.sample_peak = float(magnitude.max())
+        taps = _oversampling_filter() * TRUE_PEAK_OVERSAMPLING
+        gain = max(float(np.abs(taps[phase::TRUE_PEAK_OVERSAMPLING]).sum())
+                   for phase in range(TRUE_PEAK_OVERSAMPLING))
+        self._reach = len(taps) // TRUE_PEAK_OVERSAMPLING + 2  # input samples an interpolated value depends on
+        self._bound = ndimage.maximum_filter1d(magnitude, size=2 * self._reach + 1, mode="constant") * gain
+        self._values = self._bound.copy()  # exact where ``_exact``, the bound elsewhere: never below the envelope
+        self._exact = np.zeros(len(magnitude), dtype=bool)
+
+    def above(self, level: float) -> np.ndarray:
+        """The envelope (read-only), exact wherever it could exceed ``level`` (linear); elsewhere a value no
+        higher than ``level`` and no lower than the envelope. Later calls reuse what earlier ones oversampled."""
+        n = len(self._values)
+        for start, end in _runs((self._bound > level) & ~self._exact, RUN_GAP):
+            lo, hi = max(0, start - 2 * self._reach), min(n, end + 2 * self._reach)  # the whole context
+            exact = np.abs(self._channels[:, start:end]).max(axis=0)
+            for channel in self._channels:
+                over = _oversampled_magnitude(channel[lo:hi])
+                inside = over[(start - lo) * TRUE_PEAK_OVERSAMPLING:(end - lo) * TRUE_PEAK_OVERSAMPLING]
+                for phase in range(TRUE_PEAK_OVERSAMPLING):
+                    np.maximum(exact, inside[phase::TRUE_PEAK_OVERSAMPLING], out=exact)
+            self._values[start:end], self._exact[start:end] = exact, True
+        view = self._values.view()
+        view.flags.writeable = False
+        return view
+
+    def peak(self) -> float:
+        """The envelope's maximum, exactly."""
+        values = self.above(self.sample_peak)
+        return max(self.sample_peak, float(values[self._exact].max()) if self._exact.any() else 0.0)
 
 
 def _runs(mask: np.ndarray, gap: int = 0) -> list[tuple[int, int]]:
@@ -568,10 +599,8 @@ def master(
     loudness = integrated_lufs(source, sample_rate)
     if not loudness > SILENCE_LUFS:
         raise ValueError(f"cannot master silent audio (integrated loudness {loudness} LUFS, below {SILENCE_LUFS})")
-    envelope = _true_peak_envelope(source)
-    with np.errstate(divide="ignore"):
-        envelope_db = 20.0 * np.log10(envelope)
-    source_peak_db = _peak_db(envelope)
+    envelope = PeakEnvelope(source)
+    source_peak_db = _amplitude_db(envelope.peak())
 
     gain_db = target_lufs - loudness
     threshold = true_peak_dbtp - LIMITER_MARGIN_DB
@@ -581,6 +610,9 @@ def master(
             # True peak is a linear filter's output, so plain gain moves it by exactly gain_db.
             out, reduction, peak = _apply_gain_db(source, gain_db), 0.0, source_peak_db + gain_db
         else:
+            # exact wherever the limiter can act: above its threshold (with a margin for the dB round trip)
+            with np.errstate(divide="ignore"):
+                envelope_db = 20.0 * np.log10(envelope.above(_db_to_gain(threshold - gain_db - 0.01)))
             curve = _limiter_gain_db(envelope_db + gain_db, sample_rate, threshold)
             out, reduction = _apply_gain_db(source, gain_db + curve), float(-curve.min())
             peak = _amplitude_db(_true_peak(out))
