@@ -181,10 +181,6 @@ def _amplitude_db(amplitude: float) -> float:
     return 20.0 * math.log10(amplitude) if amplitude > 0 else -math.inf
 
 
-def _peak_db(envelope: np.ndarray) -> float:
-    return _amplitude_db(float(envelope.max()))
-
-
 # -- narration placement --------------------------------------------------------
 
 
