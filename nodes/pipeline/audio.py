@@ -11,6 +11,7 @@ true peak is the peak of the 4x oversampled signal.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -75,19 +76,25 @@ def true_peak_dbtp(audio: np.ndarray, sample_rate: int) -> float:
     return _amplitude_db(_true_peak(_checked_audio(audio)))
 
 
-def _oversampling_filter() -> np.ndarray:
+@functools.cache
+def _oversampling() -> tuple[np.ndarray, float, int]:
     """The interpolation filter ``resample_poly`` designs by default for 4x (81 taps, cutoff at the old Nyquist,
-    Kaiser β 5, float32 as the samples), given to it explicitly so ``_true_peak`` knows its reach and gain."""
+    Kaiser β 5, float32 as the samples), given to it explicitly so ``PeakEnvelope`` knows its largest polyphase
+    gain (sum of absolute taps, as ``resample_poly`` scales them) and its reach in input samples each side."""
     from scipy import signal
 
     taps = 2 * 10 * TRUE_PEAK_OVERSAMPLING + 1
-    return np.asarray(signal.firwin(taps, 1.0 / TRUE_PEAK_OVERSAMPLING, window=("kaiser", 5.0)), dtype=np.float32)
+    design = np.asarray(signal.firwin(taps, 1.0 / TRUE_PEAK_OVERSAMPLING, window=("kaiser", 5.0)), dtype=np.float32)
+    scaled = design * TRUE_PEAK_OVERSAMPLING
+    gain = max(float(np.abs(scaled[phase::TRUE_PEAK_OVERSAMPLING]).sum()) for phase in range(TRUE_PEAK_OVERSAMPLING))
+    return design, gain, taps // TRUE_PEAK_OVERSAMPLING + 2
 
 
 def _oversampled_magnitude(channel: np.ndarray) -> np.ndarray:
     from scipy import signal
 
-    return np.abs(signal.resample_poly(channel, TRUE_PEAK_OVERSAMPLING, 1, window=_oversampling_filter()))
+    design = _oversampling()[0].copy()  # some SciPy versions scale the window they are given in place
+    return np.abs(signal.resample_poly(channel, TRUE_PEAK_OVERSAMPLING, 1, window=design))
 
 
 def _channels(audio: np.ndarray) -> np.ndarray:
@@ -96,48 +103,32 @@ def _channels(audio: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(n, -1).T)
 
 
-def _true_peak_envelope(audio: np.ndarray) -> np.ndarray:
-    """Per input sample, the largest magnitude from it up to the next sample at 4x oversampling, over all channels.
-
-    Linear in gain, so ``master`` computes it once and scales it.
-    """
-    channels = _channels(audio)
-    envelope = np.abs(channels).max(axis=0)
-    for channel in channels:
-        over = _oversampled_magnitude(channel)
-        for phase in range(TRUE_PEAK_OVERSAMPLING):  # strided maxima: far faster than max over a length-4 axis
-            np.maximum(envelope, over[phase::TRUE_PEAK_OVERSAMPLING], out=envelope)
-    return envelope
-
-
 def _true_peak(audio: np.ndarray) -> float:
-    """``_true_peak_envelope(audio).max()``, exactly, oversampling only where a value between samples could
-    exceed the highest sample (``PeakEnvelope``). A mastered mix has few such places; its whole envelope took
-    twice as long."""
+    """The true peak (linear), exactly, oversampling only where a value between samples could exceed the
+    highest sample (``PeakEnvelope``). A mastered mix has few such places; its whole envelope took twice as
+    long."""
     return PeakEnvelope(audio).peak()
 
 
 class PeakEnvelope:
-    """``_true_peak_envelope``, oversampled only where it is asked for.
+    """Per input sample, the largest magnitude from it up to the next sample at 4x oversampling, over all
+    channels; oversampled only where it is asked for.
 
-    An interpolated value is at most the filter's largest polyphase gain (sum of absolute taps) times the
-    largest magnitude within the filter's reach: that bound stands in for the envelope until a caller asks
-    for the exact values above some level (``above``), and then only the places whose bound exceeds it are
-    oversampled, each with the filter's whole context on both sides, so their values are the full
-    envelope's, bit for bit. The limiter only acts where the envelope exceeds its threshold, and the peak is
-    at least the highest sample: neither needs the rest.
+    An interpolated value is at most the filter's largest polyphase gain times the largest magnitude within
+    the filter's reach: that bound stands in for the envelope until a caller asks for the exact values above
+    some level (``above``), and then only the places whose bound exceeds it are oversampled, each with the
+    filter's whole context on both sides, so their values are those of the whole signal oversampled, bit for
+    bit. A limiter only acts where the envelope exceeds its threshold (``limiter_db``), and the peak is at
+    least the highest sample: neither needs the rest.
     """
 
     def __init__(self, audio: np.ndarray):
         from scipy import ndimage
 
+        _, gain, self._reach = _oversampling()
         self._channels = _channels(audio)
         magnitude = np.abs(self._channels).max(axis=0)
         self.sample_peak = float(magnitude.max())
-        taps = _oversampling_filter() * TRUE_PEAK_OVERSAMPLING
-        gain = max(float(np.abs(taps[phase::TRUE_PEAK_OVERSAMPLING]).sum())
-                   for phase in range(TRUE_PEAK_OVERSAMPLING))
-        self._reach = len(taps) // TRUE_PEAK_OVERSAMPLING + 2  # input samples an interpolated value depends on
         self._bound = ndimage.maximum_filter1d(magnitude, size=2 * self._reach + 1, mode="constant") * gain
         self._values = self._bound.copy()  # exact where ``_exact``, the bound elsewhere: never below the envelope
         self._exact = np.zeros(len(magnitude), dtype=bool)
@@ -152,12 +143,18 @@ class PeakEnvelope:
             for channel in self._channels:
                 over = _oversampled_magnitude(channel[lo:hi])
                 inside = over[(start - lo) * TRUE_PEAK_OVERSAMPLING:(end - lo) * TRUE_PEAK_OVERSAMPLING]
-                for phase in range(TRUE_PEAK_OVERSAMPLING):
+                for phase in range(TRUE_PEAK_OVERSAMPLING):  # strided maxima: far faster than max over an axis
                     np.maximum(exact, inside[phase::TRUE_PEAK_OVERSAMPLING], out=exact)
             self._values[start:end], self._exact[start:end] = exact, True
         view = self._values.view()
         view.flags.writeable = False
         return view
+
+    def limiter_db(self, threshold_db: float) -> np.ndarray:
+        """The envelope in dB, exact wherever a limiter with ``threshold_db`` acts on it (asked for a little
+        below, so the round trip through dB cannot make a bound look like a peak)."""
+        with np.errstate(divide="ignore"):
+            return 20.0 * np.log10(self.above(_db_to_gain(threshold_db - 0.01)))
 
     def peak(self) -> float:
         """The envelope's maximum, exactly."""
@@ -536,8 +533,7 @@ def limit_true_peak(
 ) -> tuple[np.ndarray, float]:
     """Look-ahead true-peak limiter, stereo-linked. Returns the limited audio and the deepest gain reduction in dB."""
     audio = _checked_audio(audio)
-    with np.errstate(divide="ignore"):
-        envelope_db = 20.0 * np.log10(_true_peak_envelope(audio))
+    envelope_db = PeakEnvelope(audio).limiter_db(threshold_dbtp)
     gain_db = _limiter_gain_db(envelope_db, checked_sample_rate(sample_rate), threshold_dbtp, lookahead_s, release_s)
     return _apply_gain_db(audio, gain_db), float(-gain_db.min())
 
@@ -606,10 +602,7 @@ def master(
             # True peak is a linear filter's output, so plain gain moves it by exactly gain_db.
             out, reduction, peak = _apply_gain_db(source, gain_db), 0.0, source_peak_db + gain_db
         else:
-            # exact wherever the limiter can act: above its threshold (with a margin for the dB round trip)
-            with np.errstate(divide="ignore"):
-                envelope_db = 20.0 * np.log10(envelope.above(_db_to_gain(threshold - gain_db - 0.01)))
-            curve = _limiter_gain_db(envelope_db + gain_db, sample_rate, threshold)
+            curve = _limiter_gain_db(envelope.limiter_db(threshold - gain_db) + gain_db, sample_rate, threshold)
             out, reduction = _apply_gain_db(source, gain_db + curve), float(-curve.min())
             peak = _amplitude_db(_true_peak(out))
         loudness = integrated_lufs(out, sample_rate)
