@@ -7,12 +7,11 @@ told to close. It never outlives its parent's interest: eviction ends it.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
-import json
 import os
 import sys
 import traceback
-from multiprocessing.connection import Client
 from pathlib import Path
 
 # Python put this script's folder first on sys.path; its module names must not shadow anything.
@@ -69,13 +68,9 @@ def serve(conn, residency, handles) -> None:
 
 def main() -> None:
     root = Path(sys.argv[1])
-    setup = json.loads(sys.stdin.readline())
-    address = setup["address"]
-    if isinstance(address, list):
-        address = tuple(address)
-    conn = Client(address, authkey=bytes.fromhex(setup["authkey"]))
     import_pack(root)
     importlib.import_module(f"{ALIAS}.model_loaders")
+    conn = importlib.import_module(f"{ALIAS}.model_loaders.children").connect_to_parent(sys.stdin)
     for plugin in filter(None, os.environ.get("CINEREEL_WORKER_PLUGINS", "").split(os.pathsep)):
         # Extra model families from files that define register(register_family): tests use this.
         spec = importlib.util.spec_from_file_location(f"_cinereel_plugin_{Path(plugin).stem}", plugin)
