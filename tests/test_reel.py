@@ -215,6 +215,54 @@ def test_a_failing_side_by_side_job_stops_the_stage_and_keeps_what_finished(tmp_
     assert not (run.root / "a5.txt").exists()  # queued behind the failure: cancelled, never started
 
 
+class CoresSeen:
+    """A model that notes each job's share of the cores (``cores_per_job``), ``parallel_jobs`` at a time."""
+
+    def __init__(self, parallel_jobs: int) -> None:
+        import threading
+
+        self.parallel_jobs = parallel_jobs
+        self.both_running = threading.Barrier(parallel_jobs, timeout=30)
+        self.seen: list[int] = []
+
+    def make(self, tmp: Path, first_round: bool) -> None:
+        from cinereel.nodes.pipeline.stage import cores_per_job
+
+        if first_round:
+            self.both_running.wait()
+        self.seen.append(cores_per_job())
+        tmp.write_text("made")
+
+
+@pytest.mark.parametrize("parallel_jobs, share", [(1, 5), (2, 2), (3, 1)])
+def test_each_job_gets_its_share_of_the_cores_and_a_lone_job_all_of_them(tmp_path, monkeypatch, parallel_jobs, share):
+    from cinereel.nodes.pipeline import stage
+
+    monkeypatch.setattr(stage, "usable_cpus", lambda: 5)
+    run, model = RunDir.create(tmp_path, f"cores-{parallel_jobs}"), CoresSeen(parallel_jobs)
+    jobs = [Job(f"a{i}", f"a{i}.txt", {"i": i}, lambda m, tmp, i=i: m.make(tmp, parallel_jobs > 1 and i < parallel_jobs))
+            for i in range(4)]
+    stage._run_pending(run, model, jobs, None)
+    assert model.seen == [share] * 4
+    assert stage.cores_per_job() == 5  # this thread never ran a job side by side
+
+
+def test_the_preview_clips_x264_gets_the_job_s_share_of_the_cores(tmp_path, monkeypatch):
+    """Asserted in the clips x264 wrote: its options, which it stores in the stream, say how many threads it ran."""
+    from cinereel.model_loaders.rules import DirectorRequest
+    from cinereel.nodes.pipeline import stage
+    from cinereel.nodes.pipeline.headless import make_reel
+
+    monkeypatch.setattr(stage, "usable_cpus", lambda: 4)
+    request = DirectorRequest("A fisherman mends a net at dawn in Porto", duration_s=3.0, shots=3, resolution="480p")
+    reel = make_reel(request, tmp_path, run_id="threads")
+    clips = [reel.artifact_path(f"clip:{shot.id}").read_bytes() for shot in reel.plan.shots]
+    assert len(clips) == 3 and all(b"x264 - core" in clip for clip in clips)
+    # three clips, two encoding at a time on four cores: two threads each, the last one too (its share was set
+    # when the stage began: x264 cannot take more threads later)
+    assert all(b" threads=2 " in clip for clip in clips), [clip[clip.find(b"threads="):][:12] for clip in clips]
+
+
 def test_the_picture_stages_let_their_models_encode_the_prompts_of_what_they_will_render(tmp_path, monkeypatch):
     from cinereel.model_loaders.preview import KenBurnsMotion, StoryboardKeyframes
     from cinereel.model_loaders.rules import DirectorRequest

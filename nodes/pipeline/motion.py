@@ -21,6 +21,7 @@ from .stage import (
     add_warning,
     artifact_key,
     call_record,
+    cores_per_job,
     pending_items,
     record_call,
     run_jobs,
@@ -79,7 +80,8 @@ def clip_job(reel: Reel, shot: Shot, handle: ModelHandle, attempt: int = 1, pres
             camera_filter = getattr(model, "camera_filter", None)
             if camera_filter is not None:  # the backend moves the camera inside ffmpeg (preview.py)
                 encode_still(keyframe_path, camera_filter(img.size, shot_data, plan_data, num_frames, shot.seed),
-                             num_frames, plan.fps, tmp, preset=preset, on_frame=step_callback())
+                             num_frames, plan.fps, tmp, preset=preset, on_frame=step_callback(),
+                             threads=cores_per_job())
             else:
                 frames = model.render_clip(img.convert("RGB"), shot_data, plan_data, num_frames, shot.seed,
                                            callback=step_callback())
