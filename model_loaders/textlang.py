@@ -33,12 +33,9 @@ import os
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .vocabulary.languages import LANGUAGES, normalize_language
-
-if TYPE_CHECKING:
-    import numpy as np
 
 log = logging.getLogger("cinereel.textlang")
 
@@ -70,9 +67,11 @@ def _identifier() -> Any:
 # -- py3langid's model, unpacked once ---------------------------------------------------------------------------
 # The wheel ships the model as one LZMA-compressed npz (4.5 MB): 68 MB of arrays that take 0.37 s to decompress
 # and 0.1 s to copy at every first use, most of what the director's plan costs with the preview backends. The
-# first use writes them to the user's cache as plain .npy files, which later ones read in a tenth of the time.
-# (Read, not memory-mapped: a mapped file truncated by anyone else would crash the process with SIGBUS.) A
-# damaged cache is unpacked again; any other problem with it falls back to py3langid's own loader.
+# first use writes them to the user's cache as plain .npy files, which later ones read in a tenth of the time;
+# the two that py3langid wants as standard-library arrays are read straight into them. (Read, not memory-mapped:
+# a mapped file truncated by anyone else would crash the process with SIGBUS.) The folder is named by the packed
+# model's content, so every installation of the same model shares one. A damaged cache is unpacked again; any
+# other problem with it falls back to py3langid's own loader.
 
 MODEL_ARRAYS = ("ptc", "pc", "classes", "nextmove", "nextmove_row", "out_feat")
 _ARRAY_TYPECODES = {2: "H", 4: "I", 8: "L"}  # numpy unsigned item size -> stdlib array, as py3langid stores them
@@ -94,25 +93,20 @@ def cache_root() -> Path:
 
 
 def _from_unpacked(identifier_class: Any, model: Path) -> Any:
-    import numpy as np
-
     try:
         arrays = _unpacked_model(model)
-        return identifier_class(np.asarray(arrays["ptc"]), np.asarray(arrays["pc"]), arrays["classes"].tolist(),
-                                _stdlib_array(arrays["nextmove"]), arrays["out_feat"].tolist(), norm_probs=True,
-                                tk_row=_stdlib_array(arrays["nextmove_row"]))
+        return identifier_class(arrays["ptc"], arrays["pc"], arrays["classes"].tolist(), arrays["nextmove"],
+                                arrays["out_feat"].tolist(), norm_probs=True, tk_row=arrays["nextmove_row"])
     except (OSError, ValueError, KeyError, TypeError) as exc:  # a read-only home, a changed model layout...
         log.debug("py3langid's model not read from the cache (%s); loading the packed one", exc)
         return None
 
 
-def _unpacked_model(model: Path) -> dict[str, np.ndarray]:
-    from importlib.metadata import version
-
-    stat = model.stat()
-    folder = cache_root() / f"py3langid-{version('py3langid')}-{stat.st_size}-{stat.st_mtime_ns}"
+def _unpacked_model(model: Path) -> dict[str, Any]:
+    folder = cache_root() / f"py3langid-{_content_digest(model)}"
     if not (folder / "complete").is_file():
         _unpack(model, folder)
+        _remove_mtime_named_folders(folder.parent)
     try:
         return _read(folder)
     except (OSError, ValueError):  # damaged since: unpack it again
@@ -123,10 +117,52 @@ def _unpacked_model(model: Path) -> dict[str, np.ndarray]:
         return _read(folder)
 
 
-def _read(folder: Path) -> dict[str, np.ndarray]:
+def _content_digest(model: Path) -> str:
+    import hashlib
+
+    return hashlib.blake2b(model.read_bytes(), digest_size=10).hexdigest()
+
+
+def _remove_mtime_named_folders(root: Path) -> None:
+    """Earlier versions named the folder by the model file's version, size and mtime, so each installation left
+    one more 68 MB copy behind; they go once this one is unpacked. (A process still reading one finds it damaged
+    and unpacks its own.)"""
+    import re
+    import shutil
+
+    for old in root.glob("py3langid-*"):
+        if re.fullmatch(r"py3langid-[^-]+-\d+-\d+", old.name) and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+STDLIB_ARRAYS = ("nextmove", "nextmove_row")  # py3langid indexes these one element at a time: stdlib arrays
+
+
+def _read(folder: Path) -> dict[str, Any]:
     import numpy as np
 
-    return {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in MODEL_ARRAYS}
+    return {name: _read_stdlib_array(folder / f"{name}.npy") if name in STDLIB_ARRAYS
+            else np.load(folder / f"{name}.npy", allow_pickle=False) for name in MODEL_ARRAYS}
+
+
+def _read_stdlib_array(path: Path) -> array:
+    """A one-dimensional .npy of unsigned integers as a standard-library array, read into it directly."""
+    import numpy as np
+    from numpy.lib import format as npy
+
+    with open(path, "rb") as file:
+        version = npy.read_magic(file)
+        read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(file)
+        typecode = _ARRAY_TYPECODES.get(dtype.itemsize, "")
+        if len(shape) != 1 or dtype.kind != "u" or not typecode or dtype != np.dtype(typecode):
+            raise ValueError(f"{path.name}: not a one-dimensional array of native unsigned integers")
+        out = array(typecode)
+        try:
+            out.fromfile(file, shape[0])
+        except EOFError as exc:
+            raise ValueError(f"{path.name} is cut short") from exc
+        return out
 
 
 def _unpack(model: Path, folder: Path) -> None:
@@ -156,14 +192,6 @@ def _unpack(model: Path, folder: Path) -> None:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _stdlib_array(values: np.ndarray) -> array:
-    import numpy as np
-
-    out = array(_ARRAY_TYPECODES[values.dtype.itemsize])
-    out.frombytes(memoryview(np.ascontiguousarray(values)).cast("B"))
-    return out
 
 
 def detect_language(text: str) -> TextLanguage | None:

@@ -117,6 +117,32 @@ def test_the_unpacked_model_answers_exactly_as_py3langid_s_own_loader_and_is_unp
     assert again.classify(texts[0]) == packed.classify(texts[0])
 
 
+def test_copies_of_the_same_model_share_one_folder_and_the_mtime_named_ones_go(tmp_path, monkeypatch):
+    import os
+    import shutil
+    from array import array
+
+    from cinereel.model_loaders import textlang
+
+    monkeypatch.setenv("CINEREEL_CACHE_DIR", str(tmp_path / "cache"))
+    legacy = tmp_path / "cache" / "py3langid-0.4.0-4586720-1796290992988712614"
+    legacy.mkdir(parents=True)
+    (legacy / "ptc.npy").write_bytes(b"68 MB, once")
+    other_model = tmp_path / "cache" / "py3langid-0123456789abcdef0123"  # another model's: not ours to remove
+    other_model.mkdir()
+    copies = []
+    for k in range(2):  # two installations of the same wheel: same bytes, different file times
+        copy = tmp_path / f"install{k}" / "model.npz.xz"
+        copy.parent.mkdir()
+        shutil.copyfile(textlang._model_path(), copy)
+        os.utime(copy, ns=(10**18 + k, 10**18 + k))
+        copies.append(textlang._unpacked_model(copy))
+    folders = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert folders == sorted([other_model.name, f"py3langid-{textlang._content_digest(textlang._model_path())}"])
+    assert all(isinstance(arrays[name], array) for arrays in copies for name in textlang.STDLIB_ARRAYS)
+    assert copies[0]["nextmove"] == copies[1]["nextmove"]
+
+
 def test_a_damaged_cache_is_unpacked_again_and_an_unwritable_one_falls_back_to_py3langid_s_loader(
         tmp_path, monkeypatch):
     from cinereel.model_loaders import textlang
@@ -129,6 +155,12 @@ def test_a_damaged_cache_is_unpacked_again_and_an_unwritable_one_falls_back_to_p
     repaired = textlang._from_unpacked(LanguageIdentifier, textlang._model_path())
     assert repaired.classify(WRITTEN["de"]) == first.classify(WRITTEN["de"])
     assert (folder / "ptc.npy").stat().st_size > 1_000_000
+    nextmove = folder / "nextmove.npy"
+    whole = nextmove.stat().st_size
+    nextmove.write_bytes(nextmove.read_bytes()[:-4096])  # cut short: read straight into an array, it must not pass
+    assert textlang._from_unpacked(LanguageIdentifier, textlang._model_path()).classify(WRITTEN["de"]) == \
+        first.classify(WRITTEN["de"])
+    assert nextmove.stat().st_size == whole
     (tmp_path / "file").write_text("a file where the cache folder should be")
     monkeypatch.setenv("CINEREEL_CACHE_DIR", str(tmp_path / "file"))
     assert textlang._from_unpacked(LanguageIdentifier, textlang._model_path()) is None
