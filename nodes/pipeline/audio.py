@@ -16,7 +16,7 @@ import itertools
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from .rundir import atomic_write
 # together they take about a second to import, which ComfyUI's start-up should not pay.
 
 TRUE_PEAK_OVERSAMPLING = 4
-RUN_GAP = 4096  # places to oversample closer than this are done in one call (each call costs ~0.3 ms)
+RUN_GAP = 4096  # places to oversample closer than this share one window (64 to 4096 measured alike on a reel's mix)
 MIN_TARGET_LUFS, MAX_TARGET_LUFS = -40.0, -5.0
 MIN_CEILING_DBTP, MAX_CEILING_DBTP = -20.0, 0.0
 SILENCE_LUFS = -70.0  # BS.1770's absolute gate: anything quieter measures as silence
@@ -137,15 +137,15 @@ class PeakEnvelope:
         """The envelope (read-only), exact wherever it could exceed ``level`` (linear); elsewhere a value no
         higher than ``level`` and no lower than the envelope. Later calls reuse what earlier ones oversampled."""
         n = len(self._values)
-        for start, end in _runs((self._bound > level) & ~self._exact, RUN_GAP):
-            lo, hi = max(0, start - 2 * self._reach), min(n, end + 2 * self._reach)  # the whole context
-            exact = np.abs(self._channels[:, start:end]).max(axis=0)
-            for channel in self._channels:
-                over = _oversampled_magnitude(channel[lo:hi])
-                inside = over[(start - lo) * TRUE_PEAK_OVERSAMPLING:(end - lo) * TRUE_PEAK_OVERSAMPLING]
+        runs = _runs((self._bound > level) & ~self._exact, RUN_GAP)
+        windows = [(max(0, start - 2 * self._reach), min(n, end + 2 * self._reach)) for start, end in runs]
+        exact = [np.abs(self._channels[:, start:end]).max(axis=0) for start, end in runs]
+        for channel in self._channels if runs else ():
+            for values, inside in zip(exact, _oversampled_runs(channel, windows, runs)):
                 for phase in range(TRUE_PEAK_OVERSAMPLING):  # strided maxima: far faster than max over an axis
-                    np.maximum(exact, inside[phase::TRUE_PEAK_OVERSAMPLING], out=exact)
-            self._values[start:end], self._exact[start:end] = exact, True
+                    np.maximum(values, inside[phase::TRUE_PEAK_OVERSAMPLING], out=values)
+        for (start, end), values in zip(runs, exact):
+            self._values[start:end], self._exact[start:end] = values, True
         view = self._values.view()
         view.flags.writeable = False
         return view
@@ -160,6 +160,19 @@ class PeakEnvelope:
         """The envelope's maximum, exactly."""
         values = self.above(self.sample_peak)
         return max(self.sample_peak, float(values[self._exact].max()) if self._exact.any() else 0.0)
+
+
+def _oversampled_runs(channel: np.ndarray, windows: list[tuple[int, int]],
+                      runs: list[tuple[int, int]]) -> Iterator[np.ndarray]:
+    """Each run's oversampled magnitudes, its window (the run with the filter's whole context on both sides) cut
+    from ``channel``: all windows in one ``resample_poly`` call, end to end. An output sample only sees input
+    within the filter's reach, so a run's values are the same sums as the window's alone (or the whole
+    signal's); one call instead of one per run saves ~0.2 ms of SciPy's set-up for each of hundreds of runs."""
+    over = _oversampled_magnitude(np.concatenate([channel[lo:hi] for lo, hi in windows]))
+    offset = 0
+    for (lo, hi), (start, end) in zip(windows, runs):
+        yield over[(offset + start - lo) * TRUE_PEAK_OVERSAMPLING:(offset + end - lo) * TRUE_PEAK_OVERSAMPLING]
+        offset += hi - lo
 
 
 def _runs(mask: np.ndarray, gap: int = 0) -> list[tuple[int, int]]:
