@@ -66,32 +66,51 @@ def connect_to_parent(stdin: IO[str]) -> Connection:
     return Client(tuple(address) if isinstance(address, list) else address, authkey=bytes.fromhex(setup["authkey"]))
 
 
+class PendingChild:
+    """``process``'s connection, accepted from now on in a background thread. A child's ``connect_to_parent``
+    waits for the accept (the key is checked both ways), so a parent with other work before it needs the child
+    starts this at once: the child goes on with its own work instead of waiting for the parent's."""
+
+    def __init__(self, listener: Listener, process: subprocess.Popen):
+        import threading
+
+        self._listener, self._process = listener, process
+        self._result: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._accept, daemon=True, name="cinereel-accept-child")
+        self._thread.start()
+
+    def _accept(self) -> None:
+        try:
+            self._result["conn"] = self._listener.accept()
+        except Exception as exc:  # noqa: BLE001 - ``wait`` reports the missing connection
+            self._result["error"] = exc
+
+    def wait(self, timeout_s: float) -> Connection | None:
+        """The connection; None (and the process killed) if the process exits or ``timeout_s`` passes first.
+        The listener is closed either way."""
+        waited = 0.0
+        while self._thread.is_alive() and waited < timeout_s:
+            self._thread.join(0.1)
+            waited += 0.1
+            if self._process.poll() is not None and self._thread.is_alive():
+                break
+        try:
+            if "conn" in self._result:
+                return self._result["conn"]
+            self._process.kill()
+            self._process.wait()
+            return None
+        finally:
+            self._listener.close()
+
+    def close(self) -> None:
+        """Give up on the connection (its process was ended): the listener, and a connection accepted since."""
+        self._listener.close()
+        if "conn" in self._result:
+            self._result["conn"].close()
+
+
 def accept_child(listener: Listener, process: subprocess.Popen, timeout_s: float) -> Connection | None:
     """Wait for ``process`` to connect; None (and the process killed) if it exits or times out first. The
     listener is closed either way."""
-    import threading
-
-    result: dict[str, Any] = {}
-
-    def accept() -> None:
-        try:
-            result["conn"] = listener.accept()
-        except Exception as exc:  # noqa: BLE001 - the caller reports the missing connection
-            result["error"] = exc
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    waited = 0.0
-    while thread.is_alive() and waited < timeout_s:
-        thread.join(0.1)
-        waited += 0.1
-        if process.poll() is not None and thread.is_alive():
-            break
-    try:
-        if "conn" in result:
-            return result["conn"]
-        process.kill()
-        process.wait()
-        return None
-    finally:
-        listener.close()
+    return PendingChild(listener, process).wait(timeout_s)

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -310,3 +311,26 @@ def test_the_sound_process_ends_when_it_is_not_needed_and_knows_only_the_pack_s_
     assert side._process.returncode == 0
     assert headless.start_sound_process(PipelineOptions(handles={
         **preview_handles(), "voice": ModelHandle("kokoro", "hexgrad/Kokoro-82M")})) is None
+
+
+def test_the_sound_process_warms_up_before_the_parent_first_asks_it_anything(tmp_path, monkeypatch):
+    """Its connection is accepted from the start: the child's handshake waits for the accept, and a parent that
+    accepted only when it first needed the child (after the director) left the child idle until then."""
+    from cinereel.nodes.pipeline.branch_process import BranchProcess
+
+    marker = tmp_path / "warmed"
+    (tmp_path / "warm_up_marker.py").write_text(
+        "import os, pathlib\npathlib.Path(os.environ['CINEREEL_TEST_WARM_MARKER']).write_text('imported')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("CINEREEL_TEST_WARM_MARKER", str(marker))
+    side = BranchProcess("sound", ("warm_up_marker",))
+    try:
+        for _ in range(300):  # the parent asks nothing meanwhile (a director at work)
+            if marker.exists():
+                break
+            time.sleep(0.1)
+        assert marker.read_text() == "imported"
+        assert side.knows({"preview-voice"})
+    finally:
+        side.close()
+    assert side._process.returncode == 0

@@ -30,11 +30,11 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Connection, Listener
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ...model_loaders.children import accept_child, die_with_parent, listen_for_child, send_address
+from ...model_loaders.children import PendingChild, die_with_parent, listen_for_child, send_address
 
 PACKAGE = __package__.rsplit(".", 2)[0]  # the pack's name in this process (ComfyUI names it after its folder)
 PACK_ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ class BranchProcess:
             raise
         assert self._process.stdin is not None
         send_address(self._process.stdin, listener, authkey)
-        self._listener: Listener | None = listener
+        self._pending: PendingChild | None = PendingChild(listener, self._process)  # so the child never waits
         self._conn: Connection | None = None
         self._families: set[str] | None = None
         self._started = False
@@ -136,9 +136,9 @@ class BranchProcess:
     def _ready(self) -> set[str] | None:
         """The child's families once it said it is ready; None when it never connected or said so."""
         if self._families is None:
-            if self._listener is not None:
-                self._conn = accept_child(self._listener, self._process, CONNECT_TIMEOUT_S)
-                self._listener = None
+            if self._pending is not None:
+                self._conn = self._pending.wait(CONNECT_TIMEOUT_S)
+                self._pending = None
             message = self._receive()
             self._families = set(message[1]) if message and message[0] == "ready" else set()
             self._started = bool(message and message[0] == "ready")
@@ -162,10 +162,10 @@ class BranchProcess:
                 return
 
     def _close_connection(self) -> None:
-        for end in (self._conn, self._listener):
+        for end in (self._conn, self._pending):
             if end is not None:
                 end.close()
-        self._conn = self._listener = None
+        self._conn = self._pending = None
 
 
 # -- the child ----------------------------------------------------------------------------------------------
