@@ -541,16 +541,6 @@ LIMITER_MARGIN_DB = 0.3  # limiter threshold below the ceiling: gain applied bet
 MAX_MASTER_PASSES = 12
 
 
-def limit_true_peak(
-    audio: np.ndarray, sample_rate: int, threshold_dbtp: float, lookahead_s: float = 0.005, release_s: float = 0.05
-) -> tuple[np.ndarray, float]:
-    """Look-ahead true-peak limiter, stereo-linked. Returns the limited audio and the deepest gain reduction in dB."""
-    audio = _checked_audio(audio)
-    envelope_db = PeakEnvelope(audio).limiter_db(threshold_dbtp)
-    gain_db = _limiter_gain_db(envelope_db, checked_sample_rate(sample_rate), threshold_dbtp, lookahead_s, release_s)
-    return _apply_gain_db(audio, gain_db), float(-gain_db.min())
-
-
 def _limiter_gain_db(
     envelope_db: np.ndarray, sample_rate: int, threshold_db: float, lookahead_s: float = 0.005, release_s: float = 0.05
 ) -> np.ndarray:
