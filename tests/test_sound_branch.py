@@ -6,7 +6,6 @@ processes writing it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import subprocess
@@ -25,6 +24,7 @@ from cinereel.model_loaders.residency import RESIDENCY, current_branch, register
 from cinereel.model_loaders.rules import DirectorRequest
 from cinereel.nodes.pipeline import headless, video
 from cinereel.nodes.pipeline.headless import PipelineOptions, make_reel, merge_branches, preview_handles
+from cinereel.nodes.pipeline.ray_pool import load_worker_plugins
 from cinereel.nodes.pipeline.reel import Reel
 from cinereel.nodes.pipeline.rundir import RunDir
 from cinereel_testkit import sample_plan_dict
@@ -165,14 +165,9 @@ class FailingMotion(KenBurnsMotion):
         raise ValueError("the motion broke on purpose")
 
 
-def _load_plugin():
-    spec = importlib.util.spec_from_file_location("_test_sound_branch_plugin", PLUGIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_load_plugin().register(register_family)  # this process knows the failing voice; the sound process, with the env
+with pytest.MonkeyPatch.context() as plugins:  # this process knows the failing voice; the sound process, with the env
+    plugins.setenv("CINEREEL_WORKER_PLUGINS", str(PLUGIN))
+    load_worker_plugins()
 register_family("test-failing-motion", lambda handle: FailingMotion(), weightless=True)
 
 
