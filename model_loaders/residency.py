@@ -61,6 +61,20 @@ def register_family(name: str, load: Loader, unload: Unloader | None = None, wei
     _FAMILIES[name] = Family(name, load, unload, weightless)
 
 
+def load_worker_plugins() -> None:
+    """Extra model families from files that define ``register(register_family)`` (``CINEREEL_WORKER_PLUGINS``):
+    a backend outside the pack, or a test's, in a process the pack starts (a model worker, a Ray worker, the
+    sound branch's process) as well as in the one that set the variable."""
+    import importlib.util
+    from pathlib import Path
+
+    for plugin in filter(None, os.environ.get("CINEREEL_WORKER_PLUGINS", "").split(os.pathsep)):
+        spec = importlib.util.spec_from_file_location(f"_cinereel_plugin_{Path(plugin).stem}", plugin)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.register(register_family)
+
+
 def is_weightless(handle: ModelHandle) -> bool:
     """Whether ``handle``'s model holds no weights and runs in this process (a preview backend)."""
     registered = _FAMILIES.get(handle.family)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -71,13 +70,8 @@ def main() -> None:
     import_pack(root)
     importlib.import_module(f"{ALIAS}.model_loaders")
     conn = importlib.import_module(f"{ALIAS}.model_loaders.children").connect_to_parent(sys.stdin)
-    for plugin in filter(None, os.environ.get("CINEREEL_WORKER_PLUGINS", "").split(os.pathsep)):
-        # Extra model families from files that define register(register_family): tests use this.
-        spec = importlib.util.spec_from_file_location(f"_cinereel_plugin_{Path(plugin).stem}", plugin)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        module.register(sys.modules[f"{ALIAS}.model_loaders.residency"].register_family)
     residency = sys.modules[f"{ALIAS}.model_loaders.residency"]
+    residency.load_worker_plugins()
     handles = sys.modules[f"{ALIAS}.model_loaders.handles"]
     try:
         serve(conn, residency, handles)

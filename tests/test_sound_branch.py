@@ -20,11 +20,16 @@ import pytest
 import soundfile
 from cinereel.model_loaders.handles import ModelHandle
 from cinereel.model_loaders.preview import EspeakVoiceBackend, KenBurnsMotion
-from cinereel.model_loaders.residency import RESIDENCY, current_branch, register_family, side_branch
+from cinereel.model_loaders.residency import (
+    RESIDENCY,
+    current_branch,
+    load_worker_plugins,
+    register_family,
+    side_branch,
+)
 from cinereel.model_loaders.rules import DirectorRequest
 from cinereel.nodes.pipeline import headless, video
 from cinereel.nodes.pipeline.headless import PipelineOptions, make_reel, merge_branches, preview_handles
-from cinereel.nodes.pipeline.ray_pool import load_worker_plugins
 from cinereel.nodes.pipeline.reel import Reel
 from cinereel.nodes.pipeline.rundir import RunDir
 from cinereel_testkit import sample_plan_dict

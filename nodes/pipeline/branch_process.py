@@ -180,8 +180,7 @@ def child_main(name: str, warm_up: list[str]) -> int:
 
     from ...model_loaders import preview  # noqa: F401 - registers the weightless families
     from ...model_loaders.children import connect_to_parent
-    from ...model_loaders.residency import family_names
-    from .ray_pool import load_worker_plugins
+    from ...model_loaders.residency import family_names, load_worker_plugins
     from .rundir import parents_run_lock
 
     os.dup2(2, 1)  # the parent's standard output is the reel's path alone: what the stages print goes to stderr

@@ -39,20 +39,6 @@ if TYPE_CHECKING:
 
 # -- on a worker --------------------------------------------------------------------------
 
-def load_worker_plugins() -> None:
-    """Extra model families from files that define ``register(register_family)`` (``CINEREEL_WORKER_PLUGINS``,
-    as for a model's worker subprocess): a backend outside the pack, or a test's."""
-    import importlib.util
-
-    from ...model_loaders.residency import register_family
-
-    for plugin in filter(None, os.environ.get("CINEREEL_WORKER_PLUGINS", "").split(os.pathsep)):
-        spec = importlib.util.spec_from_file_location(f"_cinereel_plugin_{Path(plugin).stem}", plugin)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        module.register(register_family)
-
-
 def staged_path(target: Path) -> Path:
     """Where a worker writes ``target`` before the driver moves it into place: a temporary name the run folder's
     clean-up (``rundir.remove_partials``) removes if the driver never does."""

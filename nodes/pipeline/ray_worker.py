@@ -43,7 +43,7 @@ class CineReelWorker:
         import_pack(package, root)
         self.name = name
         self.tasks = importlib.import_module(f"{package}.nodes.pipeline.ray_pool")
-        self.tasks.load_worker_plugins()
+        importlib.import_module(f"{package}.model_loaders.residency").load_worker_plugins()
 
     def ready(self) -> dict[str, Any]:
         return {"worker": self.name, "pid": os.getpid(), "host": socket.gethostname()}
