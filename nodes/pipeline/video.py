@@ -275,10 +275,8 @@ def probe(path: Path) -> dict[str, Any]:
     hms = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", log)
     frames = re.findall(r"frame=\s*(\d+)", log)
     info: dict[str, Any] = {
-        "width": video.get("width"), "height": video.get("height"), "fps": video.get("fps"),
-        "frames": int(frames[-1]) if frames and video else None,
+        **_video_facts(video, int(frames[-1]) if frames and video else None),
         "duration": int(hms.group(1)) * 3600 + int(hms.group(2)) * 60 + float(hms.group(3)) if hms else None,
-        "video_codec": video.get("codec"), "pix_fmt": video.get("pix_fmt"),
         "audio_codec": audio.get("codec"), "sample_rate": audio.get("sample_rate"), "channels": audio.get("channels"),
     }
     info["video_duration"] = info["frames"] / info["fps"] if info["frames"] is not None and info["fps"] else None
@@ -288,6 +286,12 @@ def probe(path: Path) -> dict[str, Any]:
 _INPUT_HEADER = re.compile(r"^Input #(\d+),", re.MULTILINE)
 _MUXED = re.compile(r"Output stream #0:(\d+) \(video\): (\d+) packets muxed")
 VIDEO_FACTS = ("width", "height", "fps", "frames", "video_codec", "pix_fmt")
+
+
+def _video_facts(video: dict[str, Any], frames: int | None) -> dict[str, Any]:
+    """``VIDEO_FACTS`` from a parsed video stream description and a frame count."""
+    return {"width": video.get("width"), "height": video.get("height"), "fps": video.get("fps"), "frames": frames,
+            "video_codec": video.get("codec"), "pix_fmt": video.get("pix_fmt")}
 
 
 def probe_videos(paths: Sequence[Path]) -> list[dict[str, Any]]:
@@ -307,9 +311,7 @@ def probe_videos(paths: Sequence[Path]) -> list[dict[str, Any]]:
     found = []
     for k, header in enumerate(headers):
         section = described[header.start():headers[k + 1].start() if k + 1 < len(headers) else len(described)]
-        video = _input_streams(section).get("video", {})
-        found.append({"width": video.get("width"), "height": video.get("height"), "fps": video.get("fps"),
-                      "frames": muxed.get(k), "video_codec": video.get("codec"), "pix_fmt": video.get("pix_fmt")})
+        found.append(_video_facts(_input_streams(section).get("video", {}), muxed.get(k)))
     if len(found) != len(paths) or any(info["frames"] is None for info in found):
         raise FFmpegError(f"could not read the video of {len(paths)} files from ffmpeg's report")
     return found
