@@ -136,16 +136,17 @@ class PeakEnvelope:
     def above(self, level: float) -> np.ndarray:
         """The envelope (read-only), exact wherever it could exceed ``level`` (linear); elsewhere a value no
         higher than ``level`` and no lower than the envelope. Later calls reuse what earlier ones oversampled."""
-        n = len(self._values)
         runs = _runs((self._bound > level) & ~self._exact, RUN_GAP)
-        windows = [(max(0, start - 2 * self._reach), min(n, end + 2 * self._reach)) for start, end in runs]
-        exact = [np.abs(self._channels[:, start:end]).max(axis=0) for start, end in runs]
-        for channel in self._channels if runs else ():
-            for values, inside in zip(exact, _oversampled_runs(channel, windows, runs)):
-                for phase in range(TRUE_PEAK_OVERSAMPLING):  # strided maxima: far faster than max over an axis
-                    np.maximum(values, inside[phase::TRUE_PEAK_OVERSAMPLING], out=values)
-        for (start, end), values in zip(runs, exact):
-            self._values[start:end], self._exact[start:end] = values, True
+        if runs:
+            n = len(self._values)
+            windows = [(max(0, start - 2 * self._reach), min(n, end + 2 * self._reach)) for start, end in runs]
+            exact = [np.abs(self._channels[:, start:end]).max(axis=0) for start, end in runs]
+            for channel in self._channels:
+                for values, inside in zip(exact, _oversampled_runs(channel, windows, runs)):
+                    for phase in range(TRUE_PEAK_OVERSAMPLING):  # strided maxima: far faster than max over an axis
+                        np.maximum(values, inside[phase::TRUE_PEAK_OVERSAMPLING], out=values)
+            for (start, end), values in zip(runs, exact):
+                self._values[start:end], self._exact[start:end] = values, True
         view = self._values.view()
         view.flags.writeable = False
         return view
