@@ -12,6 +12,7 @@ position the longest keyword wins ("夜明け", dawn, before "夜", night).
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -88,13 +89,22 @@ def _table(language: str) -> dict[str, Any]:
     return json.loads((READING_DIR / f"{language}.json").read_text(encoding="utf-8"))
 
 
-def _pattern(keyword: str, fold: Any) -> str:
+def _keyword(keyword: str, fold: Any) -> tuple[str, bool]:
+    """A keyword's pattern (folded; a trailing ``*`` matches any ending) and whether it matches whole words only."""
     folded = fold(keyword)
     stem, wild = (folded[:-1], True) if folded.endswith("*") else (folded, False)
-    body = r"\s+".join(map(re.escape, stem.split())) + (r"\w*" if wild else "")
-    if _UNSPACED.search(stem):
-        return body
-    return rf"(?<!{_WORDLIKE}){body}(?!{_WORDLIKE})"
+    return r"\s+".join(map(re.escape, stem.split())) + (r"\w*" if wild else ""), not _UNSPACED.search(stem)
+
+
+def _alternation(keywords: list[str], fold: Any) -> str:
+    """One capturing group per keyword, in order. A run of whole-word keywords shares one pair of word-boundary
+    assertions: ``(?<!W)(?:(a)|(b))(?!W)`` tries what ``(?<!W)(a)(?!W)|(?<!W)(b)(?!W)`` does, in the same order,
+    and the assertions written out for each keyword were three quarters of the time compiling took."""
+    parts = []
+    for whole_words, run in itertools.groupby((_keyword(keyword, fold) for keyword in keywords), key=lambda k: k[1]):
+        groups = "|".join(f"({body})" for body, _ in run)
+        parts.append(f"(?<!{_WORDLIKE})(?:{groups})(?!{_WORDLIKE})" if whole_words else groups)
+    return "|".join(parts)
 
 
 class Matcher:
@@ -102,17 +112,15 @@ class Matcher:
 
     def __init__(self, entries: list[tuple[str, Any]], fold: Any):
         ordered = sorted(entries, key=lambda entry: len(entry[0].rstrip("*")), reverse=True)
-        self._each = [(re.compile(_pattern(keyword, fold)), value) for keyword, value in ordered]
-        self._all = re.compile("|".join(f"(?:{p.pattern})" for p, _ in self._each)) if self._each else None
+        self._values = [value for _, value in ordered]
+        # The group that matched (keywords capture nothing themselves) says which keyword did: one pattern to compile.
+        self._all = re.compile(_alternation([keyword for keyword, _ in ordered], fold)) if ordered else None
 
     def find(self, folded: str) -> list[Hit]:
         if self._all is None:
             return []
-        hits = []
-        for match in self._all.finditer(folded):
-            value = next(v for p, v in self._each if p.fullmatch(match.group()))
-            hits.append(Hit(match.start(), match.end(), value))
-        return hits
+        return [Hit(match.start(), match.end(), self._values[match.lastindex - 1])
+                for match in self._all.finditer(folded)]
 
 
 def _entries(category: str, language: str) -> list[tuple[str, Any]]:
