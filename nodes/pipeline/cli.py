@@ -339,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
         def on_stage(name: str, seconds: float) -> None:
             stages.append((name, seconds, cpu_seconds()))
             if not args.benchmark:
-                print(f"  {name:<10} {seconds:6.2f} s", file=sys.stderr)
+                print(f"  {name:<14} {seconds:6.2f} s", file=sys.stderr)  # "delivery_audio", "keyframe_gate"
 
         out = tempfile.mkdtemp(prefix="cinereel-bench-") if args.benchmark else args.out
         started, started_cpu = time.perf_counter(), cpu_seconds()
