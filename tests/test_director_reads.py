@@ -215,3 +215,32 @@ def test_a_colour_goes_with_the_word_it_stands_next_to(text, language, found):
 
     attributes = reading.find_attributes(fold(text), reading.tables_for(language), fold)
     assert [(a.kind, a.english) for a in attributes] == found
+
+
+def _hits(entries, text):
+    from cinereel.model_loaders.rules import fold
+
+    folded = fold(text)
+    return [(folded[h.start:h.end], h.value) for h in reading.Matcher(entries, fold).find(folded)]
+
+
+def test_a_keyword_matches_whole_words_and_a_star_any_ending():
+    entries = [("rain", "rain"), ("storm*", "storm"), ("fog bank", "fog")]
+    assert _hits(entries, "brain rainy rain") == [("rain", "rain")]
+    assert _hits(entries, "stormy storms, storm") == [("stormy", "storm"), ("storms", "storm"), ("storm", "storm")]
+    assert _hits(entries, "a fog  bank; fog banks") == [("fog bank", "fog")]
+
+
+def test_the_longest_keyword_wins_at_a_position_across_scripts():
+    # Longest first, whatever the script: the unspaced "neonサイン" (7) before the whole-word "neon*" (4), which
+    # would match the same characters (\w takes kana); "夜明け" before "夜", found inside unspaced text.
+    entries = [("neon*", "spaced"), ("neonサイン", "unspaced"), ("夜", "night"), ("夜明け", "dawn"), ("neonsign", "sign")]
+    assert _hits(entries, "neonサイン neonlights 夜明けの夜") == [
+        ("neonサイン", "unspaced"), ("neonlights", "spaced"), ("夜明け", "dawn"), ("夜", "night")]
+    assert _hits(entries, "neonsign neonsigns") == [("neonsign", "sign"), ("neonsigns", "spaced")]
+
+
+def test_a_keyword_its_boundary_rejects_gives_way_to_the_next_one():
+    # "nightfall" is tried first but "nightfalls" goes on: "night*" matches it, and names its own value.
+    entries = [("nightfall", "dusk"), ("night*", "night")]
+    assert _hits(entries, "nightfall, nightfalls") == [("nightfall", "dusk"), ("nightfalls", "night")]
