@@ -165,6 +165,20 @@ def test_the_assembly_copies_the_sound_the_branch_encoded(tmp_path, monkeypatch)
     assert delivered.shape == (4 * 48_000, 2) and np.array_equal(delivered, sound)
 
 
+def test_the_assembly_s_clips_are_read_while_the_sound_branch_finishes(tmp_path, monkeypatch):
+    from cinereel.nodes.pipeline.branch_process import BranchProcess
+
+    events = []
+    real_run, real_result = video._run, BranchProcess.result
+    monkeypatch.setattr(video, "_run", lambda args, what: events.append(what.split(" of ")[0]) or real_run(args, what))
+    monkeypatch.setattr(BranchProcess, "result", lambda self: events.append("joined") or real_result(self))
+    reel = make_reel(REQUEST, tmp_path, "read-ahead")
+    # One ffmpeg process read the clips, before the parent waited for the sound; the assembly found them read
+    # and joined them as they are.
+    assert events.count("read the video") == 1 and events.index("read the video") < events.index("joined"), events
+    assert any(event.startswith("join the clips into") for event in events) and reel.artifact_path("reel").is_file()
+
+
 class FailingMotion(KenBurnsMotion):
     def camera_filter(self, size, shot, plan, num_frames, seed):
         raise ValueError("the motion broke on purpose")

@@ -349,6 +349,31 @@ def test_probing_many_videos_in_one_process_says_what_probing_each_says(tmp_path
         probe_videos([tmp_path / "still.mp4", tmp_path / "gone.mp4"])
 
 
+def test_videos_read_once_are_not_read_again_until_they_change(tmp_path: Path, texture: Image.Image,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from cinereel.nodes.pipeline import video
+
+    texture.save(tmp_path / "keyframe.png")
+    encode_still(tmp_path / "keyframe.png", camera_filter(texture.size, "push_in", 5.0, 21, 1), 21, 16,
+                 tmp_path / "still.mp4")
+    write_clip(render_clip(texture, "pan_left", 5.0, 13, 1), 24, tmp_path / "frames.mp4")
+    clips = [tmp_path / "still.mp4", tmp_path / "frames.mp4"]
+    first = video.probe_videos(clips)
+    reads: list[str] = []
+    real_run = video._run
+    monkeypatch.setattr(video, "_run", lambda args, what: reads.append(what) or real_run(args, what))
+    assert video.probe_videos(clips) == first and video.probe_videos(clips[:1]) == first[:1] and reads == []
+    first[0]["frames"] = -1  # the caller's copy
+    assert video.probe_videos(clips[:1])[0]["frames"] == 21
+    # A clip made again in its place (written beside it, then renamed over it, as the stages do) is read again.
+    write_clip(np.zeros((7, 64, 96, 3), np.uint8), 16, tmp_path / "new.mp4")
+    os.replace(tmp_path / "new.mp4", tmp_path / "frames.mp4")
+    again = video.probe_videos(clips)
+    assert len(reads) == 1 and [info["frames"] for info in again] == [21, 7] and again[1]["width"] == 96
+
+
 def test_a_still_encode_reports_each_frame_and_stops_when_cancelled(tmp_path: Path, texture: Image.Image) -> None:
     texture.save(tmp_path / "keyframe.png")
     seen: list[tuple[int, int]] = []

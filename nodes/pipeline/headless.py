@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from ...model_loaders.handles import ModelHandle
 from ...model_loaders.residency import is_weightless, side_branch
+from .assemble import read_clips_ahead
 from .backends import PREVIEW_CHOICES, make_handle
 from .branch_process import BranchProcess
 from .director import direct, run_id_for
@@ -180,6 +181,7 @@ def _picture_beside_thread(reel: Reel, options: PipelineOptions, picture: Sequen
             if side_error is not None:
                 log.error("the sound stages failed too: %s", side_error)
             raise
+        read_clips_ahead(pictured)  # while the sound branch finishes
         return pictured, pending.result()
 
 
@@ -197,6 +199,7 @@ def _picture_beside_process(reel: Reel, options: PipelineOptions, picture: Seque
         except Exception as side_error:  # noqa: BLE001 - reported beside the picture's
             log.error("the sound stages failed too: %s", side_error)
         raise
+    read_clips_ahead(pictured)  # while the sound branch finishes
     return pictured, side.result()
 
 
