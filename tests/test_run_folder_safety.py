@@ -159,6 +159,46 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
         assert (root / ".lock").read_text(encoding="utf-8").startswith(f"process {os.getpid()} ")
 
 
+def test_a_thread_joining_the_hold_while_the_first_clears_partial_files_keeps_the_one_it_writes(tmp_path, monkeypatch):
+    """The first hold clears what a dead process left half-written; a second thread of this process that joins
+    the hold meanwhile (two renders side by side) must not lose the partial file it is writing (seen in CI:
+    "writing a2.txt produced an empty file")."""
+    import threading
+
+    from cinereel.nodes.pipeline import rundir
+
+    root = tmp_path / "cinereel" / "joined"
+    root.mkdir(parents=True)
+    clearing, written, cleared = threading.Event(), threading.Event(), threading.Event()
+    real_remove = rundir.remove_partials
+
+    def slow_remove(path):
+        clearing.set()
+        written.wait(timeout=1.0)  # the joining thread writes now, if it can get in
+        removed = real_remove(path)
+        cleared.set()
+        return removed
+
+    monkeypatch.setattr(rundir, "remove_partials", slow_remove)
+    survived = []
+
+    def second_writer():
+        clearing.wait(timeout=10)
+        with run_lock(root):
+            partial = root / ".clip.0123456789ab.partial.mp4"
+            partial.write_bytes(b"frames")
+            written.set()
+            cleared.wait(timeout=10)
+            survived.append(partial.exists())
+
+    writer = threading.Thread(target=second_writer)
+    writer.start()
+    with run_lock(root):
+        pass
+    writer.join(timeout=30)
+    assert survived == [True]
+
+
 def test_three_edits_within_one_second_keep_three_versions(tmp_path):
     run = RunDir.create(tmp_path, "edits")
     for version in range(4):

@@ -168,13 +168,16 @@ def run_lock(root: Path, on_wait: Callable[[str], None] | None = None) -> Iterat
         if key in _held:
             handle, count = _held[key]
             _held[key] = (handle, count + 1)
-            first = False
         else:
-            handle, first = _acquire(root, on_wait), True
+            handle = _acquire(root, on_wait)
+            # Cleared before the hold is known: a thread that joined it meanwhile lost the file it was writing.
+            try:
+                remove_partials(root)
+            except BaseException:
+                handle.close()
+                raise
             _held[key] = (handle, 1)
     try:
-        if first:
-            remove_partials(root)
         yield
     finally:
         with _held_guard:
