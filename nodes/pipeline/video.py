@@ -295,7 +295,7 @@ def _video_facts(video: dict[str, Any], frames: int | None) -> dict[str, Any]:
 
 
 # Video facts already read, by file (path, inode, modification time, size): the headless runner reads the
-# clips' while the sound branch finishes, and the assembly then finds them here.
+# clips' facts while the sound branch finishes, and the assembly then finds them here.
 _videos_read: dict[tuple[str, int, int, int], dict[str, Any]] = {}
 MAX_VIDEOS_READ = 1024
 
