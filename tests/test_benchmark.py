@@ -96,6 +96,19 @@ def test_preview_benchmark_is_one_json_object_with_shares_loads_and_the_plain_en
     # CPU time too (this process and its ffmpeg/eSpeak children), which other work on the machine barely moves.
     assert report["cpu_s"] > 0 and plain["cpu_s"] > 0
     assert report["reel_to_x264_cpu_ratio"] == pytest.approx(report["cpu_s"] / plain["cpu_s"], rel=1e-2)
+    # What the hypervisor took from the cores meanwhile, read from the system's own count (Linux: /proc/stat).
+    import psutil
+    from cinereel.nodes.pipeline.stage import usable_cpus
+
+    machine = report["machine"]
+    assert machine["cores"] == usable_cpus()
+    if hasattr(psutil.cpu_times(), "steal"):
+        assert isinstance(machine["idle"], bool)
+        for part in (machine["reel"], machine["plain_x264"]):
+            assert part["steal_s"] >= 0 and 0 <= part["share"] <= 1
+        assert machine["plain_x264"] == plain["steal"]
+    else:
+        assert machine == {"cores": usable_cpus(), "reel": None, "plain_x264": None, "idle": None}
 
 
 def test_text_benchmark_prints_the_reel_beside_the_plain_encode(tmp_path, capsys):
@@ -105,6 +118,25 @@ def test_text_benchmark_prints_the_reel_beside_the_plain_encode(tmp_path, capsys
     assert "s wall for the pipeline" in out
     assert "plain x264 encode of the same 32 frames at 448x256" in out and "reel / encode = " in out
     assert "transformer 0, transformer_2 0 (the preview motion backend" in out
+    import psutil
+
+    assert ("cores; the hypervisor took" in out) == hasattr(psutil.cpu_times(), "steal")
+
+
+def test_a_benchmark_on_a_machine_whose_hypervisor_takes_its_cores_says_so(tmp_path, capsys, monkeypatch):
+    from cinereel.nodes.pipeline import benchmark
+
+    # The system's count of stolen time, as psutil reads it, grows by 3 s between any two readings: far more
+    # than 2 % of two cores over a short reel or encode.
+    readings = iter(range(0, 3000, 3))
+    monkeypatch.setattr(benchmark, "steal_seconds", lambda: float(next(readings)))
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main([SENTENCE, "--benchmark", "--json", "--plan", str(plan_file(tmp_path, 448, 256, 1.0))]) == 0
+    machine = json.loads(out.getvalue())["machine"]
+    assert machine["reel"]["steal_s"] == machine["plain_x264"]["steal_s"] == 3.0 and machine["idle"] is False
+    err = capsys.readouterr().err
+    assert "cinereel: warning: the machine was not idle: the hypervisor took" in err and "run the benchmark again" in err
 
 
 @pytest.fixture(scope="module")

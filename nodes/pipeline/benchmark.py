@@ -11,6 +11,7 @@ of the same number of frames at the same size, with the ratio of the two.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,6 +29,38 @@ def cpu_seconds() -> float:
 
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + children.ru_utime + children.ru_stime
+
+
+# Above this share of the cores' time taken by the hypervisor, the machine was not idle and its figures move.
+MAX_IDLE_STEAL_SHARE = 0.02
+
+
+def steal_seconds() -> float | None:
+    """CPU time the hypervisor gave to other machines while this one's cores wanted it, all cores together
+    (Linux guests; None elsewhere): the part of a shared machine's noise that shows from inside it."""
+    import psutil
+
+    return getattr(psutil.cpu_times(), "steal", None)
+
+
+def _steal_since(started: float | None, wall_s: float) -> dict[str, float] | None:
+    now = steal_seconds()
+    if started is None or now is None:
+        return None
+    from .stage import usable_cpus
+
+    stolen = max(0.0, now - started)
+    return {"steal_s": round(stolen, 3), "share": round(stolen / (wall_s * usable_cpus()), 4) if wall_s else 0.0}
+
+
+def machine_note(reel_steal: dict[str, float] | None, encode_steal: dict[str, float] | None) -> dict[str, Any]:
+    """The cores and what the hypervisor took from them during the reel and during the plain encode; ``idle``
+    when neither share is above ``MAX_IDLE_STEAL_SHARE`` (None where the platform does not say)."""
+    from .stage import usable_cpus
+
+    shares = [part["share"] for part in (reel_steal, encode_steal) if part is not None]
+    return {"cores": usable_cpus(), "reel": reel_steal, "plain_x264": encode_steal,
+            "idle": all(share <= MAX_IDLE_STEAL_SHARE for share in shares) if len(shares) == 2 else None}
 
 
 def branch_of(reel: Any) -> dict[str, str]:
@@ -118,11 +151,12 @@ def plain_encode(reel: Any, crf: int, preset: str) -> dict[str, Any]:
     stream = _moving_frames(source_images(reel), frames, plan.width, plan.height)
     first = next(stream)
     with tempfile.TemporaryDirectory(prefix="cinereel-x264-") as folder:
-        started, started_cpu = time.perf_counter(), cpu_seconds()
+        started, started_cpu, started_steal = time.perf_counter(), cpu_seconds(), steal_seconds()
         write_clip(_chain(first, stream), plan.fps, Path(folder) / "plain.mp4", crf=crf, preset=preset)
         seconds, cpu = time.perf_counter() - started, cpu_seconds() - started_cpu
+        stolen = _steal_since(started_steal, seconds)
     return {"frames": frames, "width": plan.width, "height": plan.height, "fps": plan.fps, "preset": preset,
-            "crf": crf, "seconds": round(seconds, 3), "cpu_s": round(cpu, 3)}
+            "crf": crf, "seconds": round(seconds, 3), "cpu_s": round(cpu, 3), "steal": stolen}
 
 
 def source_images(reel: Any) -> list[Any]:
@@ -148,11 +182,13 @@ def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
 
 
 def benchmark_report(reel: Any, stages: list[tuple[str, float, float]], wall_s: float, handles: dict[str, Any],
-                     crf: int, preset: str, started_cpu: float | None = None) -> dict[str, Any]:
+                     crf: int, preset: str, started_cpu: float | None = None,
+                     started_steal: float | None = None) -> dict[str, Any]:
     import psutil
 
     process_s = time.time() - psutil.Process().create_time()  # start-up, imports and the reel; not the encode
     cpu_s = cpu_seconds() - started_cpu if started_cpu is not None else None
+    reel_steal = _steal_since(started_steal, wall_s)
     encode = plain_encode(reel, crf, preset)
     clips = clip_rows(reel, handles["motion"].family)
     return {
@@ -171,6 +207,7 @@ def benchmark_report(reel: Any, stages: list[tuple[str, float, float]], wall_s: 
         "reel_to_x264_ratio": round(wall_s / encode["seconds"], 3) if encode["seconds"] else None,
         "cpu_s": round(cpu_s, 3) if cpu_s is not None else None,
         "reel_to_x264_cpu_ratio": round(cpu_s / encode["cpu_s"], 3) if cpu_s is not None and encode["cpu_s"] else None,
+        "machine": machine_note(reel_steal, encode["steal"]),
     }
 
 
@@ -190,6 +227,11 @@ def print_text(report: dict[str, Any]) -> None:
           f"reel / encode = {report['reel_to_x264_ratio']:.2f}"
           + (f" (CPU time, self and children: {report['cpu_s']:.2f} s / {encode['cpu_s']:.2f} s = "
              f"{report['reel_to_x264_cpu_ratio']:.2f})" if report["reel_to_x264_cpu_ratio"] else ""))
+    machine = report["machine"]
+    if machine["idle"] is not None:
+        print(f"machine: {machine['cores']} cores; the hypervisor took {machine['reel']['steal_s']:.2f} s of them "
+              f"during the reel ({100 * machine['reel']['share']:.1f} %), {machine['plain_x264']['steal_s']:.2f} s "
+              f"during the encode ({100 * machine['plain_x264']['share']:.1f} %)")
     loads = report["model_loads"]
     print(f"model loads: {len(loads)} ({sum(row['seconds'] for row in loads):.2f} s), "
           f"evictions: {len(report['evictions'])}")
@@ -201,10 +243,23 @@ def print_text(report: dict[str, Any]) -> None:
               + (f" ({clip['note']})" if clip.get("note") else ""))
 
 
+def busy_machine_warning(report: dict[str, Any]) -> str | None:
+    """What to tell the user when the hypervisor took more than ``MAX_IDLE_STEAL_SHARE`` of the cores."""
+    machine = report["machine"]
+    if machine["idle"] is not False:
+        return None
+    return (f"the machine was not idle: the hypervisor took {100 * machine['reel']['share']:.1f} % of the cores "
+            f"during the reel and {100 * machine['plain_x264']['share']:.1f} % during the plain encode (more than "
+            f"{100 * MAX_IDLE_STEAL_SHARE:g} %); the ratio is not an idle machine's, run the benchmark again")
+
+
 def print_benchmark(reel: Any, stages: list[tuple[str, float, float]], wall_s: float, handles: dict[str, Any],
-                    crf: int, preset: str, as_json: bool, started_cpu: float | None = None) -> None:
-    report = benchmark_report(reel, stages, wall_s, handles, crf, preset, started_cpu)
+                    crf: int, preset: str, as_json: bool, started_cpu: float | None = None,
+                    started_steal: float | None = None) -> None:
+    report = benchmark_report(reel, stages, wall_s, handles, crf, preset, started_cpu, started_steal)
     if as_json:
         print(json.dumps(report, ensure_ascii=False))
     else:
         print_text(report)
+    if warning := busy_machine_warning(report):
+        print(f"cinereel: warning: {warning}", file=sys.stderr)

@@ -332,7 +332,7 @@ def run(args: argparse.Namespace) -> int:
             print_warnings(reel)
             return 0
 
-        from .benchmark import cpu_seconds, print_benchmark
+        from .benchmark import cpu_seconds, print_benchmark, steal_seconds
 
         stages: list[tuple[str, float, float]] = []  # name, wall seconds, CPU clock at its end
 
@@ -342,12 +342,13 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {name:<14} {seconds:6.2f} s", file=sys.stderr)  # "delivery_audio", "keyframe_gate"
 
         out = tempfile.mkdtemp(prefix="cinereel-bench-") if args.benchmark else args.out
-        started, started_cpu = time.perf_counter(), cpu_seconds()
+        started, started_cpu, started_steal = time.perf_counter(), cpu_seconds(), steal_seconds()
         try:
             reel = make_reel(request, out, args.run_id, plan_override, options, on_stage=on_stage)
             if args.benchmark:  # counts, loads and a plain x264 encode beside it (benchmark.py)
                 print_benchmark(reel, stages, time.perf_counter() - started, options.handles, options.crf,
-                                options.clip_preset, as_json=args.json, started_cpu=started_cpu)
+                                options.clip_preset, as_json=args.json, started_cpu=started_cpu,
+                                started_steal=started_steal)
         finally:
             if args.benchmark:  # a benchmark's reel is not for keeping
                 shutil.rmtree(out, ignore_errors=True)
