@@ -342,7 +342,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {name:<14} {seconds:6.2f} s", file=sys.stderr)  # "delivery_audio", "keyframe_gate"
 
         out = tempfile.mkdtemp(prefix="cinereel-bench-") if args.benchmark else args.out
-        started, started_cpu, started_steal = time.perf_counter(), cpu_seconds(), steal_seconds()
+        started, started_cpu = time.perf_counter(), cpu_seconds()
+        started_steal = steal_seconds() if args.benchmark else None
         try:
             reel = make_reel(request, out, args.run_id, plan_override, options, on_stage=on_stage)
             if args.benchmark:  # counts, loads and a plain x264 encode beside it (benchmark.py)
