@@ -109,7 +109,7 @@ def test_sigterm_stops_like_ctrl_c_and_leaves_nothing_half_written(tmp_path):
     wait_for_line(process, "director")
     children = children_now(process)
     # The sound branch's process (started before the director) is working: SIGTERM reaches the CLI alone.
-    assert any("branch_main.py" in " ".join(child.cmdline()) for child in children), children
+    assert any("child_main.py" in " ".join(child.cmdline()) for child in children), children
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr

@@ -21,7 +21,8 @@ EXIT_SOME_FAILED = 3  # the batch ran, and at least one reel did not finish (bat
 NOT_FOR_A_BATCH = (("plan", "--plan", "give each reel's plan in the batch file ({\"plan\": \"file.json\"}) or "
                     "pass a folder of plan files"),
                    ("run_id", "--run-id", "give each reel its run_id in the batch file"),
-                   ("plan_only", "--plan-only", None), ("benchmark", "--benchmark", None))
+                   ("plan_only", "--plan-only", None), ("benchmark", "--benchmark", None),
+                   ("benchmark_rounds", "--benchmark-rounds", None), ("benchmark_warmup", "--benchmark-warmup", None))
 
 
 def batch_parser() -> argparse.ArgumentParser:

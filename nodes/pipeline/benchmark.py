@@ -6,15 +6,22 @@ ran); per clip the forward passes of each Wan2.2 expert, as the backend counted
 them at the model call and wrote them into the clip's call record (the preview
 motion backend runs no transformer: 0, and it says so); and a plain x264 encode
 of the same number of frames at the same size, with the ratio of the two.
+
+One reel alone is a noisy sample on a shared machine, and the first one after the libraries left the page cache
+reads them from disk (a cold preview reel took 27 s here, a warm one 4). So a benchmark runs rounds, hyperfine's
+way: warm-up rounds that are shown but not counted, then measured rounds, each a command of its own (a fresh
+process, as a user's reel is) that makes the reel in a fresh temporary folder and the plain encode right after
+it; the report is the median round's (by ratio), with every round's figures.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -183,10 +190,8 @@ def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
 
 def benchmark_report(reel: Any, stages: list[tuple[str, float, float]], wall_s: float, handles: dict[str, Any],
                      crf: int, preset: str, started_cpu: float | None = None,
-                     started_steal: float | None = None) -> dict[str, Any]:
-    import psutil
-
-    process_s = time.time() - psutil.Process().create_time()  # start-up, imports and the reel; not the encode
+                     started_steal: float | None = None, startup_s: float = 0.0) -> dict[str, Any]:
+    process_s = startup_s + wall_s  # what one command making this reel takes: start-up, imports and the reel
     cpu_s = cpu_seconds() - started_cpu if started_cpu is not None else None
     reel_steal = _steal_since(started_steal, wall_s)
     encode = plain_encode(reel, crf, preset)
@@ -211,7 +216,144 @@ def benchmark_report(reel: Any, stages: list[tuple[str, float, float]], wall_s: 
     }
 
 
+# -- rounds --------------------------------------------------------------------------------
+
+# Without --benchmark-rounds / --benchmark-warmup, when no backend holds weights (a preview reel takes seconds).
+AUTO_WARMUP, AUTO_ROUNDS = 1, 3
+
+
+def round_counts(rounds: int | None, warmup: int | None, handles: dict[str, Any]) -> tuple[int, int]:
+    """(warm-up rounds, measured rounds): the given ones, else 1 and 3 when every backend is weightless, and
+    0 and 1 when one holds weights (a real reel takes up to an hour on a GPU)."""
+    from ...model_loaders.residency import is_weightless
+
+    light = all(is_weightless(handle) for handle in handles.values())
+    return (warmup if warmup is not None else (AUTO_WARMUP if light else 0),
+            rounds if rounds is not None else (AUTO_ROUNDS if light else 1))
+
+
+MakeReel = Callable[[str, Callable[[str, float], None]], Any]  # (out folder, on_stage) -> REEL
+
+
+def measure_round(make: MakeReel, handles: dict[str, Any], crf: int, preset: str) -> tuple[dict[str, Any], Any]:
+    """One reel in a fresh temporary folder (nothing resumed) and the plain encode after it, in this process;
+    the folder is removed however the round ends."""
+    import psutil
+
+    startup_s = time.time() - psutil.Process().create_time()  # the command's start-up and imports
+    stages: list[tuple[str, float, float]] = []  # name, wall seconds, CPU clock at its end
+
+    def on_stage(name: str, seconds: float) -> None:
+        stages.append((name, seconds, cpu_seconds()))
+
+    out = tempfile.mkdtemp(prefix="cinereel-bench-")
+    try:
+        started, started_cpu, started_steal = time.perf_counter(), cpu_seconds(), steal_seconds()
+        reel = make(out, on_stage)
+        wall_s = time.perf_counter() - started
+        return benchmark_report(reel, stages, wall_s, handles, crf, preset, started_cpu, started_steal,
+                                startup_s), reel
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def round_summary(report: dict[str, Any]) -> dict[str, Any]:
+    return {"wall_s": report["wall_s"], "plain_x264_s": report["plain_x264"]["seconds"],
+            "reel_to_x264_ratio": report["reel_to_x264_ratio"], "cpu_s": report["cpu_s"],
+            "plain_x264_cpu_s": report["plain_x264"]["cpu_s"],
+            "reel_to_x264_cpu_ratio": report["reel_to_x264_cpu_ratio"], "idle": report["machine"]["idle"]}
+
+
+def combine_rounds(warm_up: list[dict[str, Any]], rounds: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
+    """The median round's report (the lower middle one of an even count, so every figure is one round's)
+    with every round's summary, and that round's index."""
+    by_ratio = sorted(range(len(rounds)), key=lambda i: rounds[i]["reel_to_x264_ratio"] or float("inf"))
+    chosen = by_ratio[(len(rounds) - 1) // 2]
+    return {**rounds[chosen], "round": chosen + 1, "rounds": [round_summary(r) for r in rounds],
+            "warm_up": [round_summary(r) for r in warm_up]}, chosen
+
+
+def print_report(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print_text(report)
+
+
+def benchmark_here(make: MakeReel, handles: dict[str, Any], crf: int, preset: str, as_json: bool) -> Any:
+    """One round in this process: prints its report and returns its REEL."""
+    report, reel = measure_round(make, handles, crf, preset)
+    print_report(combine_rounds([], [report])[0], as_json)
+    if warning := busy_machine_warning(report):
+        print(f"cinereel: warning: {warning}", file=sys.stderr)
+    return reel
+
+
+# What each round's command adds to the user's: one round, in that process, as JSON (the last flag wins).
+ONE_ROUND = ("--benchmark", "--benchmark-rounds", "1", "--benchmark-warmup", "0", "--json")
+STOP_WAIT_S = 10.0
+
+
+def benchmark_in_rounds(argv: list[str], warm_up: int, rounds: int, as_json: bool) -> int:
+    """Each round a command of its own (``argv`` plus ``ONE_ROUND``), as a user's reel is: a warm process
+    would skip the imports and first calls every command pays. Prints the median round's report with every
+    round's figures, then what that round's command printed on standard error (its warnings); a round that
+    fails ends the benchmark with its exit status and its messages."""
+    reports, errors = [], []
+    for _ in range(warm_up + rounds):
+        code, out, err = _round_process(argv)
+        if code != 0:
+            sys.stderr.write(err)
+            return code
+        reports.append(json.loads(out))
+        errors.append(err)
+    report, chosen = combine_rounds(reports[:warm_up], reports[warm_up:])
+    print_report(report, as_json)
+    sys.stderr.write(errors[warm_up + chosen])
+    return 0
+
+
+def _round_process(argv: list[str]) -> tuple[int, str, str]:
+    import signal
+    import subprocess
+
+    from ...model_loaders.children import die_with_parent
+    from .branch_process import CHILD_SCRIPT, PACK_ROOT, PACKAGE
+
+    process = subprocess.Popen([sys.executable, str(CHILD_SCRIPT), PACKAGE, str(PACK_ROOT), "cli", *argv, *ONE_ROUND],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               **die_with_parent())
+    try:
+        out, err = process.communicate()
+    except BaseException:  # Ctrl-C reached the round too and it cleans up; a SIGTERM did not reach it
+        try:
+            process.wait(1.0)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        raise
+    return process.returncode, out, err
+
+
+def print_rounds(report: dict[str, Any]) -> None:
+    rounds, warm_up = report["rounds"], report["warm_up"]
+    if len(rounds) == 1 and not warm_up:
+        return
+    warm = f" after {len(warm_up)} warm-up round{'s' if len(warm_up) != 1 else ''} (not counted)" if warm_up else ""
+    print(f"benchmark: {len(rounds)} round{'s' if len(rounds) != 1 else ''}{warm}; below, the median round by "
+          f"ratio (round {report['round']})")
+    for label, row in [*((f"warm-up {k}", r) for k, r in enumerate(warm_up, 1)),
+                       *((f"round {k}", r) for k, r in enumerate(rounds, 1))]:
+        print(f"  {label:<10} reel {row['wall_s']:6.2f} s, plain x264 {row['plain_x264_s']:5.2f} s: "
+              f"ratio {row['reel_to_x264_ratio']:.2f}")
+
+
 def print_text(report: dict[str, Any]) -> None:
+    print_rounds(report)
     wall = report["wall_s"]
     print(f"reel: {wall:.2f} s wall for the pipeline, {report['process_s']:.2f} s for the whole process")
     for row in report["stages"]:
@@ -251,15 +393,3 @@ def busy_machine_warning(report: dict[str, Any]) -> str | None:
     return (f"the machine was not idle: the hypervisor took {100 * machine['reel']['share']:.1f} % of the cores "
             f"during the reel and {100 * machine['plain_x264']['share']:.1f} % during the plain encode (more than "
             f"{100 * MAX_IDLE_STEAL_SHARE:g} %); the ratio is not an idle machine's, run the benchmark again")
-
-
-def print_benchmark(reel: Any, stages: list[tuple[str, float, float]], wall_s: float, handles: dict[str, Any],
-                    crf: int, preset: str, as_json: bool, started_cpu: float | None = None,
-                    started_steal: float | None = None) -> None:
-    report = benchmark_report(reel, stages, wall_s, handles, crf, preset, started_cpu, started_steal)
-    if as_json:
-        print(json.dumps(report, ensure_ascii=False))
-    else:
-        print_text(report)
-    if warning := busy_machine_warning(report):
-        print(f"cinereel: warning: {warning}", file=sys.stderr)

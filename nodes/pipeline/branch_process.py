@@ -5,7 +5,7 @@ turns on one interpreter lock, and each slows the other; in a process they use t
 starts before the director, so it imports its libraries (scipy.signal alone takes most of a second) while the
 director writes the plan, then waits for the REEL.
 
-The parent starts ``branch_main.py`` with its own interpreter; the child imports the pack by its folder path
+The parent starts ``child_main.py`` with its own interpreter; the child imports the pack by its folder path
 under the parent's package name (as a Ray worker does) and connects back over an authenticated
 ``multiprocessing.connection`` (``children.listen_for_child``, as a model worker does), so what crosses it (the
 function to run, the REEL, an exception) refers to the same modules on both sides. The child works under the
@@ -38,7 +38,7 @@ from ...model_loaders.children import PendingChild, die_with_parent, listen_for_
 
 PACKAGE = __package__.rsplit(".", 2)[0]  # the pack's name in this process (ComfyUI names it after its folder)
 PACK_ROOT = Path(__file__).resolve().parents[2]
-CHILD_SCRIPT = Path(__file__).resolve().parent / "branch_main.py"
+CHILD_SCRIPT = Path(__file__).resolve().parent / "child_main.py"
 STOP_WAIT_S = 10.0
 CONNECT_TIMEOUT_S = 60.0
 
@@ -55,7 +55,7 @@ class BranchProcess:
         listener, authkey = listen_for_child()
         try:
             self._process = subprocess.Popen(
-                [sys.executable, str(CHILD_SCRIPT), PACKAGE, str(PACK_ROOT), name, *warm_up],
+                [sys.executable, str(CHILD_SCRIPT), PACKAGE, str(PACK_ROOT), "branch", name, *warm_up],
                 stdin=subprocess.PIPE, **die_with_parent())
         except BaseException:
             listener.close()
@@ -175,7 +175,7 @@ class _Stopped(KeyboardInterrupt):
 
 
 def child_main(name: str, warm_up: list[str]) -> int:
-    """The child's side (``branch_main.py`` calls it once the pack is imported)."""
+    """The child's side (``child_main.py`` calls it once the pack is imported)."""
     import importlib
 
     from ...model_loaders import preview  # noqa: F401 - registers the weightless families

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import shutil
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Iterator
@@ -108,7 +106,14 @@ def parser(sentence: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--benchmark", action="store_true",
                    help="make the reel in a fresh temporary folder (nothing resumed) and print the wall time and "
                         "each stage's share, model loads and evictions, each Wan2.2 expert's forward passes per "
-                        "clip, and a plain x264 encode of as many frames beside it (with --json: one JSON object)")
+                        "clip, and a plain x264 encode of as many frames beside it (with --json: one JSON object); "
+                        "in rounds, reporting the median round")
+    p.add_argument("--benchmark-rounds", type=int, default=None, metavar="N",
+                   help="with --benchmark: measured rounds, each a reel and a plain encode (default: 3 when no "
+                        "backend holds weights, else 1)")
+    p.add_argument("--benchmark-warmup", type=int, default=None, metavar="N",
+                   help="with --benchmark: rounds made first and not counted, so the libraries are read from disk "
+                        "before the clock matters (default: 1 when no backend holds weights, else 0)")
     return p
 
 
@@ -231,11 +236,24 @@ def preflight(args: argparse.Namespace, request) -> tuple[PipelineOptions, str |
                               max_retries=args.max_retries, keep=args.keep,
                               settings=settings.report() if (settings := getattr(args, "settings", None)) else None)
     problems += settings_problems(request, options)
+    problems += benchmark_problems(args)
     problems += checkpoint_problems({stage: handle for stage, handle in handles.items()
                                      if not args.plan_only or stage == "llm"})
     if problems:
         raise PreflightError(problems)
     return options, plan_override
+
+
+def benchmark_problems(args: argparse.Namespace) -> list[str]:
+    rounds, warmup = getattr(args, "benchmark_rounds", None), getattr(args, "benchmark_warmup", None)
+    problems = [f"{flag} {value} only applies with --benchmark" for flag, value in
+                (("--benchmark-rounds", rounds), ("--benchmark-warmup", warmup))
+                if value is not None and not getattr(args, "benchmark", False)]
+    if rounds is not None and rounds < 1:
+        problems.append(f"--benchmark-rounds must be at least 1, got {rounds}")
+    if warmup is not None and warmup < 0:
+        problems.append(f"--benchmark-warmup must be 0 or more, got {warmup}")
+    return problems
 
 
 class Terminated(KeyboardInterrupt):
@@ -292,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     for note in resolved.ignored:
         print(f"cinereel: note: ignored {note}", file=sys.stderr)
+    args.command_line = argv  # a benchmark's rounds run it again
     with sigterm_as_interrupt():
         return run(args)
 
@@ -332,30 +351,22 @@ def run(args: argparse.Namespace) -> int:
             print_warnings(reel)
             return 0
 
-        from .benchmark import cpu_seconds, print_benchmark, steal_seconds
+        if args.benchmark:  # a reel in a fresh temporary folder beside a plain x264 encode, in rounds
+            from .benchmark import benchmark_here, benchmark_in_rounds, round_counts
 
-        stages: list[tuple[str, float, float]] = []  # name, wall seconds, CPU clock at its end
-
-        def on_stage(name: str, seconds: float) -> None:
-            stages.append((name, seconds, cpu_seconds()))
-            if not args.benchmark:
-                print(f"  {name:<14} {seconds:6.2f} s", file=sys.stderr)  # "delivery_audio", "keyframe_gate"
-
-        out = tempfile.mkdtemp(prefix="cinereel-bench-") if args.benchmark else args.out
-        started, started_cpu = time.perf_counter(), cpu_seconds()
-        started_steal = steal_seconds() if args.benchmark else None
-        try:
-            reel = make_reel(request, out, args.run_id, plan_override, options, on_stage=on_stage)
-            if args.benchmark:  # counts, loads and a plain x264 encode beside it (benchmark.py)
-                print_benchmark(reel, stages, time.perf_counter() - started, options.handles, options.crf,
-                                options.clip_preset, as_json=args.json, started_cpu=started_cpu,
-                                started_steal=started_steal)
-        finally:
-            if args.benchmark:  # a benchmark's reel is not for keeping
-                shutil.rmtree(out, ignore_errors=True)
-        if args.benchmark:
+            warm_up, rounds = round_counts(args.benchmark_rounds, args.benchmark_warmup, options.handles)
+            if warm_up + rounds > 1:  # each round a command of its own
+                return benchmark_in_rounds(args.command_line, warm_up, rounds, as_json=args.json)
+            reel = benchmark_here(lambda out, on_stage: make_reel(request, out, args.run_id, plan_override, options,
+                                                                  on_stage=on_stage),
+                                  options.handles, options.crf, options.clip_preset, as_json=args.json)
             print_warnings(reel)
             return 0
+
+        def on_stage(name: str, seconds: float) -> None:
+            print(f"  {name:<14} {seconds:6.2f} s", file=sys.stderr)  # "delivery_audio", "keyframe_gate"
+
+        reel = make_reel(request, args.out, args.run_id, plan_override, options, on_stage=on_stage)
     except (ValueError, FileNotFoundError, NotImplementedError, ModelUnavailable, RunInUse) as exc:
         print(f"cinereel: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT

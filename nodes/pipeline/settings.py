@@ -114,6 +114,10 @@ def _run_settings() -> list[Setting]:
         Setting(p, "device", "auto", "auto (CUDA when present), cuda, cpu or mps", "str", "device", "--device"),
         Setting(p, "benchmark", False, "make the reel in a temporary folder and print each stage's share", "bool",
                 "benchmark", "--benchmark"),
+        Setting(p, "benchmark_rounds", None, "with benchmark: measured rounds; \"\" = 3 when no backend holds "
+                "weights, else 1", "int", "benchmark_rounds", "--benchmark-rounds", optional=True),
+        Setting(p, "benchmark_warmup", None, "with benchmark: uncounted rounds first; \"\" = 1 when no backend "
+                "holds weights, else 0", "int", "benchmark_warmup", "--benchmark-warmup", optional=True),
     ]
 
 
