@@ -215,6 +215,19 @@ def test_a_round_that_fails_ends_the_benchmark_with_its_status_and_messages(tmp_
     assert "the round broke" in captured.err
 
 
+def test_a_cancelled_benchmark_does_not_promise_a_resume(tmp_path, monkeypatch, capsys):
+    from cinereel.nodes.pipeline import benchmark
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(benchmark, "_round_process", interrupted)
+    assert main([SENTENCE, "--benchmark", "--plan", str(plan_file(tmp_path, 448, 256, 1.0))]) == 130
+    err = capsys.readouterr().err
+    assert "cinereel: cancelled; a benchmark's reels are made in temporary folders and removed" in err
+    assert "resume" not in err
+
+
 def test_rounds_and_warm_up_are_checked_before_anything_runs(capsys):
     assert main([SENTENCE, "--benchmark-rounds", "0", "--benchmark-warmup", "-1"]) == 2
     err = capsys.readouterr().err

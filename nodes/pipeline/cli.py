@@ -374,7 +374,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"cinereel: error: {os_problem(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as stop:
-        print("cinereel: cancelled; run the same command again to resume where it stopped", file=sys.stderr)
+        print("cinereel: cancelled; " + ("a benchmark's reels are made in temporary folders and removed"
+                                         if args.benchmark else "run the same command again to resume where it "
+                                         "stopped"), file=sys.stderr)
         return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_CANCELLED
     except Exception:
         return internal_error()
