@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -182,6 +183,21 @@ def test_a_preview_benchmark_warms_up_then_reports_the_median_of_rounds_each_a_c
     assert {k: v for k, v in report.items() if k not in ("round", "rounds", "warm_up")} == {
         k: v for k, v in chosen.items() if k not in ("round", "rounds", "warm_up")}
     assert list(scratch.iterdir()) == []  # every round's reel removed
+
+
+def test_the_process_age_is_never_more_than_the_time_since_it_was_started():
+    """psutil's create_time was a second off here (the kernel's boot time is in whole seconds)."""
+    import subprocess
+    import sys
+    import time
+
+    script = ("import time; time.sleep(0.3); from cinereel.nodes.pipeline.benchmark import seconds_since_start; "
+              "print(seconds_since_start())")
+    before = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    elapsed = time.monotonic() - before
+    tick = 1 / os.sysconf("SC_CLK_TCK")  # the start time's resolution
+    assert 0.3 <= float(done.stdout) <= elapsed + tick
 
 
 def test_the_median_round_is_one_rounds_report(tmp_path):
