@@ -38,6 +38,23 @@ def die_with_parent() -> dict[str, Any]:
     return {"preexec_fn": arm}
 
 
+def end_child(process: subprocess.Popen, timeout_s: float, terminate: bool = True) -> None:
+    """End ``process`` and wait until it is gone: SIGTERM first (unless ``terminate`` is False: it was told
+    already), then ``timeout_s`` for its clean-up, then SIGKILL."""
+    import signal
+    import subprocess
+
+    if process.poll() is not None:
+        return
+    if terminate:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 # -- a child that connects back ------------------------------------------------------------------------------
 # A child process of the pack's (a model worker, the headless runner's sound branch) talks to its parent over
 # an authenticated ``multiprocessing.connection``: the parent listens, hands the address and a one-time key to

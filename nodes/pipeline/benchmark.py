@@ -303,7 +303,7 @@ def benchmark_here(make: MakeReel, handles: dict[str, Any], crf: int, preset: st
 
 # What each round's command adds to the user's: one round, in that process, as JSON (the last flag wins).
 ONE_ROUND = ("--benchmark", "--benchmark-rounds", "1", "--benchmark-warmup", "0", "--json")
-STOP_WAIT_S = 10.0
+INTERRUPTED_ROUND_WAIT_S = 1.0  # for a round that took the Ctrl-C too to clean up and exit by itself
 
 
 def benchmark_in_rounds(argv: list[str], warm_up: int, rounds: int, as_json: bool) -> int:
@@ -326,11 +326,10 @@ def benchmark_in_rounds(argv: list[str], warm_up: int, rounds: int, as_json: boo
 
 
 def _round_process(argv: list[str]) -> tuple[int, str, str]:
-    import signal
     import subprocess
 
-    from ...model_loaders.children import die_with_parent
-    from .branch_process import CHILD_SCRIPT, PACK_ROOT, PACKAGE
+    from ...model_loaders.children import die_with_parent, end_child
+    from .branch_process import CHILD_SCRIPT, PACK_ROOT, PACKAGE, STOP_WAIT_S
 
     process = subprocess.Popen([sys.executable, str(CHILD_SCRIPT), PACKAGE, str(PACK_ROOT), "cli", *argv, *ONE_ROUND],
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -339,14 +338,9 @@ def _round_process(argv: list[str]) -> tuple[int, str, str]:
         out, err = process.communicate()
     except BaseException:  # Ctrl-C reached the round too and it cleans up; a SIGTERM did not reach it
         try:
-            process.wait(1.0)
+            process.wait(INTERRUPTED_ROUND_WAIT_S)
         except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            end_child(process, STOP_WAIT_S)
         raise
     return process.returncode, out, err
 

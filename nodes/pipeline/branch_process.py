@@ -34,7 +34,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ...model_loaders.children import PendingChild, die_with_parent, listen_for_child, send_address
+from ...model_loaders.children import PendingChild, die_with_parent, end_child, listen_for_child, send_address
 
 PACKAGE = __package__.rsplit(".", 2)[0]  # the pack's name in this process (ComfyUI names it after its folder)
 PACK_ROOT = Path(__file__).resolve().parents[2]
@@ -109,14 +109,7 @@ class BranchProcess:
     def stop(self) -> None:
         """Wait for a child that has sent its outcome to exit; end any other now (an interrupt or an error in
         the parent) and wait for it to clean up."""
-        if self._process.poll() is None:
-            if self._outcome is None:
-                self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        end_child(self._process, STOP_WAIT_S, terminate=self._outcome is None)
         if self._reader is not None:
             self._reader.join()
         self._close_connection()
