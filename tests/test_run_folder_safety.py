@@ -199,6 +199,36 @@ def test_a_thread_joining_the_hold_while_the_first_clears_partial_files_keeps_th
     assert survived == [True]
 
 
+# A process that makes one artifact and is killed (SIGKILL, nothing after it runs) as that artifact's finished
+# file is renamed into place: just before the rename, or just after it.
+KILLED_AT_THE_RENAME = RUNNER.split("from cinereel.nodes.pipeline.cli")[0] + (
+    "import os, signal; from pathlib import Path; import cinereel.nodes.pipeline.rundir as rundir; "
+    "root, when = sys.argv[1], sys.argv[2]; real = os.replace\n"
+    "def replace(src, dst):\n"
+    "    if Path(dst).name == 'shot_01.png' and when == 'before': os.kill(os.getpid(), signal.SIGKILL)\n"
+    "    real(src, dst)\n"
+    "    if Path(dst).name == 'shot_01.png' and when == 'after': os.kill(os.getpid(), signal.SIGKILL)\n"
+    "rundir.os.replace = replace\n"
+    "rundir.RunDir(root).produce('keyframes/shot_01.png', {'v': 1}, lambda tmp: tmp.write_text('made'))")
+
+
+@pytest.mark.parametrize("killed", ["before", "after"])
+def test_an_artifact_killed_at_its_rename_is_either_made_again_or_kept_never_moved_aside(tmp_path, killed):
+    """After the rename the file is finished and the next run keeps it; before it, the next run makes it. In CI a
+    keyframe finished just before a kill -9 was moved to superseded/ and drawn again: its key came after it."""
+    root = tmp_path / "run"
+    died = subprocess.run([sys.executable, "-c", KILLED_AT_THE_RENAME, str(root), killed], capture_output=True,
+                          text=True, timeout=120)
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    assert (root / "keyframes" / "shot_01.png").is_file() == (killed == "after")
+    run = RunDir(root)
+    path, made = run.produce("keyframes/shot_01.png", {"v": 1}, lambda tmp: tmp.write_text("again"))
+    assert made == (killed == "before")
+    assert path.read_text() == ("again" if killed == "before" else "made")
+    assert run.superseded() == [] and not (root / "superseded").exists()
+    assert partials(root) == []  # the killed process's temporary file, removed as the run resumed
+
+
 def test_three_edits_within_one_second_keep_three_versions(tmp_path):
     run = RunDir.create(tmp_path, "edits")
     for version in range(4):
@@ -303,10 +333,10 @@ def test_a_full_disk_at_every_write_site_is_one_line_and_the_run_resumes(tmp_pat
                 if path.relative_to(root).as_posix().startswith(site):
                     path.unlink()
 
-        def full_at_site(path, write, site=site):
+        def full_at_site(path, write, site=site, **options):
             if path.resolve().relative_to(root.resolve()).as_posix().startswith(site):
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
-            return real_write(path, write)
+            return real_write(path, write, **options)
 
         for module in (rundir, audio, reel):
             monkeypatch.setattr(module, "atomic_write", full_at_site)

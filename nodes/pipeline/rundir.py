@@ -76,11 +76,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot key a {type(value).__name__}")
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], None],
+                 before_rename: Callable[[], None] | None = None) -> Path:
     """Run ``write(tmp)`` on a temporary path beside ``path``, then rename it into place.
 
     If ``write`` raises (or the process is cancelled), no file appears at ``path``
-    and the temporary file is removed.
+    and the temporary file is removed. ``before_rename`` runs once the file is written, just before it
+    appears (``RunDir.produce`` records its key there).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     # A unique name created with open(..., "x") (not mkstemp, whose 0600 mode would stick to the
@@ -93,6 +95,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         write(tmp)
         if not tmp.exists() or tmp.stat().st_size == 0:
             raise RuntimeError(f"writing {path.name} produced an empty file")
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -320,8 +324,10 @@ class RunDir:
                 return target, False
             if target.exists():
                 self._supersede(rel, key)
-            atomic_write(target, make)
-            self._record(rel, key)
+            # The key is recorded before the file appears: a process killed between the two leaves a key without
+            # its file, which the next run makes (the work was not finished), never a finished file without its
+            # key, which the next run would move aside and make again (seen in CI: a keyframe, kill -9).
+            atomic_write(target, make, before_rename=lambda: self._record(rel, key))
         return target, True
 
     def locked(self) -> Any:
