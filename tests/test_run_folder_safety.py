@@ -21,10 +21,10 @@ pytestmark = pytest.mark.reel
 
 SENTENCE = "A lone astronaut walks through a neon-lit Tokyo alley at dusk"
 SHORT = ["--duration", "4", "--shots", "2", "--resolution", "480p"]
-RUNNER = (f"import importlib.util, sys; spec = importlib.util.spec_from_file_location('cinereel', "
-          f"{str(PACK_ROOT / '__init__.py')!r}, submodule_search_locations=[{str(PACK_ROOT)!r}]); "
-          "m = importlib.util.module_from_spec(spec); sys.modules['cinereel'] = m; spec.loader.exec_module(m); "
-          "from cinereel.nodes.pipeline.cli import main; sys.exit(main(sys.argv[1:]))")
+IMPORT_PACK = (f"import importlib.util, sys; spec = importlib.util.spec_from_file_location('cinereel', "
+               f"{str(PACK_ROOT / '__init__.py')!r}, submodule_search_locations=[{str(PACK_ROOT)!r}]); "
+               "m = importlib.util.module_from_spec(spec); sys.modules['cinereel'] = m; spec.loader.exec_module(m); ")
+RUNNER = IMPORT_PACK + "from cinereel.nodes.pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def start_cli(out: Path, run_id: str, *extra: str) -> subprocess.Popen:
@@ -201,7 +201,7 @@ def test_a_thread_joining_the_hold_while_the_first_clears_partial_files_keeps_th
 
 # A process that makes one artifact and is killed (SIGKILL, nothing after it runs) as that artifact's finished
 # file is renamed into place: just before the rename, or just after it.
-KILLED_AT_THE_RENAME = RUNNER.split("from cinereel.nodes.pipeline.cli")[0] + (
+KILLED_AT_THE_RENAME = IMPORT_PACK + (
     "import os, signal; from pathlib import Path; import cinereel.nodes.pipeline.rundir as rundir; "
     "root, when = sys.argv[1], sys.argv[2]; real = os.replace\n"
     "def replace(src, dst):\n"
